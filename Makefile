@@ -1,0 +1,31 @@
+# Ferry — the two set-up-and-go commands are `make demo` and `make test`.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+N ?= 100000
+SEED ?= 0
+ARGS ?=
+
+.PHONY: test lint unit check-convergence bench venv tools demo
+
+# Python tools (moto_server for SQS/STS) live in a venv made on first use.
+$(VENV)/bin/moto_server:
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check "moto[server]==5.*"
+
+venv: $(VENV)/bin/moto_server
+
+lint:
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets -- -D warnings
+
+unit:
+	cargo test --workspace
+
+test: venv lint unit
+
+check-convergence:
+	cargo run --release -p ferry-core --example check_convergence -- --runs $(N) --seed $(SEED)
+
+bench:
+	cargo bench -p ferry-core --bench core_path

@@ -1,0 +1,124 @@
+//! Building SDK clients: one shared config, per-region clients, optional endpoint override
+//! (emulators, VPC endpoints) and optional role assumption for a destination in another account.
+
+use aws_config::sts::AssumeRoleProvider;
+use aws_config::timeout::TimeoutConfig;
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use std::time::Duration;
+
+/// How to reach one region's services.
+#[derive(Clone, Debug, Default)]
+pub struct ClientSettings {
+    pub region: String,
+    /// DynamoDB endpoint override (emulator, VPC endpoint).
+    pub dynamodb_endpoint: Option<String>,
+    /// SQS endpoint override.
+    pub sqs_endpoint: Option<String>,
+    /// STS endpoint override (for role assumption against an emulator).
+    pub sts_endpoint: Option<String>,
+    /// A role to assume for this region's table (a destination in another account).
+    pub role_arn: Option<String>,
+    /// Per-attempt timeout; a hanging endpoint must fail fast, not stall the function.
+    pub attempt_timeout: Option<Duration>,
+    pub operation_timeout: Option<Duration>,
+    pub connect_timeout: Option<Duration>,
+    /// SDK retry attempts (standard mode); `None` keeps the SDK's default (3).
+    pub max_attempts: Option<u32>,
+}
+
+/// The clients of one region.
+#[derive(Clone, Debug)]
+pub struct Clients {
+    pub region: String,
+    pub dynamodb: aws_sdk_dynamodb::Client,
+    pub sqs: aws_sdk_sqs::Client,
+}
+
+/// The base config from the default credential chain (environment, profile, Lambda role).
+pub async fn base_config() -> SdkConfig {
+    aws_config::defaults(BehaviorVersion::latest()).load().await
+}
+
+impl ClientSettings {
+    pub fn new(region: impl Into<String>) -> Self {
+        ClientSettings {
+            region: region.into(),
+            ..Default::default()
+        }
+    }
+
+    fn timeouts(&self) -> TimeoutConfig {
+        let mut t = TimeoutConfig::builder()
+            .connect_timeout(self.connect_timeout.unwrap_or(Duration::from_millis(3100)));
+        if let Some(a) = self.attempt_timeout {
+            t = t.operation_attempt_timeout(a);
+        }
+        if let Some(o) = self.operation_timeout {
+            t = t.operation_timeout(o);
+        }
+        t.build()
+    }
+
+    fn retry(&self) -> aws_config::retry::RetryConfig {
+        let r = aws_config::retry::RetryConfig::standard();
+        match self.max_attempts {
+            Some(n) => r.with_max_attempts(n),
+            None => r,
+        }
+    }
+
+    /// The credentials for this region's table: the role, assumed from the base credentials, or
+    /// the base credentials themselves.
+    pub async fn table_config(&self, base: &SdkConfig) -> SdkConfig {
+        let region = Region::new(self.region.clone());
+        let Some(role) = &self.role_arn else {
+            return base.clone();
+        };
+        let mut sts_config = base.to_builder().region(region.clone());
+        if let Some(e) = &self.sts_endpoint {
+            sts_config = sts_config.endpoint_url(e);
+        }
+        let provider = AssumeRoleProvider::builder(role)
+            .session_name("ferry")
+            .region(region)
+            .configure(&sts_config.build())
+            .build()
+            .await;
+        base.to_builder()
+            .credentials_provider(aws_sdk_dynamodb::config::SharedCredentialsProvider::new(
+                provider,
+            ))
+            .build()
+    }
+
+    pub async fn dynamodb(&self, base: &SdkConfig) -> aws_sdk_dynamodb::Client {
+        let config = self.table_config(base).await;
+        let mut b = aws_sdk_dynamodb::config::Builder::from(&config)
+            .region(Region::new(self.region.clone()))
+            .timeout_config(self.timeouts())
+            .retry_config(self.retry());
+        if let Some(e) = &self.dynamodb_endpoint {
+            b = b.endpoint_url(e);
+        }
+        aws_sdk_dynamodb::Client::from_conf(b.build())
+    }
+
+    pub fn sqs(&self, base: &SdkConfig) -> aws_sdk_sqs::Client {
+        let mut b = aws_sdk_sqs::config::Builder::from(base)
+            .region(Region::new(self.region.clone()))
+            .timeout_config(self.timeouts())
+            .retry_config(self.retry());
+        if let Some(e) = &self.sqs_endpoint {
+            b = b.endpoint_url(e);
+        }
+        aws_sdk_sqs::Client::from_conf(b.build())
+    }
+
+    pub async fn clients(&self, base: &SdkConfig) -> Clients {
+        Clients {
+            region: self.region.clone(),
+            dynamodb: self.dynamodb(base).await,
+            sqs: self.sqs(base),
+        }
+    }
+}

@@ -1,0 +1,13 @@
+//! Ferry's AWS adapter: the one place that talks to DynamoDB and SQS. The functions and the CLI
+//! share it; the replication decisions stay in `ferry-core`.
+
+pub mod buffer;
+pub mod clients;
+pub mod error;
+pub mod table;
+pub mod values;
+
+pub use buffer::{Buffer, Received};
+pub use clients::{ClientSettings, Clients};
+pub use error::{AwsError, ErrorKind};
+pub use table::{Table, WriteOutcome};

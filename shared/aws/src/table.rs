@@ -1,0 +1,160 @@
+//! A region's DynamoDB table, as Ferry writes it: conditional puts with `ALL_OLD` on failure,
+//! version stamps, consistent reads, a cheap liveness check.
+
+use crate::error::{classify_sdk_error, AwsError};
+use crate::values::{from_sdk, into_sdk, to_sdk};
+use aws_sdk_dynamodb::types::ReturnValuesOnConditionCheckFailure;
+use aws_sdk_dynamodb::Client;
+use ferry_core::condition::Expression;
+use ferry_core::{Condition, Config, Item, Version};
+
+#[derive(Clone, Debug)]
+pub struct Table {
+    pub client: Client,
+    pub name: String,
+}
+
+/// The result of a conditional write.
+#[derive(Clone, Debug, PartialEq)]
+pub enum WriteOutcome {
+    Written,
+    /// The condition failed; the stored item as DynamoDB returned it (`None`: no item).
+    ConditionFailed(Option<Item>),
+}
+
+impl Table {
+    pub fn new(client: Client, name: impl Into<String>) -> Self {
+        Table {
+            client,
+            name: name.into(),
+        }
+    }
+
+    /// `PutItem` under a condition, returning the stored item when the condition fails.
+    pub async fn put_if(
+        &self,
+        item: &Item,
+        condition: &Condition,
+    ) -> Result<WriteOutcome, AwsError> {
+        let expr = condition.to_expression();
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.name)
+            .set_item(Some(to_sdk(item)))
+            .condition_expression(expr.text)
+            .set_expression_attribute_names(Some(expr.names))
+            .set_expression_attribute_values(non_empty(into_sdk(expr.values)))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(WriteOutcome::Written),
+            Err(e) => condition_failed(&e)
+                .ok_or_else(|| classify_sdk_error("PutItem", &e))
+                .map(WriteOutcome::ConditionFailed),
+        }
+    }
+
+    /// `UpdateItem` that sets only the version (and removes `remove`), under a condition.
+    pub async fn stamp_if(
+        &self,
+        key: &Item,
+        version: &Version,
+        remove: &[String],
+        condition: &Condition,
+        config: &Config,
+    ) -> Result<WriteOutcome, AwsError> {
+        let mut expr = Expression::default();
+        let condition_text = condition.render(&mut expr);
+        let ts = expr.name(&config.names.ts);
+        let origin = expr.name(&config.names.origin);
+        let ts_v = expr.value(&version.ts_value());
+        let origin_v = expr.value(&version.origin_value());
+        let mut update = format!("SET {ts} = {ts_v}, {origin} = {origin_v}");
+        if !remove.is_empty() {
+            let names: Vec<String> = remove.iter().map(|r| expr.name(r)).collect();
+            update.push_str(&format!(" REMOVE {}", names.join(", ")));
+        }
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.name)
+            .set_key(Some(to_sdk(key)))
+            .update_expression(update)
+            .condition_expression(condition_text)
+            .set_expression_attribute_names(Some(expr.names))
+            .set_expression_attribute_values(non_empty(into_sdk(expr.values)))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(WriteOutcome::Written),
+            Err(e) => condition_failed(&e)
+                .ok_or_else(|| classify_sdk_error("UpdateItem", &e))
+                .map(WriteOutcome::ConditionFailed),
+        }
+    }
+
+    /// A strongly consistent read of one item.
+    pub async fn get(&self, key: &Item) -> Result<Option<Item>, AwsError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.name)
+            .set_key(Some(to_sdk(key)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| classify_sdk_error("GetItem", &e))?;
+        Ok(out.item.map(from_sdk))
+    }
+
+    /// A cheap call that tells whether the table's endpoint answers.
+    pub async fn ping(&self) -> Result<(), AwsError> {
+        self.client
+            .describe_table()
+            .table_name(&self.name)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| classify_sdk_error("DescribeTable", &e))
+    }
+}
+
+fn non_empty<T>(
+    m: std::collections::HashMap<String, T>,
+) -> Option<std::collections::HashMap<String, T>> {
+    (!m.is_empty()).then_some(m)
+}
+
+/// The stored item carried by a failed condition, if that is what the error is.
+fn condition_failed<E, R>(e: &aws_sdk_dynamodb::error::SdkError<E, R>) -> Option<Option<Item>>
+where
+    E: AsConditionalCheckFailed,
+{
+    e.as_service_error().and_then(|se| se.conditional_item())
+}
+
+/// The two operations' error types both carry the `ALL_OLD` item on a failed condition.
+trait AsConditionalCheckFailed {
+    fn conditional_item(&self) -> Option<Option<Item>>;
+}
+
+impl AsConditionalCheckFailed for aws_sdk_dynamodb::operation::put_item::PutItemError {
+    fn conditional_item(&self) -> Option<Option<Item>> {
+        match self {
+            Self::ConditionalCheckFailedException(c) => Some(c.item.clone().map(from_sdk)),
+            _ => None,
+        }
+    }
+}
+
+impl AsConditionalCheckFailed for aws_sdk_dynamodb::operation::update_item::UpdateItemError {
+    fn conditional_item(&self) -> Option<Option<Item>> {
+        match self {
+            Self::ConditionalCheckFailedException(c) => Some(c.item.clone().map(from_sdk)),
+            _ => None,
+        }
+    }
+}

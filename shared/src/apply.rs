@@ -1,0 +1,68 @@
+//! Applying a change record at a destination: the LWW condition and the judgement of a failed one.
+
+use crate::condition::Condition;
+use crate::config::Config;
+use crate::item::Item;
+use crate::record::ChangeRecord;
+use crate::version::Version;
+
+/// The destination write is a `PutItem` of the record's image under this condition:
+/// `attribute_not_exists(pk) OR ts < :ts OR (ts = :ts AND origin < :origin)`.
+/// An unversioned stored item fails it (a comparison with a missing attribute is false).
+pub fn apply_condition(record: &ChangeRecord, config: &Config) -> Condition {
+    let n = &config.names;
+    Condition::Or(vec![
+        Condition::NotExists(config.key.partition.clone()),
+        Condition::LessThan(n.ts.clone(), record.version.ts_value()),
+        Condition::And(vec![
+            Condition::Equals(n.ts.clone(), record.version.ts_value()),
+            Condition::LessThan(n.origin.clone(), record.version.origin_value()),
+        ]),
+    ])
+}
+
+/// What a failed apply condition means, from the item DynamoDB returned (`ALL_OLD`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Judgement {
+    /// The stored version is the record's own or newer from the same origin: done.
+    Stale { stored: Version },
+    /// A newer version from another region won: done, and logged with both versions.
+    Conflict { winner: Version, loser: Version },
+    /// Not done; retry later.
+    Pending(PendingReason),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PendingReason {
+    /// A local write whose stamp has not happened yet: never judged against it.
+    Unversioned,
+    /// The stored item carries a version Ferry cannot read.
+    InvalidStoredVersion(String),
+    /// The condition failed yet nothing newer is stored (the item vanished or was older in
+    /// between): try again.
+    Raced,
+}
+
+impl Judgement {
+    pub fn is_done(&self) -> bool {
+        !matches!(self, Judgement::Pending(_))
+    }
+}
+
+pub fn judge(record: &ChangeRecord, stored: Option<&Item>, config: &Config) -> Judgement {
+    let Some(stored) = stored else {
+        return Judgement::Pending(PendingReason::Raced);
+    };
+    match Version::of(stored, &config.names) {
+        Err(e) => Judgement::Pending(PendingReason::InvalidStoredVersion(e.to_string())),
+        Ok(None) => Judgement::Pending(PendingReason::Unversioned),
+        Ok(Some(v)) if v < record.version => Judgement::Pending(PendingReason::Raced),
+        Ok(Some(v)) if v != record.version && v.origin != record.version.origin => {
+            Judgement::Conflict {
+                winner: v,
+                loser: record.version.clone(),
+            }
+        }
+        Ok(Some(v)) => Judgement::Stale { stored: v },
+    }
+}

@@ -1,0 +1,202 @@
+//! `classify`: what enqueue does with one stream record (the contract's cases 1–4).
+
+use crate::config::{Config, ItemFilter};
+use crate::item::{describe_key, key_of, AttributeValue, Item};
+use crate::record::ChangeRecord;
+use crate::version::{Version, VersionError};
+use aws_lambda_events::event::dynamodb::EventRecord;
+
+/// The decision for one stream record.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Classified {
+    /// Case 1: written here by a drain (a foreign version that this write set). The loop guard.
+    ReplicatedIn,
+    /// Case 2: a local write carrying a new local version: send it to every destination.
+    Forward(ChangeRecord),
+    /// Case 3: the table's TTL removed the item; every region expires its own copy.
+    TtlExpiry,
+    /// The item filter excludes this key.
+    Filtered,
+    /// Case 4: a local change that cannot be forwarded as it is; the record is a hint to make the
+    /// key's current item carry a version above everything the record saw ([`crate::reconcile`]).
+    Reconcile(Hint),
+}
+
+/// What a case-4 record saw, which is all `reconcile` needs besides the current item.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Hint {
+    pub key: Item,
+    /// The newest version in the old and new images.
+    pub seen: Option<Version>,
+    /// The new image's version (`None` for a delete or an unstamped write).
+    pub new_version: Option<Version>,
+    /// Every non-version attribute that differs between the old and new images, with the new
+    /// image's value (`None`: the write removed it). Empty for a delete.
+    pub changed: Vec<(String, Option<AttributeValue>)>,
+    /// The TTL value of a tombstone in the old or new image: a stamp that turns an updated
+    /// tombstone back into an item removes the TTL only if it still holds this value.
+    pub tombstone_ttl: Option<AttributeValue>,
+}
+
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ClassifyError {
+    #[error("sequence {sequence}: key attribute `{attribute}` is missing")]
+    MissingKey { sequence: String, attribute: String },
+    #[error("sequence {sequence}, key {key}: {source}")]
+    BadVersion {
+        sequence: String,
+        key: String,
+        source: VersionError,
+    },
+    #[error("sequence {sequence}: unknown event name `{name}`")]
+    UnknownEvent { sequence: String, name: String },
+    #[error("sequence {sequence}, key {key}: the {image} image is missing; the stream must be NEW_AND_OLD_IMAGES")]
+    MissingImage {
+        sequence: String,
+        key: String,
+        image: &'static str,
+    },
+}
+
+/// Decides one stream record's case. `config.local_region` is the region whose stream this is
+/// (never the record's `awsRegion`, which emulators fill with their own name).
+pub fn classify(record: &EventRecord, config: &Config) -> Result<Classified, ClassifyError> {
+    let change = &record.change;
+    let sequence = || change.sequence_number.clone().unwrap_or_default();
+    let key = key_of(&change.keys, &config.key).map_err(|attribute| ClassifyError::MissingKey {
+        sequence: sequence(),
+        attribute,
+    })?;
+    let (has_old, has_new) = match record.event_name.as_str() {
+        "INSERT" => (false, true),
+        "MODIFY" => (true, true),
+        "REMOVE" => (true, false),
+        other => {
+            return Err(ClassifyError::UnknownEvent {
+                sequence: sequence(),
+                name: other.to_string(),
+            })
+        }
+    };
+    let missing = |image| ClassifyError::MissingImage {
+        sequence: sequence(),
+        key: describe_key(&key),
+        image,
+    };
+    let new: Option<&Item> = if has_new {
+        Some(change.new_image.inner())
+            .filter(|i| !i.is_empty())
+            .ok_or_else(|| missing("new"))?
+            .into()
+    } else {
+        None
+    };
+    let old: Option<&Item> = if has_old {
+        Some(change.old_image.inner())
+            .filter(|i| !i.is_empty())
+            .ok_or_else(|| missing("old"))?
+            .into()
+    } else {
+        None
+    };
+
+    if new.is_none() && is_ttl_removal(record) {
+        return Ok(Classified::TtlExpiry);
+    }
+    let empty = Item::new();
+    if !admits(
+        config,
+        &change.keys,
+        new.unwrap_or(&empty),
+        old.unwrap_or(&empty),
+    ) {
+        return Ok(Classified::Filtered);
+    }
+
+    let version = |image: Option<&Item>| -> Result<Option<Version>, ClassifyError> {
+        match image {
+            None => Ok(None),
+            Some(i) => Version::of(i, &config.names).map_err(|source| ClassifyError::BadVersion {
+                sequence: sequence(),
+                key: describe_key(&key),
+                source,
+            }),
+        }
+    };
+    let vo = version(old)?;
+    let vn = version(new)?;
+
+    if let (Some(new), Some(vn)) = (new, &vn) {
+        if vn.origin != config.local_region && Some(vn) != vo.as_ref() {
+            return Ok(Classified::ReplicatedIn);
+        }
+        if vn.origin == config.local_region && vo.as_ref().is_none_or(|vo| vn > vo) {
+            let written_at_ms = (change
+                .approximate_creation_date_time
+                .timestamp_millis()
+                .max(0) as u64)
+                .max(vn.ts_ms);
+            return Ok(Classified::Forward(ChangeRecord {
+                key,
+                image: new.clone(),
+                tombstone: config.is_tombstone(new),
+                version: vn.clone(),
+                source_region: config.local_region.clone(),
+                written_at_ms,
+            }));
+        }
+    }
+
+    let seen = vo.iter().chain(vn.iter()).max().cloned();
+    let changed = match new {
+        None => Vec::new(),
+        Some(new) => diff(old.unwrap_or(&empty), new, config),
+    };
+    let tombstone_ttl = [old, new]
+        .into_iter()
+        .flatten()
+        .find(|i| config.is_tombstone(i))
+        .and_then(|i| i.get(&config.names.ttl).cloned());
+    Ok(Classified::Reconcile(Hint {
+        key,
+        seen,
+        new_version: vn,
+        changed,
+        tombstone_ttl,
+    }))
+}
+
+/// A REMOVE made by the table's TTL process, not by an application.
+pub fn is_ttl_removal(record: &EventRecord) -> bool {
+    record.event_name == "REMOVE"
+        && record
+            .user_identity
+            .as_ref()
+            .is_some_and(|u| u.type_ == "Service" && u.principal_id == "dynamodb.amazonaws.com")
+}
+
+fn admits(config: &Config, keys: &Item, new: &Item, old: &Item) -> bool {
+    match &config.filter {
+        // Tombstones carry no application attribute: they follow the item they delete.
+        ItemFilter::HasAttribute(_) if config.is_tombstone(new) || config.is_tombstone(old) => true,
+        ItemFilter::HasAttribute(name) => new.contains_key(name) || old.contains_key(name),
+        filter => filter.admits(keys, &config.key, new, old),
+    }
+}
+
+/// Non-version attributes whose value differs between `old` and `new`, with the new value.
+fn diff(old: &Item, new: &Item, config: &Config) -> Vec<(String, Option<AttributeValue>)> {
+    let is_version = |n: &str| n == config.names.ts || n == config.names.origin;
+    let mut changed: Vec<(String, Option<AttributeValue>)> = new
+        .iter()
+        .filter(|(n, v)| !is_version(n) && old.get(*n) != Some(*v))
+        .map(|(n, v)| (n.clone(), Some(v.clone())))
+        .chain(
+            old.keys()
+                .filter(|n| !is_version(n) && !new.contains_key(*n))
+                .map(|n| (n.clone(), None)),
+        )
+        .collect();
+    changed.sort_by(|a, b| a.0.cmp(&b.0));
+    changed
+}

@@ -1,0 +1,1 @@
+//! The randomized convergence checker (filled in separately).

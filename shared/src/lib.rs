@@ -1,0 +1,30 @@
+//! Ferry's replication core: every decision of the replication contract (`../shared/DESIGN.md`)
+//! as a pure function. No I/O and no AWS client here: the functions and the CLI call these, and
+//! the convergence checker drives the very same functions over simulated regions.
+//!
+//! Data flows one way: stream record → [`classify`] → [`ChangeRecord`] → [`buffer::pack`] →
+//! buffer message → [`buffer::unpack`] → [`coalesce`] → [`apply::apply_condition`] / [`apply::judge`].
+//! Local writes that cannot be forwarded as they are go through [`reconcile`].
+
+pub mod apply;
+pub mod buffer;
+pub mod classify;
+pub mod coalesce;
+pub mod codec;
+pub mod condition;
+pub mod config;
+pub mod convergence;
+pub mod item;
+pub mod reconcile;
+pub mod record;
+pub mod version;
+
+pub use apply::{apply_condition, judge, Judgement};
+pub use classify::{classify, Classified, ClassifyError, Hint};
+pub use coalesce::coalesce;
+pub use condition::Condition;
+pub use config::{AttributeNames, Config, ConfigError, ItemFilter, KeySchema};
+pub use item::{AttributeValue, Item, ItemKey};
+pub use reconcile::{reconcile, Action};
+pub use record::ChangeRecord;
+pub use version::{Version, VersionError};

@@ -1,0 +1,173 @@
+//! `reconcile`: the contract's case-4 table as one pure function.
+
+use crate::classify::Hint;
+use crate::condition::Condition;
+use crate::config::Config;
+use crate::item::{AttributeValue, Item};
+use crate::version::{Version, VersionError};
+
+/// What enqueue writes to the local table for a case-4 record. Every write carries the condition
+/// "the current item is as read"; when it fails, the `ALL_OLD` item goes back into [`reconcile`].
+#[derive(Clone, Debug, PartialEq)]
+pub enum Action {
+    /// Nothing to write: a newer write is there with its own record, or a later record deals
+    /// with the key.
+    Nothing,
+    /// `UpdateItem` that sets only the version (and removes the attributes in `remove`: the
+    /// tombstone marker, and its TTL, when the application wrote to a deleted key).
+    Stamp {
+        version: Version,
+        remove: Vec<String>,
+        condition: Condition,
+    },
+    /// `PutItem` of a tombstone.
+    Tombstone {
+        item: Item,
+        version: Version,
+        condition: Condition,
+    },
+}
+
+/// The case-4 table: (what the record saw, the current item or its absence, now) → the write.
+/// Rows are tried in order; the first that matches applies.
+pub fn reconcile(
+    hint: &Hint,
+    current: Option<&Item>,
+    now_ms: u64,
+    config: &Config,
+) -> Result<Action, VersionError> {
+    let local = &config.local_region;
+    let floor_ts = hint
+        .seen
+        .as_ref()
+        .map_or(now_ms, |s| now_ms.max(s.ts_ms + 1));
+    let floor = Version::new(floor_ts, local.clone());
+    let pk = &config.key.partition;
+
+    let Some(current) = current else {
+        // Absent: deleted (since). A tombstone above what was seen.
+        return Ok(tombstone(
+            hint,
+            floor,
+            Condition::NotExists(pk.clone()),
+            now_ms,
+            config,
+        ));
+    };
+    let Some(cv) = Version::of(current, &config.names)? else {
+        // A local write not stamped yet (this one or a later one).
+        return Ok(stamp(
+            hint,
+            current,
+            floor,
+            vec![
+                Condition::Exists(pk.clone()),
+                Condition::NotExists(config.names.ts.clone()),
+            ],
+            config,
+        ));
+    };
+    let version_is = |v: &Version| {
+        vec![
+            Condition::Equals(config.names.ts.clone(), v.ts_value()),
+            Condition::Equals(config.names.origin.clone(), v.origin_value()),
+        ]
+    };
+    let seen_at_least = hint.seen.as_ref().is_some_and(|s| cv <= *s);
+
+    if hint.new_version.as_ref() == Some(&cv) {
+        if cv.origin == *local {
+            // The write is still there: give it a version above what it replaced.
+            return Ok(stamp(hint, current, floor, version_is(&cv), config));
+        }
+        if still_holds(current, &hint.changed) {
+            // A foreign version kept by a local update whose values are still there.
+            let mut condition = version_is(&cv);
+            condition.extend(hint.changed.iter().map(|(name, value)| match value {
+                Some(v) => Condition::Equals(name.clone(), v.clone()),
+                None => Condition::NotExists(name.clone()),
+            }));
+            return Ok(stamp(hint, current, floor, condition, config));
+        }
+        // A later update (its own record), or an older copy in a delete's gap.
+        return Ok(Action::Nothing);
+    }
+    if cv.origin != *local && seen_at_least {
+        // An older copy that a drain put into the gap a delete left.
+        return Ok(tombstone(
+            hint,
+            floor,
+            Condition::and(version_is(&cv)),
+            now_ms,
+            config,
+        ));
+    }
+    if cv.origin == *local && seen_at_least {
+        // A local state stamped below what this record saw: lift it.
+        return Ok(stamp(hint, current, floor, version_is(&cv), config));
+    }
+    // Newer than anything seen: that write has its own record.
+    Ok(Action::Nothing)
+}
+
+fn still_holds(current: &Item, changed: &[(String, Option<AttributeValue>)]) -> bool {
+    changed
+        .iter()
+        .all(|(name, value)| current.get(name) == value.as_ref())
+}
+
+fn stamp(
+    hint: &Hint,
+    current: &Item,
+    version: Version,
+    mut condition: Vec<Condition>,
+    config: &Config,
+) -> Action {
+    let names = &config.names;
+    let mut remove = Vec::new();
+    if config.is_tombstone(current) && config.has_application_attributes(current) {
+        // The application wrote to a deleted key: it is an item again.
+        remove.push(names.tombstone.clone());
+        condition.push(Condition::Equals(
+            names.tombstone.clone(),
+            AttributeValue::Bool(true),
+        ));
+        if let (Some(ttl), Some(tomb_ttl)) = (current.get(&names.ttl), &hint.tombstone_ttl) {
+            if ttl == tomb_ttl {
+                remove.push(names.ttl.clone());
+                condition.push(Condition::Equals(names.ttl.clone(), ttl.clone()));
+            }
+        }
+    }
+    Action::Stamp {
+        version,
+        remove,
+        condition: Condition::and(condition),
+    }
+}
+
+fn tombstone(
+    hint: &Hint,
+    version: Version,
+    condition: Condition,
+    now_ms: u64,
+    config: &Config,
+) -> Action {
+    Action::Tombstone {
+        item: tombstone_item(&hint.key, &version, now_ms, config),
+        version,
+        condition,
+    }
+}
+
+/// A tombstone: the key, the version, the marker, and the TTL set to now + the lifetime.
+pub fn tombstone_item(key: &Item, version: &Version, now_ms: u64, config: &Config) -> Item {
+    let mut item = key.clone();
+    version.stamp_into(&mut item, &config.names);
+    item.insert(config.names.tombstone.clone(), AttributeValue::Bool(true));
+    item.insert(
+        config.names.ttl.clone(),
+        AttributeValue::N((now_ms / 1000 + config.tombstone_lifetime_s).to_string()),
+    );
+    item
+}
