@@ -9,6 +9,7 @@
 pub mod apply;
 pub mod buffer;
 pub mod classify;
+pub mod clock;
 pub mod coalesce;
 pub mod codec;
 pub mod condition;
@@ -21,6 +22,7 @@ pub mod version;
 
 pub use apply::{apply_condition, judge, Judgement};
 pub use classify::{classify, Classified, ClassifyError, Hint};
+pub use clock::Clock;
 pub use coalesce::coalesce;
 pub use condition::Condition;
 pub use config::{AttributeNames, Config, ConfigError, ItemFilter, KeySchema};
