@@ -1,0 +1,495 @@
+//! A multi-region Ferry on one machine: per region an embedded DynamoDB (with its stream), a
+//! latency/fault proxy on the cross-region path, buffers and DLQs in the SQS emulator, and the
+//! real enqueue and drain handlers running in-process — a stream poller feeds enqueue Lambda's
+//! exact event shape, a scheduler runs every drain as Lambda's schedule would.
+//!
+//! An outage cuts a region off from the others: its table stops answering on the cross-region
+//! path (its proxy refuses), its own pipeline (stream poller and drains) stops, while its local
+//! clients keep writing. When it returns, everything catches up by itself.
+
+use crate::stats::Stats;
+use aws_lambda_events::event::dynamodb::Event;
+use aws_sdk_sqs::types::QueueAttributeName;
+use ferry_aws::{Buffer, ClientSettings, Table};
+use ferry_core::{clock, Clock, Config};
+use ferry_sandbox::{DynamoRegion, FaultMode, FaultProxy, Moto, StreamPoller, TableSpec};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+pub const DEFAULT_REGIONS: &[&str] = &[
+    "us-east-1",
+    "eu-west-1",
+    "ap-southeast-2",
+    "us-west-2",
+    "eu-central-1",
+    "ap-northeast-1",
+    "sa-east-1",
+    "ca-central-1",
+];
+
+#[derive(Clone, Debug)]
+pub struct ClusterOptions {
+    pub regions: usize,
+    /// Round trip added on the cross-region path (half each way).
+    pub rtt_ms: u64,
+    /// Region i's clock runs `i × skew` ms ahead (alternating sign).
+    pub clock_skew_ms: i64,
+    pub table: String,
+    pub partition_key: String,
+    /// How long one drain invocation runs before the scheduler starts the next.
+    pub drain_budget: Duration,
+}
+
+impl Default for ClusterOptions {
+    fn default() -> Self {
+        ClusterOptions {
+            regions: 2,
+            rtt_ms: 0,
+            clock_skew_ms: 0,
+            table: "ferry-demo".into(),
+            partition_key: "pk".into(),
+            drain_budget: Duration::from_secs(5),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error("sandbox: {0}")]
+    Sandbox(#[from] ferry_sandbox::SandboxError),
+    #[error("{0}")]
+    Setup(String),
+    #[error("unknown region `{0}`")]
+    UnknownRegion(String),
+}
+
+/// One emulated region.
+pub struct Region {
+    pub name: String,
+    pub dynamo: DynamoRegion,
+    /// The cross-region path to this region's table.
+    pub proxy: FaultProxy,
+    pub clock: Clock,
+    pub clock_offset_ms: i64,
+    /// Set while the region is cut off: its pipeline waits.
+    pub cut_off: Arc<AtomicBool>,
+    pub config: Config,
+}
+
+impl Region {
+    /// The local (same-region) client of this region's table.
+    pub fn table(&self, table: &str) -> Table {
+        Table::new(self.dynamo.client(), table)
+    }
+}
+
+/// A buffer and its DLQ, from `source` to `destination`.
+#[derive(Clone, Debug)]
+pub struct BufferPair {
+    pub source: String,
+    pub destination: String,
+    pub buffer: Buffer,
+    pub dlq: Buffer,
+}
+
+pub struct Cluster {
+    pub options: ClusterOptions,
+    pub moto: Moto,
+    pub regions: Vec<Region>,
+    pub buffers: Vec<BufferPair>,
+    pub stats: Arc<Stats>,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Cluster {
+    /// Starts everything and the pipelines; returns when replication is live.
+    pub async fn start(options: ClusterOptions) -> Result<Cluster, ClusterError> {
+        if options.regions < 2 || options.regions > DEFAULT_REGIONS.len() {
+            return Err(ClusterError::Setup(format!(
+                "--regions must be between 2 and {}",
+                DEFAULT_REGIONS.len()
+            )));
+        }
+        let names: Vec<String> = DEFAULT_REGIONS[..options.regions]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let moto = Moto::start().await?;
+        let mut regions = Vec::new();
+        for (i, name) in names.iter().enumerate() {
+            let offset = skew_of(i, options.clock_skew_ms);
+            let dynamo = DynamoRegion::start(name, offset)?;
+            dynamo
+                .create_table(
+                    &TableSpec::new(&options.table, &options.partition_key)
+                        .with_ttl_attribute(&ferry_core::AttributeNames::default().ttl),
+                )
+                .await?;
+            let proxy = FaultProxy::start(&dynamo.endpoint())?;
+            proxy.set_mode(normal_mode(options.rtt_ms));
+            let mut config = Config::new(name.clone(), options.partition_key.clone());
+            config.destinations = names.iter().filter(|n| *n != name).cloned().collect();
+            config
+                .validate()
+                .map_err(|e| ClusterError::Setup(e.to_string()))?;
+            regions.push(Region {
+                name: name.clone(),
+                dynamo,
+                proxy,
+                clock: clock::skewed(offset),
+                clock_offset_ms: offset,
+                cut_off: Arc::new(AtomicBool::new(false)),
+                config,
+            });
+        }
+        let mut buffers = Vec::new();
+        for s in &names {
+            let sqs = moto.sqs_client(s);
+            for d in names.iter().filter(|d| *d != s) {
+                buffers.push(create_buffer_pair(&sqs, s, d).await?);
+            }
+        }
+        let (shutdown, _) = watch::channel(false);
+        let mut cluster = Cluster {
+            options,
+            moto,
+            regions,
+            buffers,
+            stats: Arc::new(Stats::new(&names)),
+            shutdown,
+            tasks: Vec::new(),
+        };
+        cluster.start_pipelines().await?;
+        Ok(cluster)
+    }
+
+    /// `<region> dynamodb=http://127.0.0.1:<port> sqs=http://127.0.0.1:<port> table=<name>`
+    pub fn endpoint_lines(&self) -> Vec<String> {
+        self.regions
+            .iter()
+            .map(|r| {
+                format!(
+                    "{} dynamodb={} sqs={} table={}",
+                    r.name,
+                    r.dynamo.endpoint(),
+                    self.moto.endpoint(),
+                    self.options.table
+                )
+            })
+            .collect()
+    }
+
+    pub fn region_index(&self, name: &str) -> Result<usize, ClusterError> {
+        self.regions
+            .iter()
+            .position(|r| r.name == name)
+            .ok_or_else(|| ClusterError::UnknownRegion(name.to_string()))
+    }
+
+    /// Cuts a region off from the others (until [`Cluster::end_outage`]).
+    pub fn begin_outage(&self, region: usize) {
+        let r = &self.regions[region];
+        r.cut_off.store(true, Ordering::SeqCst);
+        r.proxy.set_mode(FaultMode::Refuse);
+        self.stats.outage(&r.name, true);
+    }
+
+    pub fn end_outage(&self, region: usize) {
+        let r = &self.regions[region];
+        r.proxy.set_mode(normal_mode(self.options.rtt_ms));
+        r.cut_off.store(false, Ordering::SeqCst);
+        self.stats.outage(&r.name, false);
+    }
+
+    /// Messages waiting in each buffer (visible + in flight + delayed), by (source, destination).
+    pub async fn backlog(&self) -> Vec<(String, String, u64)> {
+        let mut out = Vec::new();
+        for b in &self.buffers {
+            let n = queue_depth(&b.buffer).await.unwrap_or(0);
+            out.push((b.source.clone(), b.destination.clone(), n));
+        }
+        out
+    }
+
+    /// Messages in every DLQ together.
+    pub async fn dlq_depth(&self) -> u64 {
+        let mut n = 0;
+        for b in &self.buffers {
+            n += queue_depth(&b.dlq).await.unwrap_or(0);
+        }
+        n
+    }
+
+    async fn start_pipelines(&mut self) -> Result<(), ClusterError> {
+        let base = self.moto.sdk_config(&self.regions[0].name);
+        for i in 0..self.regions.len() {
+            let region = &self.regions[i];
+            // enqueue: the region's stream → its buffers.
+            let destinations = self
+                .buffers
+                .iter()
+                .filter(|b| b.source == region.name)
+                .map(|b| ferry_enqueue::Destination {
+                    region: b.destination.clone(),
+                    buffer: b.buffer.clone(),
+                })
+                .collect();
+            let enqueuer = ferry_enqueue::Enqueuer::new(
+                region.config.clone(),
+                region.table(&self.options.table),
+                destinations,
+                region.clock.clone(),
+            )
+            .map_err(|e| ClusterError::Setup(e.to_string()))?;
+            let poller =
+                StreamPoller::for_table(&region.dynamo.endpoint(), &region.name, &self.options.table)
+                    .await?;
+            self.tasks.push(tokio::spawn(enqueue_loop(
+                poller,
+                enqueuer,
+                region.cut_off.clone(),
+                self.stats.clone(),
+                self.shutdown.subscribe(),
+            )));
+            // The region's TTL process.
+            let db = region.dynamo.database().clone();
+            let mut stop = self.shutdown.subscribe();
+            self.tasks.push(tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+                        _ = stop.changed() => return,
+                    }
+                    let _ = db.sweep_ttl();
+                }
+            }));
+        }
+        // drain: one per (source, destination), running in the source region, writing through
+        // the destination's cross-region proxy.
+        for b in self.buffers.clone() {
+            let source = &self.regions[self.region_index(&b.source)?];
+            let dest = &self.regions[self.region_index(&b.destination)?];
+            let mut settings = ClientSettings::new(dest.name.clone());
+            settings.dynamodb_endpoint = Some(dest.proxy.endpoint());
+            settings.attempt_timeout = Some(Duration::from_secs(2));
+            settings.operation_timeout = Some(Duration::from_secs(5));
+            settings.connect_timeout = Some(Duration::from_millis(500));
+            let table = Table::new(settings.dynamodb(&base).await, self.options.table.clone());
+            self.tasks.push(tokio::spawn(crate::drain_task::run(
+                crate::drain_task::DrainTask {
+                    config: source.config.clone(),
+                    pair: b.clone(),
+                    table,
+                    clock: source.clock.clone(),
+                    budget: self.options.drain_budget,
+                    cut_off: source.cut_off.clone(),
+                    stats: self.stats.clone(),
+                },
+                self.shutdown.subscribe(),
+            )));
+        }
+        Ok(())
+    }
+
+    /// Stops every task and every server.
+    pub async fn shutdown(mut self) {
+        let _ = self.shutdown.send(true);
+        for t in self.tasks.drain(..) {
+            t.abort();
+            let _ = t.await;
+        }
+        self.moto.stop();
+    }
+}
+
+fn normal_mode(rtt_ms: u64) -> FaultMode {
+    if rtt_ms == 0 {
+        FaultMode::Pass
+    } else {
+        FaultMode::Delay(Duration::from_millis(rtt_ms / 2))
+    }
+}
+
+/// Region 0 keeps true time; the others are spread around it by multiples of the skew.
+fn skew_of(i: usize, skew: i64) -> i64 {
+    let step = i.div_ceil(2) as i64;
+    if i % 2 == 1 {
+        step * skew
+    } else {
+        -step * skew
+    }
+}
+
+async fn create_buffer_pair(
+    sqs: &aws_sdk_sqs::Client,
+    source: &str,
+    destination: &str,
+) -> Result<BufferPair, ClusterError> {
+    let setup = |e: &dyn std::fmt::Display| ClusterError::Setup(format!("creating queues: {e}"));
+    let retention = "1209600".to_string();
+    let dlq = sqs
+        .create_queue()
+        .queue_name(format!("ferry-{source}-to-{destination}-dlq"))
+        .attributes(QueueAttributeName::MessageRetentionPeriod, retention.clone())
+        .send()
+        .await
+        .map_err(|e| setup(&e))?;
+    let dlq_url = dlq.queue_url.unwrap_or_default();
+    let arn = sqs
+        .get_queue_attributes()
+        .queue_url(&dlq_url)
+        .attribute_names(QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .map_err(|e| setup(&e))?
+        .attributes
+        .and_then(|a| a.get(&QueueAttributeName::QueueArn).cloned())
+        .unwrap_or_default();
+    let redrive = serde_json::json!({"deadLetterTargetArn": arn, "maxReceiveCount": "10"}).to_string();
+    let buffer = sqs
+        .create_queue()
+        .queue_name(format!("ferry-{source}-to-{destination}"))
+        .attributes(QueueAttributeName::MessageRetentionPeriod, retention)
+        .attributes(QueueAttributeName::VisibilityTimeout, "30".to_string())
+        .attributes(QueueAttributeName::RedrivePolicy, redrive)
+        .send()
+        .await
+        .map_err(|e| setup(&e))?;
+    Ok(BufferPair {
+        source: source.into(),
+        destination: destination.into(),
+        buffer: Buffer::new(sqs.clone(), buffer.queue_url.unwrap_or_default()),
+        dlq: Buffer::new(sqs.clone(), dlq_url),
+    })
+}
+
+/// Visible + in flight + delayed messages of a queue.
+pub async fn queue_depth(buffer: &Buffer) -> Option<u64> {
+    let out = buffer
+        .client
+        .get_queue_attributes()
+        .queue_url(&buffer.queue_url)
+        .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+        .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+        .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesDelayed)
+        .send()
+        .await
+        .ok()?;
+    let attrs: HashMap<QueueAttributeName, String> = out.attributes.unwrap_or_default();
+    Some(
+        attrs
+            .values()
+            .filter_map(|v| v.parse::<u64>().ok())
+            .sum(),
+    )
+}
+
+/// Lambda's stream trigger, emulated: read the stream in order, hand batches to the real
+/// handler, and on a reported failure resend from the failing record (Lambda's checkpoint).
+async fn enqueue_loop(
+    mut poller: StreamPoller,
+    enqueuer: ferry_enqueue::Enqueuer,
+    cut_off: Arc<AtomicBool>,
+    stats: Arc<Stats>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let region = enqueuer.config().local_region.clone();
+    let mut pending = Vec::new();
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        if cut_off.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        }
+        if pending.is_empty() {
+            match poller.next_batch(1000).await {
+                Ok(records) if !records.is_empty() => pending = records,
+                _ => {
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_millis(40)) => {}
+                        _ = stop.changed() => return,
+                    }
+                    continue;
+                }
+            }
+        }
+        let mut event = Event::default();
+        event.records = std::mem::take(&mut pending);
+        let outcome = ferry_enqueue::handle(&event, &enqueuer).await;
+        stats.enqueued(&region, &outcome.counts);
+        if let Some(seq) = outcome.retry_from() {
+            let from = event
+                .records
+                .iter()
+                .position(|r| r.change.sequence_number.as_deref() == Some(seq))
+                .unwrap_or(0);
+            pending = event.records.split_off(from);
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+impl Cluster {
+    /// One line of live status: per buffer backlog, applied, conflicts, lag.
+    pub async fn status_line(&self) -> String {
+        let backlog = self.backlog().await;
+        let drains = self.stats.drain_totals();
+        let lags = self.stats.lag_samples();
+        let mut parts = Vec::new();
+        for (s, d, n) in backlog {
+            parts.push(format!("{s}→{d} backlog={n}"));
+        }
+        for (region, t) in drains {
+            let mut recent: Vec<u64> = lags
+                .get(&region)
+                .map(|v| v.iter().rev().take(500).map(|l| l.lag_ms).collect())
+                .unwrap_or_default();
+            recent.sort_unstable();
+            parts.push(format!(
+                "into {region}: applied={} conflicts={} lag_p50={}ms",
+                t.applied,
+                t.conflicts,
+                crate::stats::percentile(&recent, 50.0)
+            ));
+        }
+        parts.join(" | ")
+    }
+}
+
+/// Serves one control connection of `ferry local up` (see [`crate::control`]).
+pub async fn serve_control(cluster: Arc<Cluster>, stream: tokio::net::TcpStream) {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let (read, mut write) = stream.into_split();
+    let mut line = String::new();
+    if BufReader::new(read).read_line(&mut line).await.is_err() {
+        return;
+    }
+    let answer = match crate::control::parse(line.trim()) {
+        Ok(crate::control::Command::Outage { region, seconds }) => {
+            match cluster.region_index(&region) {
+                Ok(i) => {
+                    cluster.begin_outage(i);
+                    eprintln!("{region} is cut off for {seconds} s");
+                    let c = cluster.clone();
+                    let name = region.clone();
+                    tokio::spawn(async move {
+                        tokio::time::sleep(Duration::from_secs(seconds)).await;
+                        c.end_outage(i);
+                        eprintln!("{name} is back");
+                    });
+                    format!("ok: {region} cut off for {seconds} s")
+                }
+                Err(e) => format!("error: {e}"),
+            }
+        }
+        Err(e) => format!("error: {e}"),
+    };
+    let _ = write.write_all(format!("{answer}\n").as_bytes()).await;
+}

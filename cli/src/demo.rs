@@ -1,0 +1,558 @@
+//! `ferry demo`: Ferry's main job on one machine. Starts a local sandbox, writes concurrently
+//! into every region (stamped and unstamped puts, updates, deletes, shared keys so conflicts
+//! happen), cuts one region off in the middle, brings it back, waits for convergence, verifies
+//! every region item by item, and reports.
+
+use crate::cluster::{Cluster, ClusterOptions};
+use crate::plot::{self, Picture, Series};
+use crate::stats::percentile;
+use crate::workload::{judge_losses, seen_write, Ledger, Made, Op, OpKind, Plan, PAYLOAD, WRITE_ID};
+use aws_sdk_dynamodb::types::AttributeValue as SdkValue;
+use ferry_aws::values::to_sdk;
+use ferry_core::compare::{compare, snapshot};
+use ferry_core::{AttributeValue, Config, Item, Version};
+use serde::Serialize;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::Semaphore;
+
+#[derive(Clone, Debug)]
+pub struct DemoOptions {
+    pub regions: usize,
+    pub seed: u64,
+    pub duration_s: u64,
+    pub rate: u64,
+    pub outage_s: u64,
+    pub rtt_ms: u64,
+    pub clock_skew_ms: i64,
+    pub json: bool,
+    pub plot: Option<PathBuf>,
+    pub out_dir: PathBuf,
+    pub converge_timeout_s: u64,
+}
+
+#[derive(Clone, Debug, Serialize, Default)]
+pub struct Percentiles {
+    pub p50: u64,
+    pub p95: u64,
+    pub p99: u64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct DemoReport {
+    pub regions: Vec<String>,
+    pub seed: u64,
+    pub duration_s: u64,
+    pub rate: u64,
+    pub rtt_ms: u64,
+    pub clock_skew_ms: i64,
+    pub writes: u64,
+    pub write_errors: u64,
+    pub replicated: u64,
+    pub conflicts: u64,
+    pub stale: u64,
+    pub stamps: u64,
+    pub tombstones: u64,
+    pub lost: u64,
+    pub lost_examples: Vec<String>,
+    pub divergent_keys: u64,
+    pub items: u64,
+    pub dlq: u64,
+    pub lag_ms: Percentiles,
+    pub outage_region: String,
+    pub outage_s: u64,
+    pub backlog_peak: u64,
+    pub converge_s: f64,
+    pub settle_s: f64,
+    pub sqs_requests_per_1000_records: f64,
+    pub plot: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    #[error("{0}")]
+    Cluster(#[from] crate::cluster::ClusterError),
+    #[error("{0}")]
+    Aws(#[from] ferry_aws::AwsError),
+    #[error("{0}")]
+    Plot(#[from] plot::PlotError),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+struct Sampler {
+    series: Vec<Series>,
+}
+
+pub async fn run(options: DemoOptions) -> Result<DemoReport, DemoError> {
+    let say = |s: &str| {
+        if !options.json {
+            println!("{s}");
+        } else {
+            eprintln!("{s}");
+        }
+    };
+    say(&format!(
+        "starting a local sandbox: {} regions, rtt {} ms, clock skew {} ms",
+        options.regions, options.rtt_ms, options.clock_skew_ms
+    ));
+    let cluster = Arc::new(
+        Cluster::start(ClusterOptions {
+            regions: options.regions,
+            rtt_ms: options.rtt_ms,
+            clock_skew_ms: options.clock_skew_ms,
+            drain_budget: Duration::from_secs(5),
+            ..ClusterOptions::default()
+        })
+        .await?,
+    );
+    for line in cluster.endpoint_lines() {
+        say(&line);
+    }
+    let names: Vec<String> = cluster.regions.iter().map(|r| r.name.clone()).collect();
+    let outage_region = options.regions - 1;
+    let outage_at = Duration::from_secs(options.duration_s / 3);
+    let table = cluster.options.table.clone();
+
+    // Sample backlog and lag twice a second, for the picture and the peak.
+    let sampler = Arc::new(Mutex::new(Sampler {
+        series: names
+            .iter()
+            .map(|n| Series {
+                region: n.clone(),
+                ..Default::default()
+            })
+            .collect(),
+    }));
+    let sampling = {
+        let cluster = cluster.clone();
+        let sampler = sampler.clone();
+        tokio::spawn(async move {
+            let mut seen_lag = vec![0usize; cluster.regions.len()];
+            loop {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                let t = cluster.stats.elapsed_ms() as f64 / 1000.0;
+                let backlog = cluster.backlog().await;
+                let lags = cluster.stats.lag_samples();
+                let mut s = match sampler.lock() {
+                    Ok(s) => s,
+                    Err(p) => p.into_inner(),
+                };
+                for (i, series) in s.series.iter_mut().enumerate() {
+                    let into: u64 = backlog
+                        .iter()
+                        .filter(|b| b.1 == series.region)
+                        .map(|b| b.2)
+                        .sum();
+                    series.backlog.push((t, into as f64));
+                    if let Some(samples) = lags.get(&series.region) {
+                        let mut window: Vec<u64> =
+                            samples[seen_lag[i]..].iter().map(|l| l.lag_ms).collect();
+                        seen_lag[i] = samples.len();
+                        if !window.is_empty() {
+                            window.sort_unstable();
+                            series.lag_ms.push((t, percentile(&window, 99.0) as f64));
+                        }
+                    }
+                }
+            }
+        })
+    };
+
+    // The workload.
+    say(&format!(
+        "writing {} writes/s for {} s into every region; {} goes dark at {} s for {} s",
+        options.rate,
+        options.duration_s,
+        names[outage_region],
+        outage_at.as_secs(),
+        options.outage_s
+    ));
+    let ledger = Arc::new(Mutex::new(Ledger::default()));
+    let errors = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let mut plan = Plan::new(options.seed, options.regions, 40, 20);
+    let limit = Arc::new(Semaphore::new(32));
+    let start = Instant::now();
+    let total_ops = options.rate * options.duration_s;
+    let mut outage_started: Option<Instant> = None;
+    let mut outage_ended: Option<Instant> = None;
+    let mut in_flight = Vec::new();
+    let mut key_locks: std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>> =
+        std::collections::HashMap::new();
+    for n in 0..total_ops {
+        let due = Duration::from_micros(n * 1_000_000 / options.rate.max(1));
+        if let Some(wait) = due.checked_sub(start.elapsed()) {
+            tokio::time::sleep(wait).await;
+        }
+        if outage_started.is_none() && start.elapsed() >= outage_at {
+            cluster.begin_outage(outage_region);
+            outage_started = Some(Instant::now());
+            say(&format!("{} is cut off", names[outage_region]));
+        }
+        if let (Some(s), None) = (outage_started, outage_ended) {
+            if s.elapsed() >= Duration::from_secs(options.outage_s) {
+                cluster.end_outage(outage_region);
+                outage_ended = Some(Instant::now());
+                say(&format!("{} is back", names[outage_region]));
+            }
+        }
+        let op = plan.next_op();
+        let payload = plan.payload(200);
+        let permit = limit.clone().acquire_owned().await;
+        // Writes to one key run one at a time, in order, so "the last write" means what it says.
+        let key_lock = key_locks
+            .entry(op.key.clone())
+            .or_insert_with(|| Arc::new(tokio::sync::Mutex::new(())))
+            .clone()
+            .lock_owned()
+            .await;
+        let cluster = cluster.clone();
+        let ledger = ledger.clone();
+        let errors = errors.clone();
+        let table = table.clone();
+        in_flight.push(tokio::spawn(async move {
+            let _permit = permit;
+            let _key_lock = key_lock;
+            let region = &cluster.regions[op.region];
+            if let Err(e) = execute(&op, &payload, region, &table, &ledger).await {
+                errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tracing::debug!(error = %e, "write failed");
+            }
+        }));
+    }
+    for t in in_flight {
+        let _ = t.await;
+    }
+    // A short run may end before the outage does.
+    if outage_started.is_none() {
+        cluster.begin_outage(outage_region);
+        outage_started = Some(Instant::now());
+    }
+    if outage_ended.is_none() {
+        let left = Duration::from_secs(options.outage_s)
+            .saturating_sub(outage_started.map(|s| s.elapsed()).unwrap_or_default());
+        tokio::time::sleep(left).await;
+        cluster.end_outage(outage_region);
+        outage_ended = Some(Instant::now());
+        say(&format!("{} is back", names[outage_region]));
+    }
+    let returned = outage_ended.unwrap_or_else(Instant::now);
+    let workload_end = Instant::now();
+    say("workload done; waiting for every region to converge");
+
+    // Converged: every buffer empty and every region equal, twice in a row.
+    let config = cluster.regions[0].config.clone();
+    let mut replay_done: Option<Instant> = None;
+    let mut settled: Option<Instant> = None;
+    let mut equal_in_a_row = 0;
+    let deadline = Instant::now() + Duration::from_secs(options.converge_timeout_s);
+    while Instant::now() < deadline {
+        let backlog: u64 = cluster.backlog().await.iter().map(|b| b.2).sum();
+        if backlog == 0 && replay_done.is_none() {
+            replay_done = Some(Instant::now());
+        }
+        if backlog == 0 {
+            let (cmp, _) = compare_regions(&cluster, &config).await?;
+            if cmp.is_converged() {
+                equal_in_a_row += 1;
+                if equal_in_a_row >= 2 {
+                    settled = Some(Instant::now());
+                    break;
+                }
+            } else {
+                equal_in_a_row = 0;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    sampling.abort();
+
+    let (comparison, raw_first) = compare_regions(&cluster, &config).await?;
+    let ledger = match Arc::try_unwrap(ledger) {
+        Ok(m) => m.into_inner().unwrap_or_else(|p| p.into_inner()),
+        Err(shared) => std::mem::take(&mut *shared.lock().unwrap_or_else(|p| p.into_inner())),
+    };
+    let losses = judge_losses(&ledger, &raw_first, &config);
+    let dlq = cluster.dlq_depth().await;
+
+    let enq = cluster.stats.enqueue_totals();
+    let dr = cluster.stats.drain_totals();
+    let outages = cluster.stats.outages();
+    let (o_start, o_end) = outages
+        .first()
+        .map(|o| (o.1, o.2.unwrap_or(o.1)))
+        .unwrap_or((0, 0));
+    // Normal operation: records written outside the outage and its replay.
+    let replay_end_ms = replay_done
+        .map(|r| cluster.stats.elapsed_ms() - r.elapsed().as_millis() as u64)
+        .unwrap_or(u64::MAX);
+    let started = cluster.stats.started_epoch_ms();
+    let mut lags: Vec<u64> = cluster
+        .stats
+        .lag_samples()
+        .values()
+        .flatten()
+        .filter(|l| {
+            let w = l.written_at_ms.saturating_sub(started);
+            !(w + 1000 >= o_start && w <= replay_end_ms.max(o_end))
+        })
+        .map(|l| l.lag_ms)
+        .collect();
+    lags.sort_unstable();
+    let series = match sampler.lock() {
+        Ok(s) => s.series.clone(),
+        Err(p) => p.into_inner().series.clone(),
+    };
+    let backlog_peak = series
+        .iter()
+        .flat_map(|s| s.backlog.iter().map(|p| p.1 as u64))
+        .max()
+        .unwrap_or(0);
+    let records: u64 = enq.values().map(|e| e.forwarded).sum::<u64>() * (options.regions as u64 - 1);
+    let sqs: u64 = enq.values().map(|e| e.sqs_requests).sum::<u64>()
+        + dr.values().map(|d| d.sqs_requests).sum::<u64>();
+
+    std::fs::create_dir_all(&options.out_dir)?;
+    let plot_path = options
+        .plot
+        .clone()
+        .unwrap_or_else(|| options.out_dir.join("demo.svg"));
+    plot::draw(
+        &Picture {
+            title: format!(
+                "Ferry demo: {} regions, {} writes/s, {} cut off for {} s",
+                options.regions, options.rate, names[outage_region], options.outage_s
+            ),
+            series: &series,
+            outage: Some((o_start as f64 / 1000.0, o_end as f64 / 1000.0)),
+            outage_region: Some(names[outage_region].clone()),
+        },
+        &plot_path,
+    )?;
+
+    let report = DemoReport {
+        regions: names.clone(),
+        seed: options.seed,
+        duration_s: options.duration_s,
+        rate: options.rate,
+        rtt_ms: options.rtt_ms,
+        clock_skew_ms: options.clock_skew_ms,
+        writes: ledger.made.len() as u64,
+        write_errors: errors.load(std::sync::atomic::Ordering::Relaxed),
+        replicated: dr.values().map(|d| d.applied).sum(),
+        conflicts: dr.values().map(|d| d.conflicts).sum(),
+        stale: dr.values().map(|d| d.stale).sum(),
+        stamps: enq.values().map(|e| e.stamped).sum(),
+        tombstones: enq.values().map(|e| e.tombstoned).sum(),
+        lost: losses.lost as u64,
+        lost_examples: losses.examples,
+        divergent_keys: comparison.divergent_keys() as u64,
+        items: comparison.matching as u64,
+        dlq,
+        lag_ms: Percentiles {
+            p50: percentile(&lags, 50.0),
+            p95: percentile(&lags, 95.0),
+            p99: percentile(&lags, 99.0),
+        },
+        outage_region: names[outage_region].clone(),
+        outage_s: options.outage_s,
+        backlog_peak,
+        converge_s: replay_done
+            .map(|r| r.saturating_duration_since(returned).as_secs_f64())
+            .unwrap_or(f64::NAN),
+        settle_s: settled
+            .map(|s| s.saturating_duration_since(workload_end).as_secs_f64())
+            .unwrap_or(f64::NAN),
+        sqs_requests_per_1000_records: if records > 0 {
+            sqs as f64 * 1000.0 / records as f64
+        } else {
+            0.0
+        },
+        plot: Some(plot_path.display().to_string()),
+    };
+    if let Ok(c) = Arc::try_unwrap(cluster) {
+        c.shutdown().await;
+    }
+    Ok(report)
+}
+
+/// Scans every region and compares; also returns the first region's raw items (tombstones
+/// included) for the loss verdict.
+async fn compare_regions(
+    cluster: &Cluster,
+    config: &Config,
+) -> Result<(ferry_core::compare::Comparison, Vec<Item>), DemoError> {
+    let mut snaps = Vec::new();
+    let mut first = Vec::new();
+    for (i, r) in cluster.regions.iter().enumerate() {
+        let items = r.table(&cluster.options.table).scan_all().await?;
+        if i == 0 {
+            first = items.clone();
+        }
+        snaps.push((r.name.clone(), snapshot(items, config)));
+    }
+    Ok((compare(&snaps), first))
+}
+
+/// Makes one application write the way an application would, with the plain SDK client, and
+/// records it in the ledger.
+async fn execute(
+    op: &Op,
+    payload: &str,
+    region: &crate::cluster::Region,
+    table: &str,
+    ledger: &Mutex<Ledger>,
+) -> Result<(), ferry_aws::AwsError> {
+    let config = &region.config;
+    let client = region.dynamo.client();
+    let key: Item = [(config.key.partition.clone(), AttributeValue::S(op.key.clone()))].into();
+    let current = region.table(table).get(&key).await?;
+    let seen = {
+        let l = ledger.lock().unwrap_or_else(|p| p.into_inner());
+        seen_write(&l, &op.key, current.as_ref(), config)
+    };
+    let previous = current
+        .as_ref()
+        .and_then(|c| Version::of(c, &config.names).ok().flatten());
+    let now = (region.clock)();
+    let fresh = Version::new(
+        previous.as_ref().map_or(now, |p| now.max(p.ts_ms + 1)),
+        region.name.clone(),
+    );
+    let mut item = key.clone();
+    item.insert(WRITE_ID.into(), AttributeValue::N(op.id.to_string()));
+    item.insert(PAYLOAD.into(), AttributeValue::S(payload.to_string()));
+    let fail = |e: &dyn std::fmt::Display| ferry_aws::AwsError {
+        operation: "demo write",
+        kind: ferry_aws::ErrorKind::Other,
+        code: None,
+        message: e.to_string(),
+    };
+    match op.kind {
+        OpKind::StampedPut => {
+            fresh.stamp_into(&mut item, &config.names);
+            client
+                .put_item()
+                .table_name(table)
+                .set_item(Some(to_sdk(&item)))
+                .send()
+                .await
+                .map_err(|e| fail(&e))?;
+        }
+        OpKind::PlainPut => {
+            client
+                .put_item()
+                .table_name(table)
+                .set_item(Some(to_sdk(&item)))
+                .send()
+                .await
+                .map_err(|e| fail(&e))?;
+        }
+        OpKind::Update => {
+            client
+                .update_item()
+                .table_name(table)
+                .set_key(Some(to_sdk(&key)))
+                .update_expression("SET #w = :w, #p = :p")
+                .expression_attribute_names("#w", WRITE_ID)
+                .expression_attribute_names("#p", PAYLOAD)
+                .expression_attribute_values(":w", SdkValue::N(op.id.to_string()))
+                .expression_attribute_values(":p", SdkValue::S(payload.to_string()))
+                .send()
+                .await
+                .map_err(|e| fail(&e))?;
+        }
+        OpKind::HardDelete => {
+            client
+                .delete_item()
+                .table_name(table)
+                .set_key(Some(to_sdk(&key)))
+                .send()
+                .await
+                .map_err(|e| fail(&e))?;
+        }
+        OpKind::Tombstone => {
+            let tomb = ferry_core::reconcile::tombstone_item(&key, &fresh, now, config);
+            client
+                .put_item()
+                .table_name(table)
+                .set_item(Some(to_sdk(&tomb)))
+                .send()
+                .await
+                .map_err(|e| fail(&e))?;
+            ledger
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .tombstones
+                .insert((op.key.clone(), fresh.clone()), op.id);
+        }
+    }
+    ledger
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .made
+        .push(Made {
+            op: op.clone(),
+            seen,
+        });
+    Ok(())
+}
+
+/// The report a person reads at a glance.
+pub fn render(r: &DemoReport) -> String {
+    let verdict = if r.lost == 0 && r.divergent_keys == 0 {
+        "CONVERGED, nothing lost"
+    } else {
+        "FAILED"
+    };
+    let mut out = String::new();
+    out.push_str(&format!(
+        "\n== Ferry demo: {verdict} ==\n\
+         regions            {}\n\
+         writes             {} ({} writes/s for {} s, seed {}; {} failed at the client)\n\
+         replicated         {} records applied ({} stale, {} conflicts, visible in logs)\n\
+         Ferry stamps       {} stamps, {} tombstones for unstamped writes and hard deletes\n\
+         lag (normal)       p50 {} ms, p95 {} ms, p99 {} ms (rtt {} ms, clock skew {} ms)\n\
+         outage             {} cut off for {} s; backlog peak {} messages\n\
+         replay             buffers empty {:.1} s after it came back\n\
+         converged          {:.1} s after the workload ended\n\
+         verified           {} items identical in every region; {} divergent keys\n\
+         lost writes        {}\n\
+         DLQ                {} messages\n\
+         SQS requests       {:.1} per 1 000 replicated records\n",
+        r.regions.join(", "),
+        r.writes,
+        r.rate,
+        r.duration_s,
+        r.seed,
+        r.write_errors,
+        r.replicated,
+        r.stale,
+        r.conflicts,
+        r.stamps,
+        r.tombstones,
+        r.lag_ms.p50,
+        r.lag_ms.p95,
+        r.lag_ms.p99,
+        r.rtt_ms,
+        r.clock_skew_ms,
+        r.outage_region,
+        r.outage_s,
+        r.backlog_peak,
+        r.converge_s,
+        r.settle_s,
+        r.items,
+        r.divergent_keys,
+        r.lost,
+        r.dlq,
+        r.sqs_requests_per_1000_records,
+    ));
+    for e in &r.lost_examples {
+        out.push_str(&format!("  lost: {e}\n"));
+    }
+    if let Some(p) = &r.plot {
+        out.push_str(&format!("picture            {p}\n"));
+    }
+    out
+}

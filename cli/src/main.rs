@@ -1,0 +1,259 @@
+use clap::{Args, Parser, Subcommand};
+use ferry_cli::cluster::{Cluster, ClusterOptions};
+use ferry_cli::control;
+use ferry_cli::demo::{self, DemoOptions};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// Ferry: active/active cross-region replication for DynamoDB.
+#[derive(Parser)]
+#[command(name = "ferry", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// A multi-region Ferry on this machine (emulated regions, real handlers).
+    Local {
+        #[command(subcommand)]
+        command: LocalCommand,
+    },
+    /// Runs the demo: live replication between emulated regions, an outage, the replay, a report.
+    Demo(DemoArgs),
+}
+
+#[derive(Subcommand)]
+enum LocalCommand {
+    /// Starts the sandbox and keeps it running until Ctrl-C.
+    Up(UpArgs),
+    /// Cuts a region of the running sandbox off from the others for a while.
+    Outage {
+        region: String,
+        #[arg(long, default_value_t = 30)]
+        seconds: u64,
+    },
+}
+
+#[derive(Args)]
+struct UpArgs {
+    #[arg(long, default_value_t = 2)]
+    regions: usize,
+    /// Round trip added on the cross-region path.
+    #[arg(long, default_value_t = 0)]
+    rtt_ms: u64,
+    /// Clock offset between neighbouring regions.
+    #[arg(long, default_value_t = 0, allow_hyphen_values = true)]
+    clock_skew_ms: i64,
+    #[arg(long, default_value = "ferry-demo")]
+    table: String,
+}
+
+#[derive(Args)]
+struct DemoArgs {
+    #[arg(long, default_value_t = 2)]
+    regions: usize,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Seconds of workload.
+    #[arg(long, default_value_t = 45)]
+    duration: u64,
+    /// Application writes per second, all regions together.
+    #[arg(long, default_value_t = 40)]
+    rate: u64,
+    /// How long the last region is cut off (starting a third of the way in).
+    #[arg(long, default_value_t = 15)]
+    outage_s: u64,
+    #[arg(long, default_value_t = 0)]
+    rtt_ms: u64,
+    #[arg(long, default_value_t = 0, allow_hyphen_values = true)]
+    clock_skew_ms: i64,
+    /// Print one JSON object as the last line.
+    #[arg(long)]
+    json: bool,
+    /// Where to draw the run's picture (SVG); default `<out>/demo.svg`.
+    #[arg(long)]
+    plot: Option<PathBuf>,
+    /// The run's output folder.
+    #[arg(long, default_value = "out/demo")]
+    out: PathBuf,
+    /// Give up waiting for convergence after this many seconds.
+    #[arg(long, default_value_t = 90)]
+    converge_timeout: u64,
+}
+
+fn init_logs() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("RUST_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    init_logs();
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Local {
+            command: LocalCommand::Up(args),
+        } => local_up(args).await,
+        Command::Local {
+            command: LocalCommand::Outage { region, seconds },
+        } => match control::send(&format!("outage {region} {seconds}")).await {
+            Ok(answer) if answer.starts_with("ok") => {
+                println!("{answer}");
+                ExitCode::SUCCESS
+            }
+            Ok(answer) => {
+                eprintln!("{answer}");
+                ExitCode::from(2)
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::from(2)
+            }
+        },
+        Command::Demo(a) => run_demo(a).await,
+    }
+}
+
+async fn run_demo(a: DemoArgs) -> ExitCode {
+    let options = DemoOptions {
+        regions: a.regions,
+        seed: a.seed,
+        duration_s: a.duration,
+        rate: a.rate,
+        outage_s: a.outage_s,
+        rtt_ms: a.rtt_ms,
+        clock_skew_ms: a.clock_skew_ms,
+        json: a.json,
+        plot: a.plot,
+        out_dir: a.out,
+        converge_timeout_s: a.converge_timeout,
+    };
+    let json = options.json;
+    match demo::run(options).await {
+        Ok(report) => {
+            let ok = report.lost == 0 && report.divergent_keys == 0;
+            if json {
+                println!("{}", serde_json::to_string(&report).unwrap_or_default());
+            } else {
+                print!("{}", demo::render(&report));
+            }
+            if ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("demo failed: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn local_up(a: UpArgs) -> ExitCode {
+    let cluster = match Cluster::start(ClusterOptions {
+        regions: a.regions,
+        rtt_ms: a.rtt_ms,
+        clock_skew_ms: a.clock_skew_ms,
+        table: a.table,
+        ..ClusterOptions::default()
+    })
+    .await
+    {
+        Ok(c) => std::sync::Arc::new(c),
+        Err(e) => {
+            eprintln!("ferry local up: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let listener = match control::listen().await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("ferry local up: control port: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let control_addr = listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    let state = control::State {
+        pid: std::process::id(),
+        control: control_addr,
+        regions: cluster
+            .regions
+            .iter()
+            .map(|r| control::RegionEndpoints {
+                region: r.name.clone(),
+                dynamodb: r.dynamo.endpoint(),
+                sqs: cluster.moto.endpoint(),
+                table: cluster.options.table.clone(),
+            })
+            .collect(),
+    };
+    if let Err(e) = control::write_state(&state) {
+        eprintln!("ferry local up: writing {}: {e}", control::state_path().display());
+    }
+    for line in cluster.endpoint_lines() {
+        println!("{line}");
+    }
+    eprintln!(
+        "ready. `ferry local outage <region> --seconds S` cuts a region off; Ctrl-C stops everything."
+    );
+    let serve = {
+        let cluster = cluster.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let cluster = cluster.clone();
+                tokio::spawn(ferry_cli::cluster::serve_control(cluster, stream));
+            }
+        })
+    };
+    let status = {
+        let cluster = cluster.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                eprintln!("{}", cluster.status_line().await);
+            }
+        })
+    };
+    wait_for_signal().await;
+    serve.abort();
+    status.abort();
+    control::remove_state(std::process::id());
+    if let Ok(c) = std::sync::Arc::try_unwrap(cluster) {
+        c.shutdown().await;
+    }
+    ExitCode::SUCCESS
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(t) => t,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
