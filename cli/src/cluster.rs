@@ -40,8 +40,14 @@ pub struct ClusterOptions {
     pub clock_skew_ms: i64,
     pub table: String,
     pub partition_key: String,
-    /// How long one drain invocation runs before the scheduler starts the next.
+    /// How long one drain invocation runs.
     pub drain_budget: Duration,
+    /// How often the schedule starts a drain invocation (Lambda: a minute; here shorter, so an
+    /// outage's end is noticed quickly). Budget × 3/4 (the part spent taking messages) must
+    /// exceed it, so invocations overlap.
+    pub drain_period: Duration,
+    /// Run each region's TTL process (every 2 s); tests switch it off to sweep by hand.
+    pub ttl_sweeps: bool,
 }
 
 impl Default for ClusterOptions {
@@ -52,7 +58,9 @@ impl Default for ClusterOptions {
             clock_skew_ms: 0,
             table: "ferry-demo".into(),
             partition_key: "pk".into(),
-            drain_budget: Duration::from_secs(5),
+            drain_budget: Duration::from_secs(6),
+            drain_period: Duration::from_secs(4),
+            ttl_sweeps: true,
         }
     }
 }
@@ -257,6 +265,9 @@ impl Cluster {
                 self.shutdown.subscribe(),
             )));
             // The region's TTL process.
+            if !self.options.ttl_sweeps {
+                continue;
+            }
             let db = region.dynamo.database().clone();
             let mut stop = self.shutdown.subscribe();
             self.tasks.push(tokio::spawn(async move {
@@ -287,6 +298,7 @@ impl Cluster {
                     table,
                     clock: source.clock.clone(),
                     budget: self.options.drain_budget,
+                    period: self.options.drain_period,
                     cut_off: source.cut_off.clone(),
                     stats: self.stats.clone(),
                 },

@@ -102,7 +102,6 @@ pub async fn run(options: DemoOptions) -> Result<DemoReport, DemoError> {
             regions: options.regions,
             rtt_ms: options.rtt_ms,
             clock_skew_ms: options.clock_skew_ms,
-            drain_budget: Duration::from_secs(5),
             ..ClusterOptions::default()
         })
         .await?,

@@ -1,6 +1,8 @@
-//! Lambda's schedule, emulated: one drain per (source, destination) invoked back to back (a
-//! new invocation as soon as one ends its budget, a pause when the destination is unreachable),
-//! while the source region is not cut off.
+//! Lambda's schedule, emulated: for each (source, destination) a drain invocation starts every
+//! period and runs for its budget (longer than the period, so they overlap: the contract makes
+//! overlapping drains safe, and the overlap leaves no gap in which nothing drains). An
+//! invocation that finds the destination unreachable returns at once; the next tick tries
+//! again. Nothing starts while the source region is cut off.
 
 use crate::cluster::BufferPair;
 use crate::stats::{LagSample, Stats};
@@ -16,14 +18,17 @@ pub struct DrainTask {
     pub pair: BufferPair,
     pub table: Table,
     pub clock: Clock,
+    /// How long one invocation runs.
     pub budget: Duration,
+    /// How often the schedule starts one (shorter than the budget: invocations overlap).
+    pub period: Duration,
     pub cut_off: Arc<AtomicBool>,
     pub stats: Arc<Stats>,
 }
 
 pub async fn run(task: DrainTask, mut stop: watch::Receiver<bool>) {
     let settings = ferry_drain::DrainSettings::with_budget(task.budget);
-    let drainer = ferry_drain::Drainer {
+    let drainer = Arc::new(ferry_drain::Drainer {
         config: task.config.clone(),
         source_region: task.pair.source.clone(),
         destination_region: task.pair.destination.clone(),
@@ -32,50 +37,56 @@ pub async fn run(task: DrainTask, mut stop: watch::Receiver<bool>) {
         table: task.table.clone(),
         settings,
         clock: task.clock.clone(),
-    };
+    });
+    let task = Arc::new(task);
+    let mut ticks = tokio::time::interval(task.period);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
+        tokio::select! {
+            _ = ticks.tick() => {}
+            _ = stop.changed() => return,
+        }
         if *stop.borrow() {
             return;
         }
         if task.cut_off.load(Ordering::SeqCst) {
-            tokio::select! {
-                _ = tokio::time::sleep(Duration::from_millis(200)) => {}
-                _ = stop.changed() => return,
-            }
             continue;
         }
-        let report = tokio::select! {
-            r = ferry_drain::drain(&drainer) => r,
-            _ = stop.changed() => return,
-        };
-        let now = task.stats.elapsed_ms();
-        let start = task.stats.started_epoch_ms();
-        task.stats.lag(
-            &task.pair.destination,
-            report.lag_ms.iter().map(|&lag| LagSample {
-                at_ms: now,
-                written_at_ms: (start + now).saturating_sub(lag),
-                lag_ms: lag,
-            }),
-        );
-        task.stats.drained(&task.pair.destination, |t| {
-            t.invocations += 1;
-            t.messages += report.received;
-            t.records += report.records;
-            t.applied += report.applied;
-            t.stale += report.stale;
-            t.conflicts += report.conflicts;
-            t.pending += report.pending;
-            t.requeued += report.requeued;
-            t.dlq += report.dlq();
-            t.sqs_requests += report.sqs_requests;
-            t.unreachable += u64::from(!report.destination_reachable);
-        });
-        if !report.destination_reachable {
-            tokio::select! {
-                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        // Each tick is a new invocation; it runs for its budget, longer than the period, so
+        // consecutive invocations overlap and the buffer is never left untended.
+        let (drainer, task, mut stop) = (drainer.clone(), task.clone(), stop.clone());
+        tokio::spawn(async move {
+            let report = tokio::select! {
+                r = ferry_drain::drain(&drainer) => r,
                 _ = stop.changed() => return,
-            }
-        }
+            };
+            record(&task, &report);
+        });
     }
+}
+
+fn record(task: &DrainTask, report: &ferry_drain::DrainReport) {
+    let now = task.stats.elapsed_ms();
+    let start = task.stats.started_epoch_ms();
+    task.stats.lag(
+        &task.pair.destination,
+        report.lag_ms.iter().map(|&lag| LagSample {
+            at_ms: now,
+            written_at_ms: (start + now).saturating_sub(lag),
+            lag_ms: lag,
+        }),
+    );
+    task.stats.drained(&task.pair.destination, |t| {
+        t.invocations += 1;
+        t.messages += report.received;
+        t.records += report.records;
+        t.applied += report.applied;
+        t.stale += report.stale;
+        t.conflicts += report.conflicts;
+        t.pending += report.pending;
+        t.requeued += report.requeued;
+        t.dlq += report.dlq();
+        t.sqs_requests += report.sqs_requests;
+        t.unreachable += u64::from(!report.destination_reachable);
+    });
 }
