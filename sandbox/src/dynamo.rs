@@ -294,7 +294,10 @@ pub struct TableInfo {
 
 /// Creates a pay-per-request table with a `NEW_AND_OLD_IMAGES` stream, waits until it is
 /// `ACTIVE` (at most 10 s), then enables TTL on `spec.ttl_attribute`.
-pub async fn create_table(client: &aws_sdk_dynamodb::Client, spec: &TableSpec) -> Result<TableInfo> {
+pub async fn create_table(
+    client: &aws_sdk_dynamodb::Client,
+    spec: &TableSpec,
+) -> Result<TableInfo> {
     let attr = |name: &str| -> Result<AttributeDefinition> {
         AttributeDefinition::builder()
             .attribute_name(name)

@@ -11,9 +11,18 @@ use hyper_util::rt::TokioExecutor;
 
 use crate::error::{Result, SandboxError};
 
-/// Headers dynoxide, moto and DynamoDB Local accept as "signed": they check that the material is
-/// present, never the signature.
-pub(crate) const FAKE_AUTHORIZATION: &str = "AWS4-HMAC-SHA256 Credential=test/20240101/us-east-1/dynamodb/aws4_request, SignedHeaders=content-type;host;x-amz-date;x-amz-target, Signature=0000000000000000000000000000000000000000000000000000000000000000";
+/// An `Authorization` header dynoxide, moto and DynamoDB Local accept as "signed": they check that
+/// the material is present, never the signature. The credential scope matters to DynamoDB Local
+/// (and moto), which pick the database by access key and region from it: it names the access key
+/// of [`crate::test_credentials`] and `region`.
+pub(crate) fn fake_authorization(region: &str, date: &str) -> String {
+    let day = date.get(..8).unwrap_or("20240101");
+    format!(
+        "AWS4-HMAC-SHA256 Credential=test/{day}/{region}/dynamodb/aws4_request, \
+         SignedHeaders=content-type;host;x-amz-date;x-amz-target, \
+         Signature=0000000000000000000000000000000000000000000000000000000000000000"
+    )
+}
 
 /// A reusable raw HTTP client.
 #[derive(Clone, Debug)]
@@ -52,10 +61,12 @@ impl RawClient {
         for (name, value) in headers {
             builder = builder.header(*name, *value);
         }
-        let request = builder.body(Full::new(body)).map_err(|e| SandboxError::Http {
-            url: url.to_string(),
-            detail: format!("building the request: {e}"),
-        })?;
+        let request = builder
+            .body(Full::new(body))
+            .map_err(|e| SandboxError::Http {
+                url: url.to_string(),
+                detail: format!("building the request: {e}"),
+            })?;
         let exchange = async {
             let response = self
                 .client
@@ -86,15 +97,17 @@ impl RawClient {
         }
     }
 
-    /// A DynamoDB-style JSON 1.0 POST (`X-Amz-Target`, fake SigV4 material).
+    /// A DynamoDB-style JSON 1.0 POST (`X-Amz-Target`, fake SigV4 material for `region`).
     pub(crate) async fn amz_json(
         &self,
         endpoint: &str,
+        region: &str,
         target: &str,
         body: Bytes,
         timeout: Duration,
     ) -> Result<RawResponse> {
         let date = amz_date();
+        let authorization = fake_authorization(region, &date);
         self.send(
             hyper::Method::POST,
             &format!("{}/", endpoint.trim_end_matches('/')),
@@ -102,7 +115,7 @@ impl RawClient {
                 ("content-type", "application/x-amz-json-1.0"),
                 ("x-amz-target", target),
                 ("x-amz-date", &date),
-                ("authorization", FAKE_AUTHORIZATION),
+                ("authorization", &authorization),
             ],
             body,
             timeout,

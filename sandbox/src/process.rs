@@ -50,7 +50,13 @@ fn arm(cmd: &mut Command) {
             }
             #[cfg(target_os = "linux")]
             {
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) != 0
+                if libc::prctl(
+                    libc::PR_SET_PDEATHSIG,
+                    libc::SIGKILL as libc::c_ulong,
+                    0,
+                    0,
+                    0,
+                ) != 0
                 {
                     return Err(std::io::Error::last_os_error());
                 }
@@ -148,7 +154,10 @@ impl ManagedChild {
 
     /// The exit status if the child has exited.
     pub fn exited(&mut self) -> Option<ExitStatus> {
-        let status = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten());
+        let status = self
+            .child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten());
         if status.is_some() {
             self.reaped = true;
         }
@@ -169,7 +178,9 @@ impl ManagedChild {
     /// Kills the child's process group with SIGKILL and reaps the child. Idempotent.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
-            let pgid = libc::pid_t::try_from(child.id()).ok().filter(|_| !self.reaped);
+            let pgid = libc::pid_t::try_from(child.id())
+                .ok()
+                .filter(|_| !self.reaped);
             if let Some(pid) = pgid {
                 // SAFETY: signalling the process group we created for this child (pgid == pid).
                 unsafe {

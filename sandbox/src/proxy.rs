@@ -194,7 +194,7 @@ async fn accept_loop(listener: tokio::net::TcpListener, shared: Arc<Shared>) {
 
 /// Closes a connection with a reset rather than an orderly shutdown.
 fn reset(stream: tokio::net::TcpStream) {
-    let _ = stream.set_linger(Some(Duration::ZERO));
+    let _ = stream.set_zero_linger();
     drop(stream);
 }
 
@@ -203,25 +203,28 @@ async fn serve_connection(
     shared: Arc<Shared>,
     client: Client<HttpConnector, Full<Bytes>>,
 ) {
-    let _ = stream.set_linger(Some(Duration::ZERO));
+    let _ = stream.set_zero_linger();
     let mut mode_rx = shared.mode.subscribe();
     let service_shared = shared.clone();
-    let service = hyper::service::service_fn(move |req| {
-        handle(req, service_shared.clone(), client.clone())
-    });
+    let service =
+        hyper::service::service_fn(move |req| handle(req, service_shared.clone(), client.clone()));
     let conn = hyper::server::conn::http1::Builder::new()
         .keep_alive(true)
         .serve_connection(TokioIo::new(stream), service);
-    tokio::select! {
-        result = conn => {
-            if let Err(e) = result {
+    let refused = tokio::select! {
+        result = conn => match result {
+            // A request that met `Refuse` made hyper close the connection.
+            Err(e) => {
                 tracing::trace!("fault proxy connection ended: {e}");
+                *shared.mode.borrow() == FaultMode::Refuse
             }
-        }
-        _ = mode_rx.wait_for(|m| *m == FaultMode::Refuse) => {
-            shared.counters.refused.fetch_add(1, Ordering::SeqCst);
-            // Dropping the connection future closes the socket (with a reset: linger 0).
-        }
+            Ok(()) => false,
+        },
+        // Dropping the connection future closes the socket (with a reset: linger 0).
+        _ = mode_rx.wait_for(|m| *m == FaultMode::Refuse) => true,
+    };
+    if refused {
+        shared.counters.refused.fetch_add(1, Ordering::SeqCst);
     }
 }
 
@@ -268,7 +271,8 @@ async fn handle(
 }
 
 fn throttle_response() -> hyper::Response<Full<Bytes>> {
-    let mut response = hyper::Response::new(Full::new(Bytes::from_static(THROTTLE_BODY.as_bytes())));
+    let mut response =
+        hyper::Response::new(Full::new(Bytes::from_static(THROTTLE_BODY.as_bytes())));
     *response.status_mut() = hyper::StatusCode::BAD_REQUEST;
     let headers = response.headers_mut();
     headers.insert(

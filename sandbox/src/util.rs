@@ -93,9 +93,9 @@ pub fn loopback_addr(endpoint: &str) -> Result<SocketAddr> {
         .ok_or_else(|| SandboxError::InvalidArgument(format!("{endpoint}: not an http:// URL")))?;
     let authority = rest.split('/').next().unwrap_or(rest);
     let authority = authority.replacen("localhost", "127.0.0.1", 1);
-    let addr: SocketAddr = authority.parse().map_err(|e| {
-        SandboxError::InvalidArgument(format!("{endpoint}: not host:port ({e})"))
-    })?;
+    let addr: SocketAddr = authority
+        .parse()
+        .map_err(|e| SandboxError::InvalidArgument(format!("{endpoint}: not host:port ({e})")))?;
     if !addr.ip().is_loopback() {
         return Err(SandboxError::InvalidArgument(format!(
             "{endpoint}: the sandbox only talks to loopback addresses"
@@ -316,7 +316,9 @@ mod tests {
     fn loopback_only() {
         assert!(loopback_addr("http://127.0.0.1:8000").is_ok());
         assert_eq!(
-            loopback_addr("http://localhost:8000/x").map(|a| a.port()).ok(),
+            loopback_addr("http://localhost:8000/x")
+                .map(|a| a.port())
+                .ok(),
             Some(8000)
         );
         assert!(loopback_addr("http://10.0.0.1:8000").is_err());
