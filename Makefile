@@ -6,7 +6,7 @@ N ?= 100000
 SEED ?= 0
 ARGS ?=
 
-.PHONY: test lint unit check-convergence bench venv tools demo
+.PHONY: test lint unit check-convergence bench venv tools demo local-up
 
 # Python tools (moto_server for SQS/STS) live in a venv made on first use.
 $(VENV)/bin/moto_server:
@@ -23,6 +23,13 @@ unit:
 	cargo test --workspace
 
 test: venv lint unit
+
+# Ferry's main job on this machine: emulated regions, live replication, an outage, the replay.
+demo: venv
+	cargo run -q -p ferry-cli --bin ferry -- demo $(ARGS)
+
+local-up: venv
+	cargo run -q -p ferry-cli --bin ferry -- local up $(ARGS)
 
 check-convergence:
 	cargo run --release -p ferry-core --example check_convergence -- --runs $(N) --seed $(SEED)
