@@ -1,0 +1,111 @@
+//! What can go wrong, as types: an application must be able to tell "my own condition failed" from
+//! "a newer version is stored" from "DynamoDB is not answering".
+
+use crate::SdkItem;
+use aws_sdk_dynamodb::error::SdkError;
+use ferry_core::{ConfigError, Version, VersionError};
+
+/// An error of a Ferry helper call.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The Ferry configuration (attribute names, key, region) is invalid.
+    #[error("Ferry configuration: {0}")]
+    Config(#[from] ConfigError),
+    /// The request cannot be stamped as it is (nothing was sent).
+    #[error("request not usable with Ferry: {0}")]
+    Request(#[from] RequestError),
+    /// [`Guard::RefuseNewer`](crate::Guard::RefuseNewer): the stored item holds a version not
+    /// older than this write's, so this write would lose under last-writer-wins. Nothing was
+    /// written.
+    #[error(
+        "refused: the stored item has version {stored}, not older than this write's {attempted}"
+    )]
+    Refused { stored: Version, attempted: Version },
+    /// The application's own condition (or [`PutRequest::if_absent`](crate::PutRequest::if_absent))
+    /// failed. `item` is the stored item as DynamoDB returned it (`ALL_OLD`), `None` when there
+    /// is none.
+    #[error("the request's own condition failed")]
+    ConditionFailed { item: Option<SdkItem> },
+    /// Every attempt met a different stored item (concurrent writers on one key): nothing was
+    /// written; trying again later is safe.
+    #[error(
+        "the item changed under {attempts} conditional attempts in a row; nothing was written"
+    )]
+    Contended { attempts: u32 },
+    /// The stored item carries a Ferry version that cannot be read (half of it, or a malformed
+    /// value): Ferry cannot order a write against it.
+    #[error("the stored item's Ferry version is unreadable: {0}")]
+    StoredVersion(#[from] VersionError),
+    /// DynamoDB (or the way to it) failed: transport, throttling, access, validation, ...
+    #[error("DynamoDB {operation}: {source}")]
+    Dynamo {
+        operation: &'static str,
+        // Boxed: the SDK's error is large, and Result<_, Error> is on every call path.
+        #[source]
+        source: Box<aws_sdk_dynamodb::Error>,
+    },
+}
+
+impl Error {
+    /// The SDK's error, when DynamoDB itself failed the call.
+    pub fn as_dynamo(&self) -> Option<&aws_sdk_dynamodb::Error> {
+        match self {
+            Error::Dynamo { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn dynamo<E, R>(operation: &'static str, e: SdkError<E, R>) -> Self
+    where
+        aws_sdk_dynamodb::Error: From<SdkError<E, R>>,
+    {
+        Error::Dynamo {
+            operation,
+            source: Box::new(aws_sdk_dynamodb::Error::from(e)),
+        }
+    }
+}
+
+/// Why a request cannot be stamped as it is.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RequestError {
+    /// A required part of the request (table name, item, key) is not set.
+    #[error("{0} is not set")]
+    Missing(&'static str),
+    /// A key lacks one of the table's key attributes.
+    #[error("the key lacks key attribute `{0}`")]
+    MissingKeyAttribute(String),
+    /// A key holds an attribute that is not one of the table's key attributes (a tombstone must
+    /// hold nothing but its key and Ferry's attributes).
+    #[error("`{0}` is not a key attribute of the table Ferry is configured for")]
+    NotAKeyAttribute(String),
+    /// The request already uses a placeholder with the prefix Ferry reserves.
+    #[error("placeholder `{0}` uses the prefix Ferry reserves for its own (`#ferry_`, `:ferry_`)")]
+    ReservedPlaceholder(String),
+    /// A legacy (pre-expression) parameter, which DynamoDB does not allow beside expressions.
+    #[error("the legacy parameter {legacy} cannot be combined with expressions; use {instead}")]
+    Legacy {
+        legacy: &'static str,
+        instead: &'static str,
+    },
+    /// The request writes one of the attributes Ferry owns (the version or the tombstone marker).
+    #[error("the request writes `{0}`, an attribute Ferry owns")]
+    FerryAttribute(String),
+    /// The update expression cannot be read.
+    #[error("update expression: {0}")]
+    UpdateExpression(String),
+    /// A projection expression cannot be read.
+    #[error("projection expression: {0}")]
+    ProjectionExpression(String),
+    /// A hard delete never replicates: delete through a tombstone.
+    #[error("a hard delete in a transaction is never replicated; use Ferry::tombstone_entry")]
+    HardDelete,
+    /// A delete's put request must carry no item: the tombstone is the item.
+    #[error("a tombstone delete takes the key only; the put request must not carry an item")]
+    ItemOnDelete,
+    /// A transaction entry holds no operation at all.
+    #[error("the transaction entry holds no operation")]
+    EmptyEntry,
+}
