@@ -254,9 +254,12 @@ impl Cluster {
                 region.clock.clone(),
             )
             .map_err(|e| ClusterError::Setup(e.to_string()))?;
-            let poller =
-                StreamPoller::for_table(&region.dynamo.endpoint(), &region.name, &self.options.table)
-                    .await?;
+            let poller = StreamPoller::for_table(
+                &region.dynamo.endpoint(),
+                &region.name,
+                &self.options.table,
+            )
+            .await?;
             self.tasks.push(tokio::spawn(enqueue_loop(
                 poller,
                 enqueuer,
@@ -347,7 +350,10 @@ async fn create_buffer_pair(
     let dlq = sqs
         .create_queue()
         .queue_name(format!("ferry-{source}-to-{destination}-dlq"))
-        .attributes(QueueAttributeName::MessageRetentionPeriod, retention.clone())
+        .attributes(
+            QueueAttributeName::MessageRetentionPeriod,
+            retention.clone(),
+        )
         .send()
         .await
         .map_err(|e| setup(&e))?;
@@ -362,7 +368,8 @@ async fn create_buffer_pair(
         .attributes
         .and_then(|a| a.get(&QueueAttributeName::QueueArn).cloned())
         .unwrap_or_default();
-    let redrive = serde_json::json!({"deadLetterTargetArn": arn, "maxReceiveCount": "10"}).to_string();
+    let redrive =
+        serde_json::json!({"deadLetterTargetArn": arn, "maxReceiveCount": "10"}).to_string();
     let buffer = sqs
         .create_queue()
         .queue_name(format!("ferry-{source}-to-{destination}"))
@@ -393,12 +400,7 @@ pub async fn queue_depth(buffer: &Buffer) -> Option<u64> {
         .await
         .ok()?;
     let attrs: HashMap<QueueAttributeName, String> = out.attributes.unwrap_or_default();
-    Some(
-        attrs
-            .values()
-            .filter_map(|v| v.parse::<u64>().ok())
-            .sum(),
-    )
+    Some(attrs.values().filter_map(|v| v.parse::<u64>().ok()).sum())
 }
 
 /// Lambda's stream trigger, emulated: read the stream in order, hand batches to the real

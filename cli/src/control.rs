@@ -68,7 +68,9 @@ pub fn parse(line: &str) -> Result<Command, String> {
     match parts.as_slice() {
         ["outage", region, seconds] => Ok(Command::Outage {
             region: region.to_string(),
-            seconds: seconds.parse().map_err(|_| format!("bad seconds `{seconds}`"))?,
+            seconds: seconds
+                .parse()
+                .map_err(|_| format!("bad seconds `{seconds}`"))?,
         }),
         _ => Err(format!("unknown command `{line}`")),
     }

@@ -6,7 +6,9 @@
 use crate::cluster::{Cluster, ClusterOptions};
 use crate::plot::{self, Picture, Series};
 use crate::stats::percentile;
-use crate::workload::{judge_losses, seen_write, Ledger, Made, Op, OpKind, Plan, PAYLOAD, WRITE_ID};
+use crate::workload::{
+    judge_losses, seen_write, Ledger, Made, Op, OpKind, Plan, PAYLOAD, WRITE_ID,
+};
 use aws_sdk_dynamodb::types::AttributeValue as SdkValue;
 use ferry_aws::values::to_sdk;
 use ferry_core::compare::{compare, snapshot};
@@ -308,7 +310,8 @@ pub async fn run(options: DemoOptions) -> Result<DemoReport, DemoError> {
         .flat_map(|s| s.backlog.iter().map(|p| p.1 as u64))
         .max()
         .unwrap_or(0);
-    let records: u64 = enq.values().map(|e| e.forwarded).sum::<u64>() * (options.regions as u64 - 1);
+    let records: u64 =
+        enq.values().map(|e| e.forwarded).sum::<u64>() * (options.regions as u64 - 1);
     let sqs: u64 = enq.values().map(|e| e.sqs_requests).sum::<u64>()
         + dr.values().map(|d| d.sqs_requests).sum::<u64>();
 
@@ -405,7 +408,11 @@ async fn execute(
 ) -> Result<(), ferry_aws::AwsError> {
     let config = &region.config;
     let client = region.dynamo.client();
-    let key: Item = [(config.key.partition.clone(), AttributeValue::S(op.key.clone()))].into();
+    let key: Item = [(
+        config.key.partition.clone(),
+        AttributeValue::S(op.key.clone()),
+    )]
+    .into();
     let current = region.table(table).get(&key).await?;
     let seen = {
         let l = ledger.lock().unwrap_or_else(|p| p.into_inner());

@@ -199,7 +199,10 @@ async fn local_up(a: UpArgs) -> ExitCode {
             .collect(),
     };
     if let Err(e) = control::write_state(&state) {
-        eprintln!("ferry local up: writing {}: {e}", control::state_path().display());
+        eprintln!(
+            "ferry local up: writing {}: {e}",
+            control::state_path().display()
+        );
     }
     for line in cluster.endpoint_lines() {
         println!("{line}");

@@ -88,14 +88,20 @@ pub fn draw(picture: &Picture, path: &Path) -> Result<(), PlotError> {
                     picture.outage_region.as_deref().unwrap_or("a region")
                 ))
                 .legend(|(x, y)| {
-                    Rectangle::new([(x, y - 5), (x + 15, y + 5)], RGBColor(255, 200, 120).filled())
+                    Rectangle::new(
+                        [(x, y - 5), (x + 15, y + 5)],
+                        RGBColor(255, 200, 120).filled(),
+                    )
                 });
         }
         for (i, s) in picture.series.iter().enumerate() {
             let color = colors[i % colors.len()];
             let points = if which == 0 { &s.lag_ms } else { &s.backlog };
             chart
-                .draw_series(LineSeries::new(points.iter().copied(), color.stroke_width(2)))
+                .draw_series(LineSeries::new(
+                    points.iter().copied(),
+                    color.stroke_width(2),
+                ))
                 .map_err(|e| err(&e))?
                 .label(format!("into {}", s.region))
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 15, y)], color));

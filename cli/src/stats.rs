@@ -110,7 +110,12 @@ impl Stats {
     }
 
     pub fn lag(&self, destination: &str, samples: impl IntoIterator<Item = LagSample>) {
-        self.with(|i| i.lag.entry(destination.to_string()).or_default().extend(samples))
+        self.with(|i| {
+            i.lag
+                .entry(destination.to_string())
+                .or_default()
+                .extend(samples)
+        })
     }
 
     pub fn outage(&self, region: &str, begins: bool) {
@@ -118,7 +123,12 @@ impl Stats {
         self.with(|i| {
             if begins {
                 i.outages.push((region.to_string(), now, None));
-            } else if let Some(o) = i.outages.iter_mut().rev().find(|o| o.0 == region && o.2.is_none()) {
+            } else if let Some(o) = i
+                .outages
+                .iter_mut()
+                .rev()
+                .find(|o| o.0 == region && o.2.is_none())
+            {
                 o.2 = Some(now);
             }
         })

@@ -114,7 +114,12 @@ pub struct Ledger {
 }
 
 /// What the key showed a read: the write behind the current state, if any.
-pub fn seen_write(ledger: &Ledger, key: &str, current: Option<&Item>, config: &Config) -> Option<u64> {
+pub fn seen_write(
+    ledger: &Ledger,
+    key: &str,
+    current: Option<&Item>,
+    config: &Config,
+) -> Option<u64> {
     let item = current?;
     if let Some(AttributeValue::N(w)) = item.get(WRITE_ID) {
         return w.parse().ok();
@@ -144,7 +149,8 @@ pub fn judge_losses(ledger: &Ledger, final_items: &[Item], config: &Config) -> L
     for m in &ledger.made {
         ops_by_key.entry(m.op.key.as_str()).or_default().push(m);
     }
-    let seen_of: HashMap<u64, Option<u64>> = ledger.made.iter().map(|m| (m.op.id, m.seen)).collect();
+    let seen_of: HashMap<u64, Option<u64>> =
+        ledger.made.iter().map(|m| (m.op.id, m.seen)).collect();
     let saw = |mut w: u64, target: u64| -> bool {
         // Follows what each write saw back in time; ids only grow, so this ends.
         while let Some(Some(prev)) = seen_of.get(&w) {
@@ -166,24 +172,41 @@ pub fn judge_losses(ledger: &Ledger, final_items: &[Item], config: &Config) -> L
         let item = by_key.get(key).copied();
         let visible = item.filter(|i| !config.is_tombstone(i));
         if !ops[0].op.shared {
-            let Some(last) = ops.iter().max_by_key(|m| m.op.id) else { continue };
+            let Some(last) = ops.iter().max_by_key(|m| m.op.id) else {
+                continue;
+            };
             let ok = match last.op.kind {
                 OpKind::HardDelete | OpKind::Tombstone => visible.is_none(),
-                _ => visible.and_then(|i| i.get(WRITE_ID)) == Some(&AttributeValue::N(last.op.id.to_string())),
+                _ => {
+                    visible.and_then(|i| i.get(WRITE_ID))
+                        == Some(&AttributeValue::N(last.op.id.to_string()))
+                }
             };
             if !ok {
-                note(&mut report, format!("{key}: the last write w{} did not survive", last.op.id));
+                note(
+                    &mut report,
+                    format!("{key}: the last write w{} did not survive", last.op.id),
+                );
             }
             continue;
         }
         let Some(survivor) = seen_write(ledger, key, item, config) else {
             let key_item: Item = [(key_name.clone(), AttributeValue::S(key.to_string()))].into();
-            note(&mut report, format!("{}: no write explains the final state", describe_key(&key_item)));
+            note(
+                &mut report,
+                format!(
+                    "{}: no write explains the final state",
+                    describe_key(&key_item)
+                ),
+            );
             continue;
         };
         for m in ops {
             if m.op.id != survivor && saw(m.op.id, survivor) {
-                note(&mut report, format!("{key}: w{} had seen w{survivor} and lost to it", m.op.id));
+                note(
+                    &mut report,
+                    format!("{key}: w{} had seen w{survivor} and lost to it", m.op.id),
+                );
             }
         }
     }
