@@ -12,6 +12,7 @@ pub mod classify;
 pub mod clock;
 pub mod coalesce;
 pub mod codec;
+pub mod compare;
 pub mod condition;
 pub mod config;
 pub mod convergence;

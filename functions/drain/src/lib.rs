@@ -1,1 +1,583 @@
+//! # ferry-drain
+//!
+//! Applies one buffer queue (source region → destination region) to the destination table with
+//! last-writer-wins conditional writes, as `../shared/DESIGN.md` specifies. Every decision
+//! (unpacking, coalescing, the apply condition, the judgement of a refused write) is
+//! `ferry-core`'s; this crate only schedules the I/O around them.
+//!
+//! One [`drain`] call runs *takes* until its budget is spent:
+//!
+//! 1. **Ping** the destination unless it answered within `ping_interval`. No answer: return
+//!    without receiving — no receive count is burnt and nothing can reach the DLQ while a
+//!    region is down. (A throttled ping counts as an answer.)
+//! 2. **Receive** up to `take_messages` messages (a long poll, then parallel short polls if the
+//!    first came back full), **unpack** them (an unreadable message is dead-lettered whole with
+//!    the reason), **coalesce** per key across the whole take.
+//! 3. **Write** each key's winner with `Table::put_if(image, apply_condition(..))`, at most
+//!    `max_in_flight` at once. A refused write is **judged**: stale → done; conflict → done,
+//!    counted and logged with both versions; pending → not done. Throttling halves the
+//!    concurrency and pauses with an exponential back-off, and the record is retried in the
+//!    same take. A transport failure (or a configuration error) halts the take: nothing new is
+//!    started, and the drain returns after settling. A record DynamoDB rejects as invalid goes
+//!    to the DLQ; the rest proceeds.
+//! 4. **Settle**: winners not done are put back on the buffer as new messages (packed by the
+//!    core), rejected ones are dead-lettered, and only then is each message whose records are
+//!    all secured deleted. See [`take`] for the rules and the crate's README for why.
+//!
+//! The call is a plain `async fn` on a shared [`Drainer`]: the Lambda's `main.rs` calls it once
+//! per scheduled event; the local sandbox can call it on a timer, with short budgets, even
+//! overlapping (SQS visibility keeps two calls from holding the same message, and every write
+//! is idempotent).
 
+pub mod env;
+pub mod report;
+pub mod settings;
+mod take;
+
+pub use env::{DrainEnv, EnvError};
+pub use report::{emf_line, percentile, ConflictSample, DrainReport, StopReason};
+pub use settings::DrainSettings;
+
+use ferry_aws::ATTEMPTS_ATTRIBUTE;
+use ferry_aws::{AwsError, Buffer, ErrorKind, ReceivedWithAttributes, Table, WriteOutcome};
+use ferry_core::buffer::pack;
+use ferry_core::item::describe_key;
+use ferry_core::{apply_condition, judge, ChangeRecord, Clock, Config, Judgement};
+use futures::stream::{FuturesUnordered, StreamExt};
+use std::collections::{BTreeMap, VecDeque};
+use std::time::Duration;
+use take::{Disposition, Outcome, Take};
+use tokio::time::Instant;
+
+/// Everything one drain needs: the shared config, the pair's buffer and DLQ (in the source
+/// region), the destination table, its pacing and a clock (for lag).
+pub struct Drainer {
+    pub config: Config,
+    pub source_region: String,
+    pub destination_region: String,
+    pub buffer: Buffer,
+    pub dlq: Buffer,
+    /// The destination table.
+    pub table: Table,
+    pub settings: DrainSettings,
+    pub clock: Clock,
+}
+
+impl std::fmt::Debug for Drainer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Drainer")
+            .field("source_region", &self.source_region)
+            .field("destination_region", &self.destination_region)
+            .field("buffer", &self.buffer.queue_url)
+            .field("dlq", &self.dlq.queue_url)
+            .field("table", &self.table.name)
+            .field("settings", &self.settings)
+            .finish()
+    }
+}
+
+/// Drains for `drainer.settings.budget`.
+pub async fn drain(drainer: &Drainer) -> DrainReport {
+    drain_for(drainer, drainer.settings.budget).await
+}
+
+/// Drains for `budget` (the Lambda passes what its deadline allows, if that is less).
+pub async fn drain_for(drainer: &Drainer, budget: Duration) -> DrainReport {
+    let start = Instant::now();
+    let s = &drainer.settings;
+    let reserve = s.settle_reserve.min(budget / 2);
+    let times = Times {
+        apply_end: start + budget - reserve,
+        put_cut: start + budget - reserve / 2,
+    };
+    let mut report = DrainReport {
+        destination_reachable: true,
+        ..Default::default()
+    };
+    let mut pacing = Pacing::new(s);
+    let mut last_answer: Option<Instant> = None;
+    let mut transport_pause = s.transport_pause;
+    let span = tracing::info_span!(
+        "drain",
+        source = %drainer.source_region,
+        destination = %drainer.destination_region,
+    );
+    let _enter = span.enter();
+    let reason = loop {
+        if s.stop.is_cancelled() {
+            break StopReason::Stopped;
+        }
+        let now = Instant::now();
+        // A take shorter than this would mostly be receive and settle overhead.
+        if now + Duration::from_millis(100) >= times.apply_end {
+            break StopReason::Budget;
+        }
+        if last_answer.is_none_or(|t| now.duration_since(t) >= s.ping_interval) {
+            report.dynamodb_requests += 1;
+            let timeout = s.ping_timeout.min(times.apply_end - now);
+            match tokio::time::timeout(timeout, drainer.table.ping()).await {
+                // A throttled ping is an answer: the destination is up, only busy.
+                Ok(Ok(())) => last_answer = Some(Instant::now()),
+                Ok(Err(e)) if e.kind == ErrorKind::Throttled => last_answer = Some(Instant::now()),
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "destination not answering: not receiving");
+                    report.destination_reachable = false;
+                    break StopReason::DestinationUnreachable;
+                }
+                Err(_) => {
+                    tracing::warn!(
+                        timeout_ms = timeout.as_millis() as u64,
+                        "destination ping timed out: not receiving"
+                    );
+                    report.destination_reachable = false;
+                    break StopReason::DestinationUnreachable;
+                }
+            }
+        }
+        let received = match receive_take(drainer, &times, &mut report).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(error = %e, "buffer receive failed");
+                break StopReason::BufferUnavailable;
+            }
+        };
+        if received.is_empty() {
+            if s.stop.is_cancelled() {
+                break StopReason::Stopped;
+            }
+            if s.return_when_idle {
+                break StopReason::Idle;
+            }
+            continue;
+        }
+        report.takes += 1;
+        let received_at = Instant::now();
+        let take = Take::build(received);
+        report.records += take.records.len() as u64;
+        report.coalesced += take.coalesced() as u64;
+        let answers = |r: &DrainReport| r.applied + r.stale + r.conflicts + r.pending + r.throttled;
+        let before = answers(&report);
+        let (outcomes, halt) = apply_take(drainer, &take, &times, &mut pacing, &mut report).await;
+        // A write the destination answered is as good a sign of life as a ping.
+        if answers(&report) > before {
+            last_answer = Some(Instant::now());
+        }
+        let applied_at = Instant::now();
+        settle(drainer, &take, &outcomes, &mut report).await;
+        tracing::debug!(
+            messages = take.messages.len() + take.poison.len(),
+            records = take.records.len(),
+            winners = take.winners.len(),
+            receive_ms = received_at.duration_since(now).as_millis() as u64,
+            apply_ms = applied_at.duration_since(received_at).as_millis() as u64,
+            settle_ms = applied_at.elapsed().as_millis() as u64,
+            "take"
+        );
+        match halt {
+            None => transport_pause = s.transport_pause,
+            Some(StopReason::DestinationUnreachable) => {
+                // Take nothing more until the destination answers a ping again, after a pause
+                // that doubles while failures repeat. A real outage fails that ping and the
+                // drain returns; a passing hiccup (one overloaded moment, a timeout) costs
+                // a pause rather than the rest of the invocation.
+                report.destination_reachable = false;
+                last_answer = None;
+                let resume = Instant::now() + transport_pause;
+                if resume + Duration::from_millis(100) >= times.apply_end {
+                    break StopReason::DestinationUnreachable;
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep_until(resume) => {}
+                    _ = s.stop.cancelled() => break StopReason::Stopped,
+                }
+                transport_pause = (transport_pause * 2).min(Duration::from_secs(10));
+            }
+            Some(reason) => break reason,
+        }
+    };
+    report.stop_reason = reason;
+    report.elapsed_ms = start.elapsed().as_millis() as u64;
+    report.compute_lag();
+    tracing::info!(
+        stop_reason = ?report.stop_reason,
+        destination_reachable = report.destination_reachable,
+        received = report.received,
+        records = report.records,
+        applied = report.applied,
+        stale = report.stale,
+        conflicts = report.conflicts,
+        pending = report.pending,
+        requeued = report.requeued,
+        dlq = report.dlq(),
+        throttled = report.throttled,
+        transport_failures = report.transport_failures,
+        lag_p50_ms = report.lag_p50_ms,
+        lag_p99_ms = report.lag_p99_ms,
+        elapsed_ms = report.elapsed_ms,
+        "drain finished"
+    );
+    report
+}
+
+/// The instants that bound one invocation.
+struct Times {
+    /// No take and no write starts after this.
+    apply_end: Instant,
+    /// A write still running now is abandoned (and its record re-queued).
+    put_cut: Instant,
+}
+
+/// Receives one take: a long poll for up to 10 messages and, if it came back full, short polls
+/// in parallel for the rest of `take_messages`. A receive call is never abandoned once sent
+/// (the messages it took would stay invisible and come back with a burnt receive count), so
+/// its long poll is bounded instead, by `receive_wait_s` and the budget left.
+async fn receive_take(
+    d: &Drainer,
+    times: &Times,
+    report: &mut DrainReport,
+) -> Result<Vec<ReceivedWithAttributes>, AwsError> {
+    let s = &d.settings;
+    let left_s = times
+        .apply_end
+        .saturating_duration_since(Instant::now())
+        .as_secs() as i32;
+    let wait_s = s.receive_wait_s.min(left_s - 1).max(0);
+    let visibility = Some(s.visibility_timeout_s);
+    let attributes = [ATTEMPTS_ATTRIBUTE];
+    report.sqs_requests += 1;
+    report.receives += 1;
+    let first = s.take_messages.clamp(1, 10);
+    let mut messages = d
+        .buffer
+        .receive_with_attributes(first as i32, wait_s, visibility, &attributes)
+        .await?;
+    let more = s.take_messages.saturating_sub(10).div_ceil(10);
+    if messages.len() == first && more > 0 {
+        let extra = futures::future::join_all((0..more).map(|_| {
+            d.buffer
+                .receive_with_attributes(10, 0, visibility, &attributes)
+        }))
+        .await;
+        report.sqs_requests += more as u64;
+        report.receives += more as u64;
+        for r in extra {
+            match r {
+                Ok(m) => messages.extend(m),
+                // The first receive worked: go on with what came back.
+                Err(e) => tracing::warn!(error = %e, "extra receive failed"),
+            }
+        }
+    }
+    if wait_s == 0 && messages.is_empty() && !s.return_when_idle {
+        // No long poll left to wait in: do not spin on an empty queue.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    report.received += messages.len() as u64;
+    for m in &messages {
+        report.max_receive_count = report.max_receive_count.max(m.message.receive_count);
+    }
+    Ok(messages)
+}
+
+/// The write concurrency and throttling back-off, kept across the takes of one invocation:
+/// multiplicative decrease (at most once per pause, so a burst of throttled answers to writes
+/// sent together counts once), additive increase on every answered write.
+struct Pacing {
+    max: usize,
+    limit: usize,
+    backoff: Duration,
+    initial: Duration,
+    max_backoff: Duration,
+    pause_until: Instant,
+}
+
+impl Pacing {
+    fn new(s: &DrainSettings) -> Self {
+        Pacing {
+            max: s.max_in_flight.max(1),
+            limit: s.max_in_flight.max(1),
+            backoff: s.throttle_backoff,
+            initial: s.throttle_backoff,
+            max_backoff: s.max_throttle_backoff.max(s.throttle_backoff),
+            pause_until: Instant::now(),
+        }
+    }
+
+    fn on_answer(&mut self) {
+        self.limit = (self.limit + 1).min(self.max);
+        self.backoff = self.backoff.mul_f64(0.9).max(self.initial);
+    }
+
+    fn on_throttle(&mut self, now: Instant) {
+        if now >= self.pause_until {
+            self.limit = (self.limit / 2).max(1);
+            self.pause_until = now + self.backoff;
+            self.backoff = (self.backoff * 2).min(self.max_backoff);
+        }
+    }
+}
+
+type PutResult = Result<Result<WriteOutcome, AwsError>, tokio::time::error::Elapsed>;
+
+/// Writes the take's winners; returns each record's outcome and why the take was halted, if it
+/// was.
+async fn apply_take(
+    d: &Drainer,
+    take: &Take,
+    times: &Times,
+    pacing: &mut Pacing,
+    report: &mut DrainReport,
+) -> (Vec<Outcome>, Option<StopReason>) {
+    let mut outcomes = vec![Outcome::Unattempted; take.records.len()];
+    let mut queue: VecDeque<usize> = take.winners.iter().copied().collect();
+    let mut inflight = FuturesUnordered::new();
+    let mut halt: Option<StopReason> = None;
+    let put = |i: usize| {
+        let record = &take.records[i];
+        async move {
+            let condition = apply_condition(record, &d.config);
+            let result: PutResult =
+                tokio::time::timeout_at(times.put_cut, d.table.put_if(&record.image, &condition))
+                    .await;
+            (i, result)
+        }
+    };
+    // Halts keep the most serious reason (the enum's order).
+    let raise = |halt: &mut Option<StopReason>, reason: StopReason| {
+        *halt = Some(halt.map_or(reason, |h| h.max(reason)));
+    };
+    loop {
+        if halt.is_none() {
+            if d.settings.stop.is_cancelled() {
+                raise(&mut halt, StopReason::Stopped);
+            } else if Instant::now() >= times.apply_end {
+                raise(&mut halt, StopReason::Budget);
+            }
+        }
+        if halt.is_none() && Instant::now() >= pacing.pause_until {
+            while inflight.len() < pacing.limit {
+                let Some(i) = queue.pop_front() else { break };
+                report.dynamodb_requests += 1;
+                inflight.push(put(i));
+            }
+        }
+        if inflight.is_empty() && (queue.is_empty() || halt.is_some()) {
+            break;
+        }
+        let can_launch = halt.is_none() && !queue.is_empty() && inflight.len() < pacing.limit;
+        let wake = pacing.pause_until;
+        tokio::select! {
+            biased;
+            Some((i, result)) = inflight.next(), if !inflight.is_empty() => {
+                let now = Instant::now();
+                let record = &take.records[i];
+                match result {
+                    Err(_) => {
+                        report.cut += 1;
+                        outcomes[i] = Outcome::Failed;
+                        raise(&mut halt, StopReason::Budget);
+                    }
+                    Ok(Ok(WriteOutcome::Written)) => {
+                        pacing.on_answer();
+                        report.applied += 1;
+                        outcomes[i] = Outcome::Applied;
+                        report.lag_ms.push((d.clock)().saturating_sub(record.written_at_ms));
+                    }
+                    Ok(Ok(WriteOutcome::ConditionFailed(stored))) => {
+                        pacing.on_answer();
+                        outcomes[i] = judged(d, record, stored.as_ref(), report);
+                    }
+                    Ok(Err(e)) => match e.kind {
+                        ErrorKind::Throttled => {
+                            report.throttled += 1;
+                            pacing.on_throttle(now);
+                            outcomes[i] = Outcome::Throttled;
+                            // Retried in this take once the pause is over; re-queued if the
+                            // take ends first.
+                            queue.push_back(i);
+                        }
+                        ErrorKind::Transport => {
+                            if report.transport_failures == 0 {
+                                tracing::warn!(error = %e, "destination write failed for transport reasons: halting");
+                            }
+                            report.transport_failures += 1;
+                            outcomes[i] = Outcome::Failed;
+                            raise(&mut halt, StopReason::DestinationUnreachable);
+                        }
+                        ErrorKind::Invalid => {
+                            tracing::warn!(key = %describe_key(&record.key), error = %e, "destination rejected the record: dead-lettering it");
+                            let code = e.code.as_deref().unwrap_or("invalid request");
+                            outcomes[i] = Outcome::Invalid(format!("{} {code}: {}", e.operation, e.message));
+                        }
+                        ErrorKind::Other => {
+                            tracing::error!(key = %describe_key(&record.key), error = %e, "destination write failed: halting");
+                            report.other_errors += 1;
+                            outcomes[i] = Outcome::Failed;
+                            raise(&mut halt, StopReason::DestinationError);
+                        }
+                    },
+                }
+            }
+            _ = d.settings.stop.cancelled(), if halt.is_none() => {
+                raise(&mut halt, StopReason::Stopped);
+            }
+            _ = tokio::time::sleep_until(times.apply_end), if halt.is_none() => {
+                raise(&mut halt, StopReason::Budget);
+            }
+            _ = tokio::time::sleep_until(wake), if can_launch && wake > Instant::now() => {}
+        }
+    }
+    // A halt for the budget or a stop is the normal end of the call, not of the take.
+    (outcomes, halt)
+}
+
+/// The core's judgement of a refused write, counted (and logged for a conflict).
+fn judged(
+    d: &Drainer,
+    record: &ChangeRecord,
+    stored: Option<&ferry_core::Item>,
+    report: &mut DrainReport,
+) -> Outcome {
+    match judge(record, stored, &d.config) {
+        Judgement::Stale { .. } => {
+            report.stale += 1;
+            Outcome::Stale
+        }
+        Judgement::Conflict { winner, loser } => {
+            report.conflicts += 1;
+            let key = describe_key(&record.key);
+            tracing::warn!(
+                conflict = true,
+                key = %key,
+                winner = %winner,
+                loser = %loser,
+                "conflict: a newer version from another region already holds the key"
+            );
+            if report.conflict_samples.len() < d.settings.conflict_samples {
+                report.conflict_samples.push(ConflictSample {
+                    key,
+                    winner: winner.to_string(),
+                    loser: loser.to_string(),
+                });
+            }
+            Outcome::Conflict
+        }
+        Judgement::Pending(reason) => {
+            report.pending += 1;
+            tracing::debug!(key = %describe_key(&record.key), ?reason, "pending");
+            Outcome::Pending(format!("{reason:?}"))
+        }
+    }
+}
+
+/// Re-queues and dead-letters what the take did not finish, then deletes every message whose
+/// records are all secured. Sends come before deletes: a crash in between leaves duplicates
+/// (harmless, writes are idempotent), never a loss. A message that cannot be deleted is left
+/// to come back after its visibility timeout.
+async fn settle(d: &Drainer, take: &Take, outcomes: &[Outcome], report: &mut DrainReport) {
+    let mut secured = vec![false; take.records.len()];
+    let mut requeue: BTreeMap<(u32, i32), Vec<usize>> = BTreeMap::new();
+    let mut dead: Vec<(usize, String)> = Vec::new();
+    for (w, disposition) in take.dispositions(outcomes, &d.settings) {
+        match disposition {
+            Disposition::Done => secured[w] = true,
+            Disposition::Requeue { attempts, delay_s } => {
+                requeue.entry((attempts, delay_s)).or_default().push(w)
+            }
+            Disposition::DeadLetter(reason) => dead.push((w, reason)),
+        }
+    }
+    for ((attempts, delay_s), winners) in requeue {
+        let records: Vec<ChangeRecord> = winners.iter().map(|&w| take.records[w].clone()).collect();
+        let batches = match pack(&records) {
+            Ok(b) => b,
+            Err(e) => {
+                // Cannot happen for records that arrived in a message; leave them where they are.
+                tracing::error!(error = %e, "re-packing failed: leaving the messages");
+                continue;
+            }
+        };
+        let mut next = 0;
+        for batch in &batches {
+            report.sqs_requests += 1;
+            let numbers = [(ATTEMPTS_ATTRIBUTE, u64::from(attempts))];
+            let failed = match d.buffer.send_batch_with(batch, &numbers, delay_s).await {
+                Ok(failed) => failed,
+                Err(e) => {
+                    tracing::warn!(error = %e, "re-queue failed: leaving the messages");
+                    (0..batch.len()).collect()
+                }
+            };
+            for (i, message) in batch.iter().enumerate() {
+                let sent = failed.binary_search(&i).is_err();
+                for &w in &winners[next..next + message.records] {
+                    secured[w] = sent;
+                }
+                if sent {
+                    report.requeued += message.records as u64;
+                }
+                next += message.records;
+            }
+        }
+    }
+    for (w, reason) in dead {
+        let record = &take.records[w];
+        let key = describe_key(&record.key);
+        let reason = format!("{reason}; key {key}; version {}", record.version);
+        let body = match pack(std::slice::from_ref(record)) {
+            Ok(b) => b.into_iter().flatten().next().map(|m| m.body),
+            Err(_) => None,
+        };
+        let Some(body) = body else { continue };
+        report.sqs_requests += 1;
+        match d.dlq.send_with_reason(&body, 1, &reason).await {
+            Ok(()) => {
+                tracing::warn!(key = %key, reason = %reason, "record dead-lettered");
+                report.dlq_records += 1;
+                secured[w] = true;
+            }
+            Err(e) => tracing::warn!(error = %e, "dead-lettering failed: leaving the message"),
+        }
+    }
+    let mut delete: Vec<&str> = Vec::new();
+    let mut left: Vec<&str> = Vec::new();
+    for (m, ok) in take.messages.iter().zip(take.deletable(&secured)) {
+        if ok {
+            delete.push(&m.receipt);
+        } else {
+            tracing::debug!(message_id = %m.message_id, "message left on the buffer");
+            left.push(&m.receipt);
+        }
+    }
+    for p in &take.poison {
+        let reason = format!("unreadable buffer message {}: {}", p.message_id, p.reason);
+        report.sqs_requests += 1;
+        match d.dlq.send_with_reason(&p.body, 0, &reason).await {
+            Ok(()) => {
+                tracing::warn!(message_id = %p.message_id, reason = %reason, "message dead-lettered");
+                report.dlq_messages += 1;
+                delete.push(&p.receipt);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "dead-lettering failed: leaving the message");
+                left.push(&p.receipt);
+            }
+        }
+    }
+    if !delete.is_empty() {
+        report.sqs_requests += delete.len().div_ceil(10) as u64;
+        match d.buffer.delete(&delete).await {
+            Ok(not_deleted) => {
+                report.deleted += (delete.len() - not_deleted.len()) as u64;
+                report.left += not_deleted.len() as u64;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "delete failed: the messages will come back (duplicates are harmless)");
+                report.left += delete.len() as u64;
+            }
+        }
+    }
+    // Left messages come back when their visibility times out; making them visible at once
+    // would only hand them to the next take while SQS is struggling.
+    report.left += left.len() as u64;
+}

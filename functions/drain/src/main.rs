@@ -1,1 +1,64 @@
-fn main() {}
+//! The drain Lambda: reads its environment, builds the clients once per container, and runs
+//! one [`ferry_drain::drain_for`] per scheduled EventBridge event. All the work is in the lib.
+
+use aws_lambda_events::eventbridge::EventBridgeEvent;
+use ferry_drain::{drain_for, emf_line, DrainEnv, DrainReport, Drainer};
+use lambda_runtime::{service_fn, Error, LambdaEvent};
+use std::time::Duration;
+
+/// Kept between the drain's return and the Lambda deadline: the report, the EMF line and the
+/// runtime's own reply must still go out.
+const DEADLINE_MARGIN: Duration = Duration::from_secs(3);
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_current_span(false)
+        .with_target(false)
+        .init();
+    let env = DrainEnv::from_lookup(|k| std::env::var(k).ok())?;
+    let base = ferry_aws::clients::base_config().await;
+    let drainer = env.connect(&base, ferry_core::clock::system()).await;
+    tracing::info!(drainer = ?drainer, "drain ready");
+    let drainer = &drainer;
+    lambda_runtime::run(service_fn(
+        move |event: LambdaEvent<EventBridgeEvent>| async move { handle(drainer, event).await },
+    ))
+    .await
+}
+
+async fn handle(
+    drainer: &Drainer,
+    event: LambdaEvent<EventBridgeEvent>,
+) -> Result<DrainReport, Error> {
+    // The configured budget, unless the function's timeout leaves less.
+    let now_ms = ferry_core::clock::system_now_ms();
+    let left = Duration::from_millis(event.context.deadline.saturating_sub(now_ms));
+    let budget = drainer
+        .settings
+        .budget
+        .min(left.saturating_sub(DEADLINE_MARGIN))
+        .max(Duration::from_secs(1));
+    tracing::debug!(
+        event_id = event.payload.id.as_deref().unwrap_or(""),
+        budget_ms = budget.as_millis() as u64,
+        "scheduled drain"
+    );
+    let report = drain_for(drainer, budget).await;
+    // EMF goes to stdout as a line of its own; CloudWatch Logs extracts the metrics.
+    println!(
+        "{}",
+        emf_line(
+            &report,
+            &drainer.source_region,
+            &drainer.destination_region,
+            ferry_core::clock::system_now_ms()
+        )
+    );
+    Ok(report)
+}

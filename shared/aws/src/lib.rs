@@ -2,12 +2,15 @@
 //! share it; the replication decisions stay in `ferry-core`.
 
 pub mod buffer;
+pub mod buffer_attributes;
 pub mod clients;
 pub mod error;
+pub mod scan;
 pub mod table;
 pub mod values;
 
 pub use buffer::{Buffer, Received};
+pub use buffer_attributes::{ReceivedWithAttributes, ATTEMPTS_ATTRIBUTE};
 pub use clients::{ClientSettings, Clients};
 pub use error::{AwsError, ErrorKind};
 pub use table::{Table, WriteOutcome};

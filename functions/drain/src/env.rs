@@ -1,0 +1,249 @@
+//! The drain's environment: the shared core settings (`Config::from_lookup`) plus the pair it
+//! drains, its endpoints and its pacing. Parsed through a lookup function so it is tested
+//! without touching the process environment.
+
+use crate::settings::DrainSettings;
+use crate::Drainer;
+use aws_config::SdkConfig;
+use ferry_aws::{Buffer, ClientSettings, Table};
+use ferry_core::{Clock, Config, ConfigError};
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EnvError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("{0} is not set")]
+    Missing(&'static str),
+    #[error("{name} = `{value}` is not {what}")]
+    Bad {
+        name: &'static str,
+        value: String,
+        what: &'static str,
+    },
+    #[error("the destination region {0} is the source region: a buffer drains to another region")]
+    SameRegion(String),
+}
+
+/// Everything `main.rs` reads from the environment.
+#[derive(Clone, Debug)]
+pub struct DrainEnv {
+    pub config: Config,
+    /// `FERRY_SOURCE_REGION` (default: the core config's local region). The buffer and the DLQ
+    /// live there.
+    pub source_region: String,
+    /// `FERRY_DESTINATION_REGION`, `FERRY_DESTINATION_TABLE`.
+    pub destination_region: String,
+    pub destination_table: String,
+    /// `FERRY_BUFFER_URL`, `FERRY_DLQ_URL`.
+    pub buffer_url: String,
+    pub dlq_url: String,
+    /// `FERRY_DESTINATION_ROLE_ARN`: assumed (STS) to write a table in another account.
+    pub destination_role_arn: Option<String>,
+    /// `FERRY_DYNAMODB_ENDPOINT`, `FERRY_SQS_ENDPOINT`, `FERRY_STS_ENDPOINT`: overrides for
+    /// emulators and VPC endpoints.
+    pub dynamodb_endpoint: Option<String>,
+    pub sqs_endpoint: Option<String>,
+    pub sts_endpoint: Option<String>,
+    /// `FERRY_DESTINATION_CONNECT_TIMEOUT_MS` (1000), `FERRY_DESTINATION_ATTEMPT_TIMEOUT_MS`
+    /// (2000), `FERRY_DESTINATION_OPERATION_TIMEOUT_MS` (5000), `FERRY_DESTINATION_MAX_ATTEMPTS`
+    /// (3): a hanging destination must fail a write in seconds, not stall the drain.
+    pub destination_connect_timeout: Duration,
+    pub destination_attempt_timeout: Duration,
+    pub destination_operation_timeout: Duration,
+    pub destination_max_attempts: u32,
+    /// `FERRY_DRAIN_BUDGET_S` (50), `FERRY_MAX_IN_FLIGHT` (64), `FERRY_TAKE_MESSAGES` (30),
+    /// `FERRY_RECEIVE_WAIT_S` (20), `FERRY_VISIBILITY_TIMEOUT_S` (budget + 30, at least 120),
+    /// `FERRY_MAX_PENDING_ATTEMPTS` (20; 0 = never dead-letter a pending record).
+    pub settings: DrainSettings,
+}
+
+impl DrainEnv {
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, EnvError> {
+        let get = |k: &str| {
+            lookup(k)
+                .map(|v| v.trim().to_string())
+                .filter(|v| !v.is_empty())
+        };
+        let config = Config::from_lookup(&lookup)?;
+        let required = |k: &'static str| get(k).ok_or(EnvError::Missing(k));
+        let source_region = get("FERRY_SOURCE_REGION").unwrap_or(config.local_region.clone());
+        let destination_region = required("FERRY_DESTINATION_REGION")?;
+        if destination_region == source_region {
+            return Err(EnvError::SameRegion(destination_region));
+        }
+        let number = |name: &'static str, default: u64| -> Result<u64, EnvError> {
+            match get(name) {
+                None => Ok(default),
+                Some(v) => v.parse().map_err(|_| EnvError::Bad {
+                    name,
+                    value: v,
+                    what: "a non-negative integer",
+                }),
+            }
+        };
+        let millis =
+            |name: &'static str, default: u64| number(name, default).map(Duration::from_millis);
+        let budget = match get("FERRY_DRAIN_BUDGET_S") {
+            None => Duration::from_secs(50),
+            Some(v) => v
+                .parse::<f64>()
+                .ok()
+                .filter(|s| s.is_finite() && *s > 0.0 && *s <= 900.0)
+                .map(Duration::from_secs_f64)
+                .ok_or(EnvError::Bad {
+                    name: "FERRY_DRAIN_BUDGET_S",
+                    value: v,
+                    what: "a number of seconds in (0, 900]",
+                })?,
+        };
+        let mut settings = DrainSettings::with_budget(budget);
+        settings.max_in_flight = number("FERRY_MAX_IN_FLIGHT", 64)?.clamp(1, 4096) as usize;
+        settings.take_messages = number("FERRY_TAKE_MESSAGES", 30)?.clamp(1, 1000) as usize;
+        settings.receive_wait_s =
+            number("FERRY_RECEIVE_WAIT_S", settings.receive_wait_s as u64)?.min(20) as i32;
+        settings.visibility_timeout_s = number(
+            "FERRY_VISIBILITY_TIMEOUT_S",
+            settings.visibility_timeout_s as u64,
+        )?
+        .min(43_200) as i32;
+        settings.max_pending_attempts =
+            number("FERRY_MAX_PENDING_ATTEMPTS", 20)?.min(u32::MAX as u64) as u32;
+        Ok(DrainEnv {
+            source_region,
+            destination_region,
+            destination_table: required("FERRY_DESTINATION_TABLE")?,
+            buffer_url: required("FERRY_BUFFER_URL")?,
+            dlq_url: required("FERRY_DLQ_URL")?,
+            destination_role_arn: get("FERRY_DESTINATION_ROLE_ARN"),
+            dynamodb_endpoint: get("FERRY_DYNAMODB_ENDPOINT"),
+            sqs_endpoint: get("FERRY_SQS_ENDPOINT"),
+            sts_endpoint: get("FERRY_STS_ENDPOINT"),
+            destination_connect_timeout: millis("FERRY_DESTINATION_CONNECT_TIMEOUT_MS", 1000)?,
+            destination_attempt_timeout: millis("FERRY_DESTINATION_ATTEMPT_TIMEOUT_MS", 2000)?,
+            destination_operation_timeout: millis("FERRY_DESTINATION_OPERATION_TIMEOUT_MS", 5000)?,
+            destination_max_attempts: number("FERRY_DESTINATION_MAX_ATTEMPTS", 3)?.clamp(1, 10)
+                as u32,
+            settings,
+            config,
+        })
+    }
+
+    /// How to reach the destination table (with the role, if any).
+    pub fn destination_client_settings(&self) -> ClientSettings {
+        ClientSettings {
+            region: self.destination_region.clone(),
+            dynamodb_endpoint: self.dynamodb_endpoint.clone(),
+            sts_endpoint: self.sts_endpoint.clone(),
+            role_arn: self.destination_role_arn.clone(),
+            connect_timeout: Some(self.destination_connect_timeout),
+            attempt_timeout: Some(self.destination_attempt_timeout),
+            operation_timeout: Some(self.destination_operation_timeout),
+            max_attempts: Some(self.destination_max_attempts),
+            ..ClientSettings::new(self.destination_region.clone())
+        }
+    }
+
+    /// How to reach the buffer and the DLQ (source region). A receive's attempt may last its
+    /// whole long poll, so the attempt timeout leaves room for it.
+    pub fn buffer_client_settings(&self) -> ClientSettings {
+        ClientSettings {
+            sqs_endpoint: self.sqs_endpoint.clone(),
+            connect_timeout: Some(Duration::from_secs(2)),
+            attempt_timeout: Some(Duration::from_secs(
+                self.settings.receive_wait_s.max(0) as u64 + 10,
+            )),
+            ..ClientSettings::new(self.source_region.clone())
+        }
+    }
+
+    /// Builds the clients (the destination's credentials come from the role when one is set)
+    /// and the drainer.
+    pub async fn connect(self, base: &SdkConfig, clock: Clock) -> Drainer {
+        let sqs = self.buffer_client_settings().sqs(base);
+        let dynamodb = self.destination_client_settings().dynamodb(base).await;
+        Drainer {
+            buffer: Buffer::new(sqs.clone(), self.buffer_url),
+            dlq: Buffer::new(sqs, self.dlq_url),
+            table: Table::new(dynamodb, self.destination_table),
+            config: self.config,
+            source_region: self.source_region,
+            destination_region: self.destination_region,
+            settings: self.settings,
+            clock,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env(extra: &[(&str, &str)]) -> Result<DrainEnv, EnvError> {
+        let mut map: HashMap<String, String> = [
+            ("AWS_REGION", "us-east-1"),
+            ("FERRY_PARTITION_KEY", "pk"),
+            ("FERRY_DESTINATION_REGION", "eu-west-1"),
+            ("FERRY_DESTINATION_TABLE", "orders"),
+            ("FERRY_BUFFER_URL", "http://q/buffer"),
+            ("FERRY_DLQ_URL", "http://q/dlq"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        for (k, v) in extra {
+            map.insert(k.to_string(), v.to_string());
+        }
+        DrainEnv::from_lookup(move |k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn reads_the_pair_and_its_pacing() {
+        let e = env(&[
+            ("FERRY_DRAIN_BUDGET_S", "12.5"),
+            ("FERRY_MAX_IN_FLIGHT", "128"),
+            (
+                "FERRY_DESTINATION_ROLE_ARN",
+                "arn:aws:iam::210987654321:role/ferry",
+            ),
+            ("FERRY_DYNAMODB_ENDPOINT", "http://127.0.0.1:8000"),
+        ])
+        .expect("valid");
+        assert_eq!(e.source_region, "us-east-1");
+        assert_eq!(e.settings.budget, Duration::from_millis(12_500));
+        assert_eq!(e.settings.max_in_flight, 128);
+        let d = e.destination_client_settings();
+        assert_eq!(d.region, "eu-west-1");
+        assert_eq!(
+            d.role_arn.as_deref(),
+            Some("arn:aws:iam::210987654321:role/ferry")
+        );
+        assert_eq!(
+            d.dynamodb_endpoint.as_deref(),
+            Some("http://127.0.0.1:8000")
+        );
+        assert_eq!(e.buffer_client_settings().region, "us-east-1");
+        assert!(e.settings.visibility_timeout_s >= 43);
+    }
+
+    #[test]
+    fn rejects_what_cannot_work() {
+        assert!(matches!(
+            env(&[("FERRY_DESTINATION_REGION", "us-east-1")]),
+            Err(EnvError::SameRegion(_))
+        ));
+        assert!(matches!(
+            env(&[("FERRY_DRAIN_BUDGET_S", "-1")]),
+            Err(EnvError::Bad { .. })
+        ));
+        assert!(matches!(
+            env(&[("FERRY_MAX_IN_FLIGHT", "many")]),
+            Err(EnvError::Bad { .. })
+        ));
+        assert!(matches!(
+            env(&[("FERRY_DLQ_URL", " ")]),
+            Err(EnvError::Missing("FERRY_DLQ_URL"))
+        ));
+    }
+}

@@ -1,0 +1,239 @@
+//! What one drain invocation did: counts, lag percentiles, conflict samples, and their EMF form.
+
+use serde::Serialize;
+
+/// Why a drain returned.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StopReason {
+    /// The budget is spent (the normal end).
+    #[default]
+    Budget,
+    /// A receive came back empty and `return_when_idle` is set (the backlog is drained).
+    Idle,
+    /// The `stop` token was cancelled.
+    Stopped,
+    /// The buffer (SQS) failed to answer a receive.
+    BufferUnavailable,
+    /// The destination failed with an error that is neither transport, throttling nor the
+    /// record's fault (access denied, missing table, …): a configuration problem.
+    DestinationError,
+    /// The destination did not answer the ping, or writes failed for transport reasons.
+    DestinationUnreachable,
+}
+
+/// One conflict: a newer version from another region already held the key.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ConflictSample {
+    pub key: String,
+    pub winner: String,
+    pub loser: String,
+}
+
+/// The counts of one [`crate::drain`] call.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct DrainReport {
+    /// False when the ping failed or a write failed for transport reasons.
+    pub destination_reachable: bool,
+    pub stop_reason: StopReason,
+    pub elapsed_ms: u64,
+    /// Takes (receive, apply, settle rounds) that received at least one message.
+    pub takes: u64,
+    /// Messages received.
+    pub received: u64,
+    /// The highest `ApproximateReceiveCount` among them (1: every message was new).
+    pub max_receive_count: u32,
+    /// Records unpacked from the messages.
+    pub records: u64,
+    /// Records superseded by a newer (or equal) version of their key in the same take: never
+    /// written, done exactly when their winner is.
+    pub coalesced: u64,
+    /// Conditional puts that wrote.
+    pub applied: u64,
+    /// Puts refused because the destination held the same or a newer version of the same origin.
+    pub stale: u64,
+    /// Puts refused because a newer version from another region won (also logged).
+    pub conflicts: u64,
+    /// Records found pending (unversioned destination item, unreadable version, race).
+    pub pending: u64,
+    /// Records put back on the buffer as new messages (pending, throttled, cut, destination down).
+    pub requeued: u64,
+    /// Malformed messages moved whole to the DLQ.
+    pub dlq_messages: u64,
+    /// Records moved to the DLQ (rejected by DynamoDB, pending too many times).
+    pub dlq_records: u64,
+    /// Messages deleted from the buffer.
+    pub deleted: u64,
+    /// Messages left on the buffer (a settle call to SQS failed); they come back with a
+    /// receive count one higher.
+    pub left: u64,
+    pub transport_failures: u64,
+    /// Writes answered with throttling (each one retried or re-queued, never dropped).
+    pub throttled: u64,
+    pub other_errors: u64,
+    /// Writes abandoned at the end of the budget (re-queued).
+    pub cut: u64,
+    /// Requests to SQS (receive, send, delete, visibility) and to DynamoDB (puts, pings).
+    pub sqs_requests: u64,
+    pub receives: u64,
+    pub dynamodb_requests: u64,
+    /// Replication lag of the applied records: apply time − source write time.
+    pub lag_p50_ms: Option<u64>,
+    pub lag_p99_ms: Option<u64>,
+    pub lag_max_ms: Option<u64>,
+    /// Every applied record's lag, in apply order (for a caller aggregating many drains).
+    #[serde(skip)]
+    pub lag_ms: Vec<u64>,
+    pub conflict_samples: Vec<ConflictSample>,
+}
+
+impl DrainReport {
+    /// Records dead-lettered plus malformed messages dead-lettered.
+    pub fn dlq(&self) -> u64 {
+        self.dlq_records + self.dlq_messages
+    }
+
+    /// Adds another report's counts to this one (a caller running drains on a timer, or a test
+    /// draining until a backlog is gone). Reachability is the latest report's; lag percentiles
+    /// are recomputed over both sets of samples.
+    pub fn absorb(&mut self, other: &DrainReport) {
+        self.destination_reachable = other.destination_reachable;
+        self.stop_reason = other.stop_reason;
+        self.elapsed_ms += other.elapsed_ms;
+        self.takes += other.takes;
+        self.received += other.received;
+        self.max_receive_count = self.max_receive_count.max(other.max_receive_count);
+        self.records += other.records;
+        self.coalesced += other.coalesced;
+        self.applied += other.applied;
+        self.stale += other.stale;
+        self.conflicts += other.conflicts;
+        self.pending += other.pending;
+        self.requeued += other.requeued;
+        self.dlq_messages += other.dlq_messages;
+        self.dlq_records += other.dlq_records;
+        self.deleted += other.deleted;
+        self.left += other.left;
+        self.transport_failures += other.transport_failures;
+        self.throttled += other.throttled;
+        self.other_errors += other.other_errors;
+        self.cut += other.cut;
+        self.sqs_requests += other.sqs_requests;
+        self.receives += other.receives;
+        self.dynamodb_requests += other.dynamodb_requests;
+        self.lag_ms.extend_from_slice(&other.lag_ms);
+        self.conflict_samples
+            .extend(other.conflict_samples.iter().cloned());
+        self.compute_lag();
+    }
+
+    /// Fills the lag percentiles from [`DrainReport::lag_ms`].
+    pub fn compute_lag(&mut self) {
+        let mut sorted = self.lag_ms.clone();
+        sorted.sort_unstable();
+        self.lag_p50_ms = percentile(&sorted, 50.0);
+        self.lag_p99_ms = percentile(&sorted, 99.0);
+        self.lag_max_ms = sorted.last().copied();
+    }
+}
+
+/// Nearest-rank percentile of sorted samples.
+pub fn percentile(sorted: &[u64], p: f64) -> Option<u64> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted.get(rank.clamp(1, sorted.len()) - 1).copied()
+}
+
+/// The report as one CloudWatch Embedded Metric Format line (namespace `Ferry`, dimensions
+/// source and destination region). Lambda ships stdout lines to CloudWatch Logs, which turns
+/// this one into metrics without any API call from the function.
+pub fn emf_line(
+    report: &DrainReport,
+    source_region: &str,
+    destination_region: &str,
+    timestamp_ms: u64,
+) -> String {
+    let mut metrics = vec![
+        ("Applied", "Count", report.applied),
+        ("Stale", "Count", report.stale),
+        ("Conflicts", "Count", report.conflicts),
+        ("Pending", "Count", report.pending),
+        ("Requeued", "Count", report.requeued),
+        ("Dlq", "Count", report.dlq()),
+        ("Throttled", "Count", report.throttled),
+        ("TransportFailures", "Count", report.transport_failures),
+        ("Received", "Count", report.received),
+        (
+            "DestinationReachable",
+            "None",
+            u64::from(report.destination_reachable),
+        ),
+    ];
+    if let (Some(p50), Some(p99)) = (report.lag_p50_ms, report.lag_p99_ms) {
+        metrics.push(("LagP50", "Milliseconds", p50));
+        metrics.push(("LagP99", "Milliseconds", p99));
+    }
+    let mut root = serde_json::Map::new();
+    root.insert(
+        "_aws".into(),
+        serde_json::json!({
+            "Timestamp": timestamp_ms,
+            "CloudWatchMetrics": [{
+                "Namespace": "Ferry",
+                "Dimensions": [["Function", "Source", "Destination"]],
+                "Metrics": metrics
+                    .iter()
+                    .map(|(name, unit, _)| serde_json::json!({"Name": name, "Unit": unit}))
+                    .collect::<Vec<_>>(),
+            }],
+        }),
+    );
+    root.insert("Function".into(), "drain".into());
+    root.insert("Source".into(), source_region.into());
+    root.insert("Destination".into(), destination_region.into());
+    for (name, _, value) in metrics {
+        root.insert(name.into(), value.into());
+    }
+    serde_json::Value::Object(root).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_are_nearest_rank() {
+        let v: Vec<u64> = (1..=100).collect();
+        assert_eq!(percentile(&v, 50.0), Some(50));
+        assert_eq!(percentile(&v, 99.0), Some(99));
+        assert_eq!(percentile(&[7], 99.0), Some(7));
+        assert_eq!(percentile(&[], 50.0), None);
+    }
+
+    #[test]
+    fn emf_declares_every_value() {
+        let mut r = DrainReport {
+            applied: 3,
+            destination_reachable: true,
+            lag_ms: vec![5, 9, 100],
+            ..Default::default()
+        };
+        r.compute_lag();
+        let line = emf_line(&r, "us-east-1", "eu-west-1", 1_700_000_000_000);
+        let v: serde_json::Value = serde_json::from_str(&line).expect("json");
+        assert!(!line.contains('\n'));
+        let declared = v["_aws"]["CloudWatchMetrics"][0]["Metrics"]
+            .as_array()
+            .expect("metrics");
+        for m in declared {
+            let name = m["Name"].as_str().expect("name");
+            assert!(v.get(name).is_some(), "{name} has no value");
+        }
+        assert_eq!(v["Applied"], 3);
+        assert_eq!(v["LagP99"], 100);
+        assert_eq!(v["DestinationReachable"], 1);
+        assert_eq!(v["Destination"], "eu-west-1");
+    }
+}

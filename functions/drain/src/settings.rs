@@ -1,0 +1,135 @@
+//! How one drain invocation paces itself. Every knob has a default fit for a one-minute
+//! schedule; tests and the local sandbox shorten them.
+
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// The drain's knobs. `Default` is for a Lambda on a one-minute schedule with a 60 s timeout.
+#[derive(Clone, Debug)]
+pub struct DrainSettings {
+    /// Wall time one [`crate::drain`] call may take, from its start to its return.
+    pub budget: Duration,
+    /// The end of the budget kept for settling (re-queue, dead-letter, delete): no write starts
+    /// after `budget - settle_reserve`, and a write still running at
+    /// `budget - settle_reserve / 2` is abandoned (its record is re-queued; applying twice is
+    /// harmless).
+    pub settle_reserve: Duration,
+    /// Conditional puts in flight at most (the concurrency limit when nothing throttles).
+    pub max_in_flight: usize,
+    /// Messages taken together (coalesced per key, then applied): one long-poll receive of up to
+    /// 10, then, if it came back full, short-poll receives in parallel for the rest.
+    pub take_messages: usize,
+    /// Long-poll wait of the first receive of a take, in seconds (≤ 20; also capped by the
+    /// budget left). It is also how long a `stop` may wait for an idle receive to return.
+    pub receive_wait_s: i32,
+    /// Visibility timeout asked for on receive. Must exceed the budget, so a message cannot be
+    /// handed to another drain while this one still holds it.
+    pub visibility_timeout_s: i32,
+    /// A record found pending (the destination item is unversioned, or its version cannot be
+    /// read) this many times in a row is dead-lettered with the reason; 0: never.
+    pub max_pending_attempts: u32,
+    /// Delivery delay of a re-queued pending record: `base · 2^(attempts−1)`, capped.
+    pub pending_delay_base_s: i32,
+    pub pending_delay_max_s: i32,
+    /// First pause after a throttled write; doubles on each further throttling pause, decays
+    /// on successes.
+    pub throttle_backoff: Duration,
+    pub max_throttle_backoff: Duration,
+    /// A take starts only if the destination has answered within this long (a successful write
+    /// counts); otherwise it is pinged first.
+    pub ping_interval: Duration,
+    /// How long a ping may take before the destination counts as unreachable.
+    pub ping_timeout: Duration,
+    /// After writes failed for transport reasons: the pause before the destination is pinged
+    /// again (doubling while it keeps failing, up to 10 s). A failed ping ends the call.
+    pub transport_pause: Duration,
+    /// Cancelling it makes the drain stop taking and writing, settle what it holds and return.
+    /// Cancellation-safe: nothing received is dropped.
+    pub stop: CancellationToken,
+    /// How many conflicts the report keeps as samples (all are counted and logged).
+    pub conflict_samples: usize,
+    /// Return as soon as a receive (after its long poll) comes back empty, instead of polling
+    /// until the budget is spent. Off for the Lambda (it keeps the lag low by polling); on for a
+    /// "drain the backlog now" call, the tests and the replay bench.
+    pub return_when_idle: bool,
+}
+
+impl Default for DrainSettings {
+    fn default() -> Self {
+        DrainSettings {
+            budget: Duration::from_secs(50),
+            settle_reserve: Duration::from_secs(5),
+            max_in_flight: 64,
+            take_messages: 30,
+            receive_wait_s: 20,
+            visibility_timeout_s: 120,
+            max_pending_attempts: 20,
+            pending_delay_base_s: 1,
+            pending_delay_max_s: 900,
+            throttle_backoff: Duration::from_millis(50),
+            max_throttle_backoff: Duration::from_secs(5),
+            ping_interval: Duration::from_secs(5),
+            ping_timeout: Duration::from_secs(3),
+            transport_pause: Duration::from_secs(1),
+            stop: CancellationToken::new(),
+            conflict_samples: 20,
+            return_when_idle: false,
+        }
+    }
+}
+
+impl DrainSettings {
+    /// The defaults with another budget; the settle reserve follows (a quarter of the budget,
+    /// at most 5 s) and so do the long poll and the visibility timeout.
+    pub fn with_budget(budget: Duration) -> Self {
+        DrainSettings::default().budget(budget)
+    }
+
+    /// Sets the budget and the values that must follow it.
+    pub fn budget(mut self, budget: Duration) -> Self {
+        self.budget = budget;
+        self.settle_reserve = (budget / 4).min(Duration::from_secs(5));
+        self.receive_wait_s = self.receive_wait_s.min(budget.as_secs() as i32 / 2);
+        let needed = budget.as_secs() as i32 + 30;
+        self.visibility_timeout_s = self.visibility_timeout_s.max(needed);
+        self
+    }
+
+    /// Delivery delay of a pending record re-queued for the `attempts`-th time.
+    pub fn pending_delay_s(&self, attempts: u32) -> i32 {
+        let shift = attempts.saturating_sub(1).min(20);
+        let delay = (self.pending_delay_base_s.max(0) as i64) << shift;
+        delay.min(self.pending_delay_max_s.max(0) as i64) as i32
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pending_delay_doubles_and_caps() {
+        let s = DrainSettings::default();
+        let delays: Vec<i32> = (1..=12).map(|a| s.pending_delay_s(a)).collect();
+        assert_eq!(
+            delays,
+            vec![1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 900, 900]
+        );
+        // The default schedule keeps a pending record about 2.5 hours (9 123 s of delays) before the DLQ.
+        let total: i32 = (1..s.max_pending_attempts)
+            .map(|a| s.pending_delay_s(a))
+            .sum();
+        assert_eq!(total, 1023 + 9 * 900);
+    }
+
+    #[test]
+    fn budget_drags_its_dependents() {
+        let s = DrainSettings::with_budget(Duration::from_secs(4));
+        assert_eq!(s.settle_reserve, Duration::from_secs(1));
+        assert_eq!(s.receive_wait_s, 2);
+        assert!(s.visibility_timeout_s as u64 > 4);
+        let s = DrainSettings::with_budget(Duration::from_secs(300));
+        assert_eq!(s.settle_reserve, Duration::from_secs(5));
+        assert_eq!(s.visibility_timeout_s, 330);
+    }
+}

@@ -1,0 +1,351 @@
+//! The bookkeeping of one take: the messages received together, their records, which record of
+//! each key decides it (the core's coalescing), what became of each, and from that, what is
+//! re-queued, dead-lettered and deleted. Pure: no I/O, so the rules are unit-tested here.
+
+use crate::settings::DrainSettings;
+use ferry_aws::{ReceivedWithAttributes, ATTEMPTS_ATTRIBUTE};
+use ferry_core::buffer::{unpack, UnpackError};
+use ferry_core::coalesce::newest_per_key;
+use ferry_core::ChangeRecord;
+use std::ops::Range;
+
+/// A received message whose records are part of the take.
+#[derive(Clone, Debug)]
+pub(crate) struct TakenMessage {
+    pub message_id: String,
+    pub receipt: String,
+    /// How many times its records were already found pending (the `ferry-attempts` attribute).
+    pub attempts: u32,
+    /// Its records, as a range of [`Take::records`].
+    pub records: Range<usize>,
+}
+
+/// A received message that cannot be read: it goes to the DLQ whole, with the reason.
+#[derive(Clone, Debug)]
+pub(crate) struct Poison {
+    pub message_id: String,
+    pub receipt: String,
+    pub body: String,
+    pub reason: UnpackError,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Take {
+    pub messages: Vec<TakenMessage>,
+    pub poison: Vec<Poison>,
+    pub records: Vec<ChangeRecord>,
+    /// For each record, the message it came in.
+    pub message_of: Vec<usize>,
+    /// For each record, the record that decides its key in this take (itself for a winner).
+    pub winner_of: Vec<usize>,
+    /// The winners, in backlog order: the only records written.
+    pub winners: Vec<usize>,
+}
+
+/// What became of a winner.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    /// Never written (the take was halted first).
+    Unattempted,
+    Applied,
+    Stale,
+    Conflict,
+    /// Found pending; the reason, for the DLQ once the attempts run out.
+    Pending(String),
+    /// Its last write was throttled.
+    Throttled,
+    /// Its write failed for transport or configuration reasons, or was cut at the budget's end.
+    Failed,
+    /// DynamoDB rejected the item (the record's own fault): the reason.
+    Invalid(String),
+}
+
+impl Outcome {
+    pub fn is_done(&self) -> bool {
+        matches!(self, Outcome::Applied | Outcome::Stale | Outcome::Conflict)
+    }
+}
+
+/// What to do with a winner once the take's writes are over.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Disposition {
+    Done,
+    /// Put back on the buffer as a new message carrying `attempts`, delivered after `delay_s`.
+    Requeue {
+        attempts: u32,
+        delay_s: i32,
+    },
+    /// Sent to the DLQ with the reason.
+    DeadLetter(String),
+}
+
+impl Take {
+    /// Unpacks the messages (unreadable ones become [`Poison`]) and coalesces their records per
+    /// key with the core's rule (newest version; ties keep the first).
+    pub fn build(received: Vec<ReceivedWithAttributes>) -> Take {
+        let mut take = Take::default();
+        for r in received {
+            let attempts = r
+                .number(ATTEMPTS_ATTRIBUTE)
+                .map(|n| n.min(u32::MAX as u64) as u32)
+                .unwrap_or(0);
+            let m = r.message;
+            match unpack(&m.body) {
+                Ok(records) => {
+                    let start = take.records.len();
+                    let index = take.messages.len();
+                    take.message_of
+                        .extend(std::iter::repeat_n(index, records.len()));
+                    take.records.extend(records);
+                    take.messages.push(TakenMessage {
+                        message_id: m.message_id,
+                        receipt: m.receipt_handle,
+                        attempts,
+                        records: start..take.records.len(),
+                    });
+                }
+                Err(reason) => take.poison.push(Poison {
+                    message_id: m.message_id,
+                    receipt: m.receipt_handle,
+                    body: m.body,
+                    reason,
+                }),
+            }
+        }
+        let newest = newest_per_key(&take.records);
+        take.winner_of = take
+            .records
+            .iter()
+            .enumerate()
+            .map(|(i, r)| newest.get(&r.item_key()).copied().unwrap_or(i))
+            .collect();
+        take.winners = (0..take.records.len())
+            .filter(|&i| take.winner_of[i] == i)
+            .collect();
+        take
+    }
+
+    pub fn coalesced(&self) -> usize {
+        self.records.len() - self.winners.len()
+    }
+
+    /// How many times the record was already found pending (its message's count).
+    pub fn attempts_of(&self, record: usize) -> u32 {
+        self.messages[self.message_of[record]].attempts
+    }
+
+    /// The disposition of each winner (indexed like `outcomes`, by record).
+    pub fn dispositions(
+        &self,
+        outcomes: &[Outcome],
+        settings: &DrainSettings,
+    ) -> Vec<(usize, Disposition)> {
+        self.winners
+            .iter()
+            .map(|&w| {
+                let attempts = self.attempts_of(w);
+                let d = match &outcomes[w] {
+                    o if o.is_done() => Disposition::Done,
+                    Outcome::Pending(reason) => {
+                        let attempts = attempts.saturating_add(1);
+                        if settings.max_pending_attempts > 0
+                            && attempts >= settings.max_pending_attempts
+                        {
+                            Disposition::DeadLetter(format!(
+                                "pending {attempts} times (the destination item stayed \
+                                 unwritable by replication): {reason}"
+                            ))
+                        } else {
+                            Disposition::Requeue {
+                                attempts,
+                                delay_s: settings.pending_delay_s(attempts),
+                            }
+                        }
+                    }
+                    Outcome::Invalid(reason) => {
+                        Disposition::DeadLetter(format!("rejected by the destination: {reason}"))
+                    }
+                    // Throttling, transport failures, cuts and records never tried are not the
+                    // record's fault: their attempt count does not move, and no delay (the
+                    // next drain pings the destination before taking anything).
+                    _ => Disposition::Requeue {
+                        attempts,
+                        delay_s: 0,
+                    },
+                };
+                (w, d)
+            })
+            .collect()
+    }
+
+    /// Which messages may be deleted, given which winners are secured (done, or durably
+    /// re-queued or dead-lettered): a message goes when every one of its records is decided by
+    /// a secured winner. A record coalesced away is done exactly when its winner is.
+    pub fn deletable(&self, secured: &[bool]) -> Vec<bool> {
+        self.messages
+            .iter()
+            .map(|m| m.records.clone().all(|r| secured[self.winner_of[r]]))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ferry_aws::Received;
+    use ferry_core::buffer::pack;
+    use ferry_core::{AttributeValue, Item, Version};
+    use std::collections::HashMap;
+
+    fn record(pk: &str, ts: u64, origin: &str) -> ChangeRecord {
+        let key: Item = [("pk".to_string(), AttributeValue::S(pk.into()))].into();
+        let mut image = key.clone();
+        Version::new(ts, origin).stamp_into(&mut image, &Default::default());
+        ChangeRecord {
+            key,
+            image,
+            tombstone: false,
+            version: Version::new(ts, origin),
+            source_region: origin.into(),
+            written_at_ms: ts,
+        }
+    }
+
+    fn message(
+        id: &str,
+        records: &[ChangeRecord],
+        attempts: Option<u32>,
+    ) -> ReceivedWithAttributes {
+        let body = pack(records).expect("pack")[0][0].body.clone();
+        received(id, body, attempts)
+    }
+
+    fn received(id: &str, body: String, attempts: Option<u32>) -> ReceivedWithAttributes {
+        let mut attributes = HashMap::new();
+        if let Some(a) = attempts {
+            attributes.insert(ATTEMPTS_ATTRIBUTE.to_string(), a.to_string());
+        }
+        ReceivedWithAttributes {
+            message: Received {
+                message_id: id.into(),
+                receipt_handle: format!("r-{id}"),
+                body,
+                receive_count: 1,
+                sent_at_ms: 0,
+            },
+            attributes,
+        }
+    }
+
+    #[test]
+    fn coalesces_across_messages_and_keeps_poison_apart() {
+        let take = Take::build(vec![
+            message("a", &[record("k1", 5, "r1"), record("k2", 1, "r1")], None),
+            received("bad", "not a ferry message".into(), None),
+            message(
+                "b",
+                &[record("k1", 7, "r2"), record("k2", 1, "r1")],
+                Some(3),
+            ),
+        ]);
+        assert_eq!(take.messages.len(), 2);
+        assert_eq!(take.poison.len(), 1);
+        assert_eq!(take.records.len(), 4);
+        // k1: the newer record of message b wins; k2: an exact duplicate, the first wins.
+        assert_eq!(take.winner_of, vec![2, 1, 2, 1]);
+        assert_eq!(take.winners, vec![1, 2]);
+        assert_eq!(take.coalesced(), 2);
+        assert_eq!(take.attempts_of(2), 3);
+    }
+
+    #[test]
+    fn a_message_goes_when_the_winners_of_all_its_records_are_secured() {
+        let take = Take::build(vec![
+            message("a", &[record("k1", 5, "r1"), record("k2", 1, "r1")], None),
+            message("b", &[record("k1", 7, "r2")], None),
+            message("c", &[record("k3", 7, "r2")], None),
+        ]);
+        // Winners: k2 (record 1), k1 (record 2), k3 (record 3).
+        let mut secured = vec![false; take.records.len()];
+        secured[1] = true;
+        secured[3] = true;
+        // Message a holds a loser of k1 whose winner (in b) is not secured: a must stay.
+        assert_eq!(take.deletable(&secured), vec![false, false, true]);
+        secured[2] = true;
+        assert_eq!(take.deletable(&secured), vec![true, true, true]);
+    }
+
+    #[test]
+    fn pending_counts_attempts_and_ends_in_the_dlq_other_failures_do_not() {
+        let settings = DrainSettings {
+            max_pending_attempts: 3,
+            ..Default::default()
+        };
+        let take = Take::build(vec![
+            message("a", &[record("k1", 5, "r1")], Some(1)),
+            message("b", &[record("k2", 5, "r1")], Some(2)),
+            message(
+                "c",
+                &[record("k3", 5, "r1"), record("k4", 5, "r1")],
+                Some(9),
+            ),
+            message("d", &[record("k5", 5, "r1"), record("k6", 5, "r1")], None),
+        ]);
+        let outcomes = vec![
+            Outcome::Pending("unversioned".into()),
+            Outcome::Pending("unversioned".into()),
+            Outcome::Throttled,
+            Outcome::Failed,
+            Outcome::Invalid("ValidationException".into()),
+            Outcome::Conflict,
+        ];
+        let d = take.dispositions(&outcomes, &settings);
+        assert_eq!(
+            d[0],
+            (
+                0,
+                Disposition::Requeue {
+                    attempts: 2,
+                    delay_s: 2
+                }
+            )
+        );
+        assert!(matches!(&d[1], (1, Disposition::DeadLetter(r)) if r.contains("pending 3 times")));
+        assert_eq!(
+            d[2],
+            (
+                2,
+                Disposition::Requeue {
+                    attempts: 9,
+                    delay_s: 0
+                }
+            )
+        );
+        assert_eq!(
+            d[3],
+            (
+                3,
+                Disposition::Requeue {
+                    attempts: 9,
+                    delay_s: 0
+                }
+            )
+        );
+        assert!(matches!(&d[4], (4, Disposition::DeadLetter(r)) if r.contains("Validation")));
+        assert_eq!(d[5], (5, Disposition::Done));
+    }
+
+    #[test]
+    fn zero_max_attempts_never_dead_letters_pending() {
+        let settings = DrainSettings {
+            max_pending_attempts: 0,
+            ..Default::default()
+        };
+        let take = Take::build(vec![message("a", &[record("k1", 5, "r1")], Some(1000))]);
+        let d = take.dispositions(&[Outcome::Pending("x".into())], &settings);
+        assert!(matches!(
+            d[0].1,
+            Disposition::Requeue { attempts: 1001, .. }
+        ));
+    }
+}

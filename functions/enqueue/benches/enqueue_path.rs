@@ -1,0 +1,306 @@
+// The handler's CPU path without the network, per record: decode Lambda's event JSON, classify
+// every record, pack the forwarded ones into SQS messages. Also prints how many
+// `SendMessageBatch` requests 1 000 forwarded 1 KB records take per destination.
+//
+// `cargo bench -p ferry-enqueue --bench enqueue_path`
+
+use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use ferry_core::{AttributeValue, Config, Item, Version};
+use ferry_enqueue::synthetic::{event_json, StreamRecord};
+use ferry_enqueue::{decode_event, Input, Plan};
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+
+const WORDS: &[&str] = &[
+    "ferry",
+    "region",
+    "table",
+    "stream",
+    "order",
+    "paid",
+    "shipped",
+    "customer",
+    "the",
+    "a",
+    "of",
+    "and",
+    "to",
+    "delivery",
+    "warehouse",
+    "express",
+    "standard",
+    "discount",
+    "coupon",
+    "return",
+    "refund",
+    "item",
+    "basket",
+    "account",
+    "premium",
+    "review",
+    "stars",
+    "great",
+];
+
+fn alnum(rng: &mut StdRng, n: usize) -> String {
+    (0..n)
+        .map(|_| rng.sample(rand::distributions::Alphanumeric) as char)
+        .collect()
+}
+
+fn words(rng: &mut StdRng, n: usize) -> String {
+    (0..n)
+        .map(|_| *WORDS.choose(rng).unwrap_or(&"x"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// DynamoDB's item size: attribute names plus values (numbers counted as their text).
+fn item_size(item: &Item) -> usize {
+    fn value(v: &AttributeValue) -> usize {
+        match v {
+            AttributeValue::S(s) | AttributeValue::N(s) => s.len(),
+            AttributeValue::B(b) => b.len(),
+            AttributeValue::Bool(_) | AttributeValue::Null(_) => 1,
+            AttributeValue::M(m) => 3 + item_size(m),
+            AttributeValue::L(l) => 3 + l.iter().map(|v| 1 + value(v)).sum::<usize>(),
+            AttributeValue::Ss(v) | AttributeValue::Ns(v) => v.iter().map(String::len).sum(),
+            AttributeValue::Bs(v) => v.iter().map(Vec::len).sum(),
+        }
+    }
+    item.iter().map(|(k, v)| k.len() + value(v)).sum()
+}
+
+/// A ~1 KB application item: names, an address, some free text, counters, a map, a list.
+fn realistic_item(rng: &mut StdRng, i: usize, version: &Version) -> Item {
+    let s = |v: String| AttributeValue::S(v);
+    let n = |v: u64| AttributeValue::N(v.to_string());
+    let mut item: Item = Item::new();
+    item.insert("pk".into(), s(format!("user#{i:08}")));
+    item.insert(
+        "name".into(),
+        s(format!("{} {}", alnum(rng, 7), alnum(rng, 9))),
+    );
+    item.insert(
+        "email".into(),
+        s(format!("{}@{}.example.com", alnum(rng, 10), alnum(rng, 6))),
+    );
+    item.insert(
+        "address".into(),
+        s(format!(
+            "{} {} Street, {}",
+            rng.gen_range(1..999),
+            alnum(rng, 12),
+            alnum(rng, 8)
+        )),
+    );
+    item.insert("bio".into(), s(words(rng, 60)));
+    item.insert(
+        "tags".into(),
+        AttributeValue::Ss((0..5).map(|k| format!("{}-{k}", words(rng, 1))).collect()),
+    );
+    for c in ["logins", "orders", "points", "balance_cents", "last_seen"] {
+        item.insert(c.into(), n(rng.gen_range(0..10_000_000_000)));
+    }
+    item.insert(
+        "prefs".into(),
+        AttributeValue::M(
+            [
+                ("lang", s("en-GB".into())),
+                ("tz", s("Europe/London".into())),
+                ("newsletter", AttributeValue::Bool(rng.gen())),
+                ("theme", s(words(rng, 1))),
+                ("currency", s("EUR".into())),
+                ("notes", s(words(rng, 12))),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect(),
+        ),
+    );
+    item.insert(
+        "history".into(),
+        AttributeValue::L(
+            (0..5)
+                .map(|_| {
+                    AttributeValue::M(
+                        [
+                            (
+                                "at".to_string(),
+                                n(1_732_564_800_000 + rng.gen_range(0..1_000_000)),
+                            ),
+                            ("action".to_string(), s(words(rng, 2))),
+                            ("ref".to_string(), s(alnum(rng, 16))),
+                        ]
+                        .into(),
+                    )
+                })
+                .collect(),
+        ),
+    );
+    version.stamp_into(&mut item, &Default::default());
+    item
+}
+
+/// A ~1 KB item that does not compress at all (a random binary).
+fn incompressible_item(rng: &mut StdRng, i: usize, version: &Version) -> Item {
+    let mut item: Item = Item::new();
+    item.insert("pk".into(), AttributeValue::S(format!("blob#{i:08}")));
+    item.insert(
+        "data".into(),
+        AttributeValue::B((0..990).map(|_| rng.gen()).collect()),
+    );
+    version.stamp_into(&mut item, &Default::default());
+    item
+}
+
+fn event_of(n: usize, make: fn(&mut StdRng, usize, &Version) -> Item) -> (String, usize) {
+    let mut rng = StdRng::seed_from_u64(42);
+    let version = Version::new(1_732_564_800_000, "us-east-1");
+    let mut size = 0;
+    let records: Vec<StreamRecord> = (0..n)
+        .map(|i| {
+            let item = make(&mut rng, i, &version);
+            size += item_size(&item);
+            let key: Item = [("pk".to_string(), item["pk"].clone())].into();
+            StreamRecord::insert(
+                &format!("{}", 4_421_584_500_000_000_017_450_439_091u128 + i as u128),
+                &key,
+                &item,
+            )
+            .created_at(1_732_564_800_000 + i as u64)
+        })
+        .collect();
+    (event_json(&records).to_string(), size / n)
+}
+
+fn config() -> Config {
+    let mut c = Config::new("us-east-1", "pk");
+    c.destinations = vec!["eu-west-1".into(), "ap-southeast-2".into()];
+    c
+}
+
+/// What the handler does before its first network call, end to end.
+fn cpu_path(payload: &str, config: &Config) -> usize {
+    let inputs = decode_event(payload).expect("a stream event");
+    let mut plan = Plan::new(inputs.iter().map(Input::as_ref), config);
+    let packed = plan.pack_forwards(usize::MAX).expect("packs");
+    packed.batches.len()
+}
+
+fn report_requests() {
+    let config = config();
+    for (label, make) in [
+        (
+            "realistic",
+            realistic_item as fn(&mut StdRng, usize, &Version) -> Item,
+        ),
+        ("incompressible", incompressible_item),
+    ] {
+        let (payload, avg) = event_of(1000, make);
+        let inputs = decode_event(&payload).expect("event");
+        let mut plan = Plan::new(inputs.iter().map(Input::as_ref), &config);
+        let packed = plan.pack_forwards(usize::MAX).expect("packs");
+        let messages: usize = packed.batches.iter().map(Vec::len).sum();
+        let body_bytes: usize = packed.batches.iter().flatten().map(|m| m.body.len()).sum();
+        println!(
+            "{label}: 1000 records of {avg} B (item size; event JSON {} KB) -> {} SendMessageBatch request(s) per destination, {messages} message(s), {} KB of bodies",
+            payload.len() / 1024,
+            packed.batches.len(),
+            body_bytes / 1024
+        );
+    }
+}
+
+/// This thread's CPU time, ns.
+fn thread_cpu_ns() -> u128 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes the timespec it is given; the clock id is a constant.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    ts.tv_sec as u128 * 1_000_000_000 + ts.tv_nsec as u128
+}
+
+/// Per-record CPU time of the whole path, median and best of 30 runs (a batch's drop included).
+fn report_cpu_time() {
+    let config = config();
+    for (label, make) in [
+        (
+            "realistic",
+            realistic_item as fn(&mut StdRng, usize, &Version) -> Item,
+        ),
+        ("incompressible", incompressible_item),
+    ] {
+        for n in [100usize, 1000] {
+            let (payload, _) = event_of(n, make);
+            let mut runs: Vec<u128> = (0..30)
+                .map(|_| {
+                    let start = thread_cpu_ns();
+                    black_box(cpu_path(black_box(&payload), &config));
+                    thread_cpu_ns() - start
+                })
+                .collect();
+            runs.sort_unstable();
+            let per = |ns: u128| ns as f64 / n as f64 / 1000.0;
+            println!(
+                "CPU time, {label}, batch of {n}: median {:.2} µs/record, best {:.2} µs/record",
+                per(runs[runs.len() / 2]),
+                per(runs[0])
+            );
+        }
+    }
+}
+
+fn bench(c: &mut Criterion) {
+    report_requests();
+    report_cpu_time();
+    let config = config();
+    let mut group = c.benchmark_group("enqueue_cpu_path");
+    for (label, make) in [
+        (
+            "realistic",
+            realistic_item as fn(&mut StdRng, usize, &Version) -> Item,
+        ),
+        ("incompressible", incompressible_item),
+    ] {
+        for n in [100usize, 1000] {
+            let (payload, _) = event_of(n, make);
+            group.throughput(Throughput::Elements(n as u64));
+            group.bench_with_input(
+                BenchmarkId::new(format!("decode+classify+pack/{label}"), n),
+                &payload,
+                |b, payload| b.iter(|| cpu_path(black_box(payload), &config)),
+            );
+        }
+    }
+    // The stages apart, on realistic 1 KB records, batch of 1000.
+    let (payload, _) = event_of(1000, realistic_item);
+    group.throughput(Throughput::Elements(1000));
+    group.bench_function("stage/decode", |b| {
+        b.iter(|| decode_event(black_box(&payload)).expect("event").len())
+    });
+    let inputs = decode_event(&payload).expect("event");
+    group.bench_function("stage/classify", |b| {
+        b.iter(|| {
+            Plan::new(black_box(&inputs).iter().map(Input::as_ref), &config)
+                .slots
+                .len()
+        })
+    });
+    let plan = Plan::new(inputs.iter().map(Input::as_ref), &config);
+    group.bench_function("stage/pack", |b| {
+        // The core's pack, as `Plan::pack_forwards` calls it (without cloning the plan).
+        b.iter(|| {
+            ferry_core::buffer::pack(black_box(&plan.forwards))
+                .expect("packs")
+                .len()
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

@@ -1,0 +1,190 @@
+//! The CPU part of a batch, without I/O: classify every record with the core, then pack what is
+//! forwarded. The handler runs exactly this; the bench measures exactly this.
+
+use crate::input::InputRef;
+use ferry_core::buffer::{self, BufferBatch, PackError};
+use ferry_core::item::{describe_key, key_of};
+use ferry_core::{classify, ChangeRecord, Classified, Config, Hint};
+
+/// What the core decided for one record.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Decision {
+    /// Case 2: goes to every destination's buffer.
+    Forward,
+    /// Case 4: a hint; the current item gets a version (stamp or tombstone).
+    Reconcile,
+    /// Case 1: written here by a drain.
+    ReplicatedIn,
+    /// Case 3: removed by the table's TTL.
+    TtlExpiry,
+    /// The item filter excludes the key.
+    Filtered,
+    /// Cannot be processed, ever: logged, counted and skipped (see the crate docs).
+    Poison(String),
+}
+
+/// One record's place in the batch.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Slot {
+    pub sequence_number: Option<String>,
+    pub decision: Decision,
+    /// The key, described, for a poison record whose key was readable (other records' keys
+    /// are found through [`Plan::key_of`] without describing every key up front).
+    pub poison_key: Option<String>,
+}
+
+/// The decisions for a batch, in record order.
+#[derive(Clone, Debug, Default)]
+pub struct Plan {
+    pub slots: Vec<Slot>,
+    /// Batch index of each record in [`Plan::forwards`] (ascending).
+    pub forward_index: Vec<usize>,
+    /// The change records to forward, in batch order (kept apart from their indexes so the core's
+    /// `pack` reads them in place, without a copy).
+    pub forwards: Vec<ChangeRecord>,
+    /// Case-4 hints with their batch index, in batch order.
+    pub hints: Vec<(usize, Hint)>,
+    /// The newest record's `ApproximateCreationDateTime`, ms since the epoch.
+    pub newest_created_ms: Option<i64>,
+}
+
+/// The forwarded records packed into `SendMessageBatch` calls.
+#[derive(Clone, Debug, Default)]
+pub struct Packed {
+    pub batches: Vec<BufferBatch>,
+    /// For each batch, for each of its messages: the batch index of the message's first record.
+    /// A message that fails makes that record the first not known to be sent.
+    pub first_record: Vec<Vec<usize>>,
+    /// How many forwarded records the batches carry.
+    pub records: usize,
+}
+
+impl Plan {
+    /// Classifies every record. Never fails: what cannot be classified is [`Decision::Poison`].
+    pub fn new<'a>(inputs: impl IntoIterator<Item = InputRef<'a>>, config: &Config) -> Plan {
+        let inputs = inputs.into_iter();
+        let mut plan = Plan {
+            slots: Vec::with_capacity(inputs.size_hint().0),
+            ..Plan::default()
+        };
+        for (index, input) in inputs.enumerate() {
+            let record = match input {
+                InputRef::Undecodable(u) => {
+                    plan.slots.push(Slot {
+                        sequence_number: u.sequence_number.clone(),
+                        decision: Decision::Poison(u.reason.clone()),
+                        poison_key: u.key.clone(),
+                    });
+                    continue;
+                }
+                InputRef::Record(r) => r,
+            };
+            let sequence_number = record.change.sequence_number.clone();
+            let created = record
+                .change
+                .approximate_creation_date_time
+                .timestamp_millis();
+            if created > 0 {
+                plan.newest_created_ms = plan.newest_created_ms.max(Some(created));
+            }
+            let mut poison_key = None;
+            let decision = if sequence_number.is_none() {
+                // Lambda always sends one; without it the record could not even be reported as
+                // failed, so it cannot take part in the checkpointing.
+                Decision::Poison("the record has no SequenceNumber".to_string())
+            } else {
+                match classify(record, config) {
+                    Ok(Classified::Forward(change)) => {
+                        plan.forward_index.push(index);
+                        plan.forwards.push(change);
+                        Decision::Forward
+                    }
+                    Ok(Classified::Reconcile(hint)) => {
+                        plan.hints.push((index, hint));
+                        Decision::Reconcile
+                    }
+                    Ok(Classified::ReplicatedIn) => Decision::ReplicatedIn,
+                    Ok(Classified::TtlExpiry) => Decision::TtlExpiry,
+                    Ok(Classified::Filtered) => Decision::Filtered,
+                    Err(e) => {
+                        poison_key = key_of(&record.change.keys, &config.key)
+                            .ok()
+                            .map(|k| describe_key(&k));
+                        Decision::Poison(e.to_string())
+                    }
+                }
+            };
+            plan.slots.push(Slot {
+                sequence_number,
+                decision,
+                poison_key,
+            });
+        }
+        plan
+    }
+
+    /// The key of the record at `index`, described for logs, when the plan knows it.
+    pub fn key_of(&self, index: usize) -> Option<String> {
+        if let Some(key) = self.slots.get(index).and_then(|s| s.poison_key.clone()) {
+            return Some(key);
+        }
+        if let Ok(p) = self.forward_index.binary_search(&index) {
+            return self.forwards.get(p).map(|r| describe_key(&r.key));
+        }
+        self.hints
+            .iter()
+            .find(|(i, _)| *i == index)
+            .map(|(_, h)| describe_key(&h.key))
+    }
+
+    /// Packs the forwarded records whose batch index is below `before` (the first failure, or
+    /// the batch's length). A record too large for any SQS message is poison: it is taken out
+    /// of the plan and its slot says why. Err only if the core names a record that is not in the
+    /// plan (a bug); the caller then sends nothing and reports the first forwarded record.
+    pub fn pack_forwards(&mut self, before: usize) -> Result<Packed, String> {
+        loop {
+            let n = self.forward_index.partition_point(|&i| i < before);
+            match buffer::pack(&self.forwards[..n]) {
+                Ok(batches) => return Ok(self.map_messages(batches, n)),
+                Err(PackError::RecordTooLarge { key, bytes }) => {
+                    let position = (0..n)
+                        .find(|&p| {
+                            describe_key(&self.forwards[p].key) == key
+                                && self.forwards[p].encoded_len() == bytes
+                        })
+                        .ok_or_else(|| {
+                            format!("pack named key {key}, which is not in the batch")
+                        })?;
+                    let index = self.forward_index.remove(position);
+                    self.forwards.remove(position);
+                    self.slots[index].poison_key = Some(key.clone());
+                    self.slots[index].decision = Decision::Poison(format!(
+                        "key {key}: the change record is {bytes} bytes encoded and cannot fit an SQS message"
+                    ));
+                }
+            }
+        }
+    }
+
+    fn map_messages(&self, batches: Vec<BufferBatch>, records: usize) -> Packed {
+        let mut next = 0;
+        let first_record = batches
+            .iter()
+            .map(|batch| {
+                batch
+                    .iter()
+                    .map(|message| {
+                        let first = self.forward_index.get(next).copied().unwrap_or(usize::MAX);
+                        next += message.records;
+                        first
+                    })
+                    .collect()
+            })
+            .collect();
+        Packed {
+            batches,
+            first_record,
+            records,
+        }
+    }
+}

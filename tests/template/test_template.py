@@ -1,0 +1,578 @@
+"""Assertions on template.yaml that cfn-lint and checkov do not make.
+
+cfn-lint does not check enum values inside SAM resources (a misspelt ReportBatchItemFailures or a
+bogus StartingPosition passes it) and checkov cannot read Fn::ForEach. So these tests look at the
+template three ways: as written, after the language extensions (one copy per destination), and
+after the SAM transform (the Lambda event source mapping, functions and rules CloudFormation will
+really create) for several deployments (render.SCENARIOS).
+
+Run with the SAM CLI's Python: `make template-check`, or
+`.venv/opt/sam/bin/python -m pytest tests/template -q`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+import threading
+import tomllib
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+import render  # noqa: E402
+
+ROOT = render.ROOT
+FOURTEEN_DAYS = 14 * 24 * 3600
+VALID_STARTING_POSITIONS = {"TRIM_HORIZON", "LATEST"}  # AT_TIMESTAMP is not for DynamoDB streams
+
+SHARED_ENV = {
+    "FERRY_LOCAL_REGION", "FERRY_PARTITION_KEY", "FERRY_SORT_KEY", "FERRY_DESTINATIONS",
+    "FERRY_ATTR_TS", "FERRY_ATTR_ORIGIN", "FERRY_ATTR_TOMBSTONE", "FERRY_ATTR_TTL",
+    "FERRY_TOMBSTONE_LIFETIME_S", "FERRY_DRAIN_LAG_ALLOWANCE_S", "FERRY_FILTER", "RUST_LOG",
+}
+ENQUEUE_ENV = SHARED_ENV | {"FERRY_TABLE", "FERRY_BUFFERS"}
+DRAIN_ENV = SHARED_ENV | {
+    "FERRY_SOURCE_REGION", "FERRY_BUFFER_URL", "FERRY_DLQ_URL", "FERRY_DESTINATION_REGION",
+    "FERRY_DESTINATION_TABLE", "FERRY_DRAIN_BUDGET_S", "FERRY_MAX_IN_FLIGHT",
+}  # + FERRY_DESTINATION_ROLE_ARN when cross-account
+
+
+# --------------------------------------------------------------------------------------------
+# fixtures
+# --------------------------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def raw():
+    return render.load()
+
+
+@pytest.fixture(scope="session", params=sorted(render.SCENARIOS))
+def scenario(request):
+    name = request.param
+    overrides = render.SCENARIOS[name]
+    expanded = render.expand(overrides)
+    final = render.translate(expanded, overrides)
+    return {"name": name, "overrides": overrides, "expanded": expanded, "final": final}
+
+
+def of_type(template, kind):
+    return {k: v for k, v in template["Resources"].items() if v.get("Type") == kind}
+
+
+def destinations(scenario):
+    return scenario["overrides"]["DestinationRegions"].split(",")
+
+
+def strip(region):
+    return re.sub("[^0-9A-Za-z]", "", region)
+
+
+def resolve_param(raw, value, overrides=None):
+    """The value of a {"Ref": Parameter} (its default, or the scenario's override)."""
+    if isinstance(value, dict) and set(value) == {"Ref"} and value["Ref"] in raw["Parameters"]:
+        name = value["Ref"]
+        if overrides and name in overrides:
+            return overrides[name]
+        return raw["Parameters"][name].get("Default")
+    return value
+
+
+def as_int(raw, value, overrides=None):
+    return int(resolve_param(raw, value, overrides))
+
+
+def statements(role):
+    for policy in role["Properties"].get("Policies", []):
+        yield from policy["PolicyDocument"]["Statement"]
+
+
+def listify(x):
+    return x if isinstance(x, list) else [x]
+
+
+# --------------------------------------------------------------------------------------------
+# the template as written
+# --------------------------------------------------------------------------------------------
+def test_language_extensions_run_before_sam(raw):
+    assert raw["Transform"] == ["AWS::LanguageExtensions", "AWS::Serverless-2016-10-31"]
+
+
+def test_destinations_are_one_loop_not_copies(raw):
+    loops = [k for k in raw["Resources"] if k.startswith("Fn::ForEach::")]
+    assert loops == ["Fn::ForEach::Destinations"]
+    loop = raw["Resources"]["Fn::ForEach::Destinations"]
+    assert loop[1] == {"Ref": "DestinationRegions"}
+    kinds = sorted(v["Type"] for v in loop[2].values())
+    assert kinds.count("AWS::SQS::Queue") == 2  # buffer + DLQ
+    assert "AWS::Serverless::Function" in kinds
+    assert raw["Parameters"]["DestinationRegions"]["Type"] == "CommaDelimitedList"
+
+
+def test_starting_position_parameter_is_valid_and_explicit(raw):
+    p = raw["Parameters"]["StreamStartingPosition"]
+    assert set(p["AllowedValues"]) <= VALID_STARTING_POSITIONS
+    assert p["Default"] in VALID_STARTING_POSITIONS
+
+
+def test_retry_bounds_cannot_mean_forever(raw):
+    # -1 (the event source mapping default) retries until the record expires after 24 h.
+    retries = raw["Parameters"]["StreamMaxRetryAttempts"]
+    age = raw["Parameters"]["StreamMaxRecordAgeSeconds"]
+    assert retries["MinValue"] >= 0 and retries["MaxValue"] <= 10000
+    assert age["MinValue"] >= 60 and age["MaxValue"] <= 604800
+    assert age["Default"] < 24 * 3600, "give up before the stream itself drops the record"
+
+
+def test_tombstones_outlive_every_record(raw):
+    lifetime = raw["Parameters"]["TombstoneLifetimeSeconds"]
+    allowance = raw["Parameters"]["DrainLagAllowanceSeconds"]
+    assert lifetime["MinValue"] >= FOURTEEN_DAYS + allowance["MaxValue"]
+    assert lifetime["Default"] >= FOURTEEN_DAYS + allowance["Default"]
+
+
+def test_drain_defaults_fit_the_schedule(raw):
+    p = raw["Parameters"]
+    assert p["DrainSchedule"]["Default"] == "rate(1 minute)"
+    assert p["DrainBudgetSeconds"]["Default"] < p["DrainTimeoutSeconds"]["Default"] < 60
+
+
+def test_globals_carry_exactly_the_shared_settings(raw):
+    env = raw["Globals"]["Function"]["Environment"]["Variables"]
+    assert set(env) == SHARED_ENV
+    assert raw["Globals"]["Function"]["Architectures"] == ["arm64"]
+
+
+def test_checkov_skips_are_inline_with_reasons(raw):
+    text = (ROOT / "template.yaml").read_text()
+    skips = re.findall(r"- id: (CKV\w+)\n\s+comment: (.+)", text)
+    assert skips, "expected the inline skips"
+    assert all(len(reason) > 30 for _, reason in skips)
+    assert text.count("- id: CKV") == len(skips), "every skip needs a comment"
+
+
+# --------------------------------------------------------------------------------------------
+# what CloudFormation will create, per scenario
+# --------------------------------------------------------------------------------------------
+def test_stream_event_source(raw, scenario):
+    mappings = of_type(scenario["final"], "AWS::Lambda::EventSourceMapping")
+    assert list(mappings) == ["EnqueueFunctionStream"]
+    p = mappings["EnqueueFunctionStream"]["Properties"]
+    assert p["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    assert p["StartingPosition"] in VALID_STARTING_POSITIONS
+    assert p["StartingPosition"] == "TRIM_HORIZON"
+    assert 1 <= p["BatchSize"] <= 10000
+    assert "MaximumBatchingWindowInSeconds" in p
+    assert 0 <= p["MaximumRetryAttempts"] <= 10000, "retries must be explicit and finite"
+    assert 60 <= p["MaximumRecordAgeInSeconds"] <= 604800, "record age must be explicit and finite"
+    assert isinstance(p["BisectBatchOnFunctionError"], bool)
+    assert p["ParallelizationFactor"] == 1
+    assert p["Enabled"] is True
+    target = p["DestinationConfig"]["OnFailure"]["Destination"]
+    assert target == {"Fn::GetAtt": ["EnqueueFailures", "Arn"]}
+    assert scenario["final"]["Resources"]["EnqueueFailures"]["Type"] == "AWS::SQS::Queue"
+    if scenario["overrides"].get("CreateTable") == "true":
+        assert p["EventSourceArn"] == {"Fn::GetAtt": ["Table", "StreamArn"]}
+    else:
+        assert p["EventSourceArn"] == scenario["overrides"]["TableStreamArn"]
+
+
+def test_created_table_has_stream_and_ttl(raw, scenario):
+    table = scenario["final"]["Resources"]["Table"]
+    assert table["Condition"] == "CreateTableCondition"
+    assert table["DeletionPolicy"] == "Retain"
+    if scenario["overrides"].get("CreateTable") != "true":
+        return  # not created in this deployment
+    p = table["Properties"]
+    assert p["StreamSpecification"]["StreamViewType"] == "NEW_AND_OLD_IMAGES"
+    assert p["TimeToLiveSpecification"]["Enabled"] is True
+    assert p["TimeToLiveSpecification"]["AttributeName"] == scenario["overrides"].get("AttrTtl", "ttl")
+    keys = p["KeySchema"]
+    assert keys[0] == {"AttributeName": "pk", "KeyType": "HASH"}
+    if scenario["overrides"].get("SortKey"):
+        assert keys[1] == {"AttributeName": scenario["overrides"]["SortKey"], "KeyType": "RANGE"}
+    else:
+        assert len(keys) == 1
+
+
+def test_rust_functions(raw, scenario):
+    fns = of_type(scenario["final"], "AWS::Lambda::Function")
+    rust = {k: v for k, v in fns.items() if k != "FerryConfigFunction"}
+    expected = {"EnqueueFunction"} | {f"DrainFunction{strip(r)}" for r in destinations(scenario)}
+    assert set(rust) == expected
+    for name, fn in rust.items():
+        p = fn["Properties"]
+        assert p["Architectures"] == ["arm64"], name
+        assert p["Runtime"] == "provided.al2023", name
+        assert p["Handler"] == "bootstrap", name
+        assert fn["Metadata"]["BuildMethod"] == "rust-cargolambda", name
+        binary = "enqueue" if name == "EnqueueFunction" else "drain"
+        assert fn["Metadata"]["BuildProperties"]["Binary"] == binary, name
+        assert "LogGroup" in p["LoggingConfig"], name
+    assert fns["FerryConfigFunction"]["Properties"]["Architectures"] == ["arm64"]
+
+
+def test_enqueue_environment(raw, scenario):
+    p = scenario["final"]["Resources"]["EnqueueFunction"]["Properties"]
+    env = p["Environment"]["Variables"]
+    assert set(env) == ENQUEUE_ENV
+    assert env["FERRY_BUFFERS"] == {"Fn::GetAtt": ["FerryConfig", "Buffers"]}
+    assert env["FERRY_TABLE"] in ({"Ref": "TableName"}, scenario["overrides"]["TableName"])
+
+
+def test_drain_per_destination(raw, scenario):
+    final = scenario["final"]["Resources"]
+    overrides = scenario["overrides"]
+    names = dict(e.split("=") for e in overrides.get("DestinationTableNames", "").split(",") if e)
+    roles = dict(e.split("=", 1) for e in overrides.get("DestinationRoleArns", "").split(",") if e)
+    for region in destinations(scenario):
+        s = strip(region)
+        fn = final[f"DrainFunction{s}"]["Properties"]
+        env = fn["Environment"]["Variables"]
+        assert set(env) == DRAIN_ENV | ({"FERRY_DESTINATION_ROLE_ARN"} if roles else set())
+        assert env["FERRY_DESTINATION_REGION"] == region
+        assert env["FERRY_SOURCE_REGION"] == "us-east-1"
+        assert env["FERRY_DESTINATION_TABLE"] == names.get(region, overrides["TableName"])
+        assert env["FERRY_BUFFER_URL"] == {"Ref": f"Buffer{s}"}
+        assert env["FERRY_DLQ_URL"] == {"Ref": f"BufferDlq{s}"}
+        if roles:
+            assert env["FERRY_DESTINATION_ROLE_ARN"] == roles[region]
+        budget = as_int(raw, env["FERRY_DRAIN_BUDGET_S"], overrides)
+        timeout = as_int(raw, fn["Timeout"], overrides)
+        assert timeout > budget, "the drain must finish its budget before Lambda stops it"
+        assert fn["ReservedConcurrentExecutions"] == 1
+        rule = final[f"DrainFunction{s}Tick"]
+        assert rule["Type"] == "AWS::Events::Rule"
+        assert rule["Properties"]["ScheduleExpression"] == "rate(1 minute)"
+        assert rule["Properties"]["State"] == "ENABLED"
+        invoke = final[f"DrainFunction{s}EventInvokeConfig"]["Properties"]
+        assert invoke["MaximumRetryAttempts"] == 0
+
+
+def test_queues_encrypted_retained_and_tls_only(raw, scenario):
+    final = scenario["final"]["Resources"]
+    queues = of_type(scenario["final"], "AWS::SQS::Queue")
+    expected = {"EnqueueFailures"} | {f"{k}{strip(r)}" for r in destinations(scenario) for k in ("Buffer", "BufferDlq")}
+    assert set(queues) == expected
+    policies = of_type(scenario["final"], "AWS::SQS::QueuePolicy").values()
+    for name, q in queues.items():
+        p = q["Properties"]
+        assert p.get("SqsManagedSseEnabled") is True or "KmsMasterKeyId" in p, f"{name} is not encrypted"
+        assert p["MessageRetentionPeriod"] == FOURTEEN_DAYS, name
+        guarding = [
+            pol for pol in policies
+            if {"Ref": name} in pol["Properties"]["Queues"]
+            and any(
+                st["Effect"] == "Deny" and st["Principal"] == "*"
+                and st["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+                for st in pol["Properties"]["PolicyDocument"]["Statement"]
+            )
+        ]
+        assert guarding, f"{name} has no policy denying non-TLS access"
+        for pol in guarding:
+            for st in pol["Properties"]["PolicyDocument"]["Statement"]:
+                assert st["Resource"] == {"Fn::GetAtt": [name, "Arn"]}, f"{name}: policy names another resource"
+    for region in destinations(scenario):
+        buffer = final[f"Buffer{strip(region)}"]["Properties"]
+        redrive = buffer["RedrivePolicy"]
+        dlq_name = redrive["deadLetterTargetArn"]["Fn::GetAtt"][0]
+        assert dlq_name == f"BufferDlq{strip(region)}"
+        assert as_int(raw, redrive["maxReceiveCount"]) >= 1
+        dlq = final[dlq_name]["Properties"]
+        # A message moved to a DLQ keeps its original enqueue time.
+        assert dlq["MessageRetentionPeriod"] >= buffer["MessageRetentionPeriod"]
+
+
+def test_iam_least_privilege(raw, scenario):
+    final = scenario["final"]["Resources"]
+    roles = of_type(scenario["final"], "AWS::IAM::Role")
+    extra = of_type(scenario["final"], "AWS::IAM::Policy")
+    # Only the roles we wrote: SAM must not add any (every function names its role).
+    expected = {"EnqueueRole", "FerryConfigRole"} | {f"DrainRole{strip(r)}" for r in destinations(scenario)}
+    assert set(roles) == expected
+    for fn in of_type(scenario["final"], "AWS::Lambda::Function").values():
+        assert "ManagedPolicyArns" not in json.dumps(fn)
+    all_statements = [st for r in roles.values() for st in statements(r)]
+    all_statements += [st for p in extra.values() for st in p["Properties"]["PolicyDocument"]["Statement"]]
+    for st in all_statements:
+        assert st["Effect"] == "Allow"
+        for action in listify(st["Action"]):
+            assert "*" not in action, f"wildcard action {action}"
+        for resource in listify(st["Resource"]):
+            text = json.dumps(resource)
+            assert resource != "*", f"wildcard resource in {st}"
+            if "*" in text:
+                # ListStreams names no stream; it is scoped to this table's streams.
+                assert listify(st["Action"]) == ["dynamodb:ListStreams"], st
+                assert text.endswith('/stream/*"'), st
+    # one send grant per destination, each naming one buffer, all on the enqueue role
+    sends = {k: v for k, v in extra.items() if k.startswith("EnqueueSend")}
+    assert set(sends) == {f"EnqueueSend{strip(r)}" for r in destinations(scenario)}
+    for name, pol in sends.items():
+        assert pol["Properties"]["Roles"] == [{"Ref": "EnqueueRole"}]
+        (st,) = pol["Properties"]["PolicyDocument"]["Statement"]
+        assert st["Action"] == "sqs:SendMessage"
+        assert st["Resource"] == {"Fn::GetAtt": [name.replace("EnqueueSend", "Buffer"), "Arn"]}
+
+
+def test_each_drain_touches_only_its_own_things(raw, scenario):
+    final = scenario["final"]["Resources"]
+    overrides = scenario["overrides"]
+    roles_given = dict(e.split("=", 1) for e in overrides.get("DestinationRoleArns", "").split(",") if e)
+    names = dict(e.split("=") for e in overrides.get("DestinationTableNames", "").split(",") if e)
+    for region in destinations(scenario):
+        s = strip(region)
+        sts = list(statements(final[f"DrainRole{s}"]))
+        refs = json.dumps(sts)
+        others = [strip(r) for r in destinations(scenario) if r != region]
+        for other in others:
+            assert f"Buffer{other}" not in refs and f"BufferDlq{other}" not in refs
+        by_sid = {st["Sid"]: st for st in sts}
+        assert by_sid["Buffer"]["Resource"] == {"Fn::GetAtt": [f"Buffer{s}", "Arn"]}
+        assert by_sid["DeadLetter"]["Resource"] == {"Fn::GetAtt": [f"BufferDlq{s}", "Arn"]}
+        if roles_given:
+            assert "DestinationTable" not in by_sid
+            assert by_sid["DestinationRole"]["Action"] == "sts:AssumeRole"
+            assert by_sid["DestinationRole"]["Resource"] == roles_given[region]
+        else:
+            assert "DestinationRole" not in by_sid
+            table = names.get(region, overrides["TableName"])
+            assert by_sid["DestinationTable"]["Resource"] == f"arn:aws:dynamodb:{region}:123456789012:table/{table}"
+            assert set(by_sid["DestinationTable"]["Action"]) == {
+                "dynamodb:PutItem", "dynamodb:GetItem", "dynamodb:DescribeTable"
+            }
+
+
+def test_enqueue_role(raw, scenario):
+    by_sid = {st["Sid"]: st for st in statements(scenario["final"]["Resources"]["EnqueueRole"])}
+    assert set(by_sid["StampAndTombstone"]["Action"]) == {"dynamodb:GetItem", "dynamodb:UpdateItem", "dynamodb:PutItem"}
+    assert by_sid["StampAndTombstone"]["Resource"] == "arn:aws:dynamodb:us-east-1:123456789012:table/orders"
+    assert set(by_sid["ReadStream"]["Action"]) == {
+        "dynamodb:DescribeStream", "dynamodb:GetRecords", "dynamodb:GetShardIterator"
+    }
+    assert by_sid["OnFailureDestination"]["Resource"] == {"Fn::GetAtt": ["EnqueueFailures", "Arn"]}
+
+
+def test_alarms(raw, scenario):
+    alarms = of_type(scenario["final"], "AWS::CloudWatch::Alarm")
+    topic = scenario["overrides"].get("AlarmTopicArn")
+    def metric(a):
+        return a["Properties"]["Namespace"], a["Properties"]["MetricName"]
+    for region in destinations(scenario):
+        s = strip(region)
+        dlq = alarms[f"DlqDepthAlarm{s}"]["Properties"]
+        assert metric(alarms[f"DlqDepthAlarm{s}"]) == ("AWS/SQS", "ApproximateNumberOfMessagesVisible")
+        assert dlq["Threshold"] == 0 and dlq["ComparisonOperator"] == "GreaterThanThreshold"
+        assert dlq["Dimensions"][0]["Value"] == {"Fn::GetAtt": [f"BufferDlq{s}", "QueueName"]}
+        age = alarms[f"BufferAgeAlarm{s}"]["Properties"]
+        assert metric(alarms[f"BufferAgeAlarm{s}"]) == ("AWS/SQS", "ApproximateAgeOfOldestMessage")
+        assert age["Dimensions"][0]["Value"] == {"Fn::GetAtt": [f"Buffer{s}", "QueueName"]}
+        assert metric(alarms[f"DrainErrorsAlarm{s}"]) == ("AWS/Lambda", "Errors")
+        assert metric(alarms[f"DestinationUnreachableAlarm{s}"]) == ("Ferry", "DestinationReachable")
+    assert metric(alarms["EnqueueIteratorAgeAlarm"]) == ("AWS/Lambda", "IteratorAge")
+    assert metric(alarms["EnqueueErrorsAlarm"]) == ("AWS/Lambda", "Errors")
+    assert metric(alarms["EnqueueFailuresAlarm"]) == ("AWS/SQS", "ApproximateNumberOfMessagesVisible")
+    for name, a in alarms.items():
+        actions = json.dumps(a["Properties"].get("AlarmActions"))
+        if topic:
+            assert topic in actions, name
+        else:
+            assert "sns" not in actions, name
+        assert "docs/operations.md#" in a["Properties"]["AlarmDescription"], name
+
+
+def test_alarm_runbook_anchors_exist(raw):
+    doc = (ROOT / "docs" / "operations.md").read_text()
+    anchors = set(re.findall(r"docs/operations\.md#([a-z0-9-]+)", (ROOT / "template.yaml").read_text()))
+    assert anchors
+    headings = {re.sub(r"[^a-z0-9 -]", "", h.lower()).replace(" ", "-") for h in re.findall(r"^#+ (.+)$", doc, re.M)}
+    assert anchors <= headings, f"runbook lacks sections for {anchors - headings}"
+
+
+def test_dashboard(raw):
+    # The dashboard is not in a loop: read it as written (SEARCH covers every destination).
+    body, variables = raw["Resources"]["Dashboard"]["Properties"]["DashboardBody"]["Fn::Sub"]
+    text = body.replace("${AWS::Region}", "us-east-1")
+    for name in variables:
+        text = text.replace("${" + name + "}", "x")
+    assert "${" not in text, "an unresolved variable in the dashboard"
+    widgets = json.loads(text)["widgets"]
+    titles = " ".join(w["properties"]["title"].lower() for w in widgets)
+    for word in ("backlog", "lag", "applied", "conflicts"):
+        assert word in titles
+
+
+def rust_metric_names():
+    """Metric names the functions emit (their EMF definitions), read from the sources."""
+    names = set()
+    for path in [ROOT / "functions/drain/src/report.rs", ROOT / "functions/enqueue/src/outcome.rs"]:
+        if path.exists():
+            names |= set(re.findall(r'\(\s*"([A-Z][A-Za-z0-9]+)",\s*(?:"[A-Za-z]+"|[a-z_.]+ as u64)', path.read_text()))
+    return names
+
+
+def test_dashboard_and_alarms_name_metrics_the_functions_emit(raw):
+    emitted = rust_metric_names()
+    if not emitted:
+        pytest.skip("function sources not found")
+    text = (ROOT / "template.yaml").read_text()
+    used = set(re.findall(r'MetricName=\\"([A-Za-z0-9]+)\\"', text))
+    used |= set(re.findall(r'\\"([A-Z][A-Za-z0-9]+)\\"(?= OR|\))', text))
+    used |= {"DestinationReachable"}
+    used = {u for u in used if not u.startswith("Approximate")}
+    assert used <= emitted, f"not emitted by the functions: {used - emitted}"
+
+
+# --------------------------------------------------------------------------------------------
+# FerryConfig, the deploy-time helper (its inline code, executed here)
+# --------------------------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def helper(raw):
+    code = raw["Resources"]["FerryConfigFunction"]["Properties"]["Code"]["ZipFile"]
+    namespace: dict = {}
+    exec(compile(code, "ferry_config_helper", "exec"), namespace)
+    return namespace
+
+
+def props(**extra):
+    base = {
+        "ServiceToken": "arn",
+        "LocalRegion": "us-east-1",
+        "DestinationRegions": ["eu-west-1", "ap-southeast-2"],
+        "DestinationTableNames": "",
+        "DestinationRoleArns": "",
+        "TableName": "orders",
+        "TableStreamArn": "arn:aws:dynamodb:us-east-1:123456789012:table/orders/stream/2026-01-01T00:00:00.000",
+        "Buffereuwest1": "https://sqs.us-east-1.amazonaws.com/123456789012/ferry-buffer-eu-west-1",
+        "Bufferapsoutheast2": "https://sqs.us-east-1.amazonaws.com/123456789012/ferry-buffer-ap-southeast-2",
+        "Granteuwest1": "p1",
+        "Grantapsoutheast2": "p2",
+    }
+    base.update(extra)
+    return base
+
+
+def test_helper_composes_ferry_buffers(helper):
+    out = helper["compose"](props())
+    assert out["Buffers"] == (
+        "eu-west-1=https://sqs.us-east-1.amazonaws.com/123456789012/ferry-buffer-eu-west-1,"
+        "ap-southeast-2=https://sqs.us-east-1.amazonaws.com/123456789012/ferry-buffer-ap-southeast-2"
+    )
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        ({"DestinationRegions": ["us-east-1", "eu-west-1"]}, "own region"),
+        ({"DestinationRegions": ["eu-west-1", "eu-west-1"]}, "twice"),
+        ({"DestinationRegions": ["EU West"]}, "not a region"),
+        ({"DestinationRegions": []}, "empty"),
+        ({"DestinationTableNames": "eu-west-2=x"}, "not in DestinationRegions"),
+        ({"DestinationRoleArns": "eu-west-1=arn:aws:iam::1:role/r"}, "all or nothing"),
+        ({"TableStreamArn": "arn:aws:dynamodb:us-east-1:123456789012:table/other/stream/x"}, "not a stream of table"),
+        ({"TableStreamArn": "arn:aws:dynamodb:eu-west-1:123456789012:table/orders/stream/x"}, "not a stream of table"),
+        ({"Bufferapsoutheast2": None, "DestinationRegions": ["eu-west-1", "ap-southeast-2", "us-west-2"]}, "do not match"),
+    ],
+)
+def test_helper_rejects_bad_settings(helper, extra, message):
+    p = props(**extra)
+    p = {k: v for k, v in p.items() if v is not None}
+    with pytest.raises(ValueError, match=message):
+        helper["compose"](p)
+
+
+def test_helper_always_answers_cloudformation(helper):
+    got = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_PUT(self):
+            got.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_port}/response"
+    event = {
+        "RequestType": "Create", "ResponseURL": url, "StackId": "stack", "RequestId": "r1",
+        "LogicalResourceId": "FerryConfig", "ResourceProperties": props(),
+    }
+    helper["handler"](event, None)
+    helper["handler"]({**event, "ResourceProperties": props(DestinationRegions=["us-east-1"])}, None)
+    helper["handler"]({**event, "RequestType": "Delete", "PhysicalResourceId": "FerryConfig-config",
+                       "ResourceProperties": {}}, None)
+    server.shutdown()
+    assert [g["Status"] for g in got] == ["SUCCESS", "FAILED", "SUCCESS"]
+    assert got[0]["Data"]["Buffers"].startswith("eu-west-1=https://")
+    assert "own region" in got[1]["Reason"]
+    assert all(g["PhysicalResourceId"] == "FerryConfig-config" for g in got)
+
+
+# --------------------------------------------------------------------------------------------
+# the deployable form (make sam-template): loops unrolled, nothing else changed
+# --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("env", ["us-east-1", "eu-west-1"])
+def test_deployable_is_the_transform_without_loops(raw, env, tmp_path):
+    overrides = render.environment_parameters(env)
+    out = tmp_path / "deploy" / env / "template.json"
+    deployable = render.deployable(overrides, out)
+    text = json.dumps(deployable)
+    assert "Fn::ForEach" not in text and "&{" not in text
+    assert '"Ref": {' not in text, "a Ref to a computed name is valid only under the transform"
+    assert deployable["Transform"] == "AWS::Serverless-2016-10-31"
+    # the same resources, conditions and outputs as the language extensions make
+    expanded = render.expand(overrides, region=env)
+    for section in ("Resources", "Conditions", "Outputs"):
+        assert set(deployable.get(section, {})) == set(expanded.get(section, {})), section
+    dests = overrides["DestinationRegions"].split(",")
+    for region in dests:
+        fn = deployable["Resources"][f"DrainFunction{strip(region)}"]
+        assert fn["Properties"]["Environment"]["Variables"]["FERRY_DESTINATION_REGION"] == region
+        assert fn["Properties"]["Environment"]["Variables"]["FERRY_BUFFER_URL"] == {"Ref": f"Buffer{strip(region)}"}
+    # code paths point at the workspace from where the file is written
+    for name in ["EnqueueFunction"] + [f"DrainFunction{strip(r)}" for r in dests]:
+        code = deployable["Resources"][name]["Properties"]["CodeUri"]
+        assert (out.parent / code).resolve() == ROOT.resolve(), name
+
+
+def test_samconfig_builds_and_deploys_the_deployable_form():
+    config = tomllib.loads((ROOT / "samconfig.toml").read_text())
+    for env in ("us-east-1", "eu-west-1"):
+        build = config[env]["build"]["parameters"]
+        deploy = config[env]["deploy"]["parameters"]
+        assert build["template_file"] == f"target/deploy/{env}/template.json"
+        assert deploy["template_file"] == f"{build['build_dir']}/template.yaml"
+        assert build["cached"] is False, "a cache would checksum the whole workspace, target/ included"
+    assert "template_file" not in config["default"].get("build", {}).get("parameters", {})
+
+
+# --------------------------------------------------------------------------------------------
+# samconfig.toml
+# --------------------------------------------------------------------------------------------
+def test_samconfig_has_an_environment_per_region(raw):
+    config = tomllib.loads((ROOT / "samconfig.toml").read_text())
+    regions = {"us-east-1", "eu-west-1"}
+    assert regions <= set(config)
+    for region in regions:
+        env = config[region]
+        params = env["global"]["parameters"]
+        assert params["region"] == region
+        overrides = dict(o.split("=", 1) for o in params["parameter_overrides"])
+        dests = overrides["DestinationRegions"].split(",")
+        assert region not in dests and dests
+        assert set(overrides) <= set(raw["Parameters"])
+        deploy = env["deploy"]["parameters"]
+        assert "CAPABILITY_AUTO_EXPAND" in deploy["capabilities"]
+        assert "CAPABILITY_IAM" in deploy["capabilities"]
+    # identical replication settings everywhere
+    shared = ["AttrTs", "AttrOrigin", "AttrTombstone", "AttrTtl", "TombstoneLifetimeSeconds", "ItemFilter", "PartitionKey", "SortKey"]
+    seen = [
+        {k: v for k, v in (o.split("=", 1) for o in config[r]["global"]["parameters"]["parameter_overrides"]) if k in shared}
+        for r in sorted(regions)
+    ]
+    assert all(s == seen[0] for s in seen)
