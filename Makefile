@@ -6,6 +6,8 @@ N ?= 100000
 SEED ?= 0
 ARGS ?=
 
+include mk/deploy.mk
+
 .PHONY: test lint unit check-convergence bench venv tools demo local-up
 
 # Python tools (moto_server for SQS/STS) live in a venv made on first use.
@@ -22,7 +24,7 @@ lint:
 unit:
 	cargo test --workspace
 
-test: venv lint unit
+test: venv lint unit template-check
 
 # Ferry's main job on this machine: emulated regions, live replication, an outage, the replay.
 demo: venv

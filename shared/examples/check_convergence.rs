@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 const USAGE: &str = "usage: check_convergence [--runs N] [--seed S] [--hole NAME]... [--skew MS] \
-[--steps N] [--ttl-share F] [--duplicates F] [--stale-write-backs] [--early-ttl] [--threads T] [--trace]";
+[--steps N] [--ttl-share F] [--duplicates F] [--keys 1-3] [--own-share F] [--stale-write-backs] [--early-ttl] [--threads T] [--trace]";
 
 fn main() -> ExitCode {
     match run() {
@@ -38,6 +38,15 @@ fn run() -> Result<ExitCode, String> {
             "--skew" => options.skew_ms = number(&value("--skew")?)?,
             "--steps" => options.steps = number(&value("--steps")?)? as usize,
             "--threads" => threads = number(&value("--threads")?)?.max(1),
+            "--keys" => options.shared_keys = number(&value("--keys")?)? as usize,
+            "--own-share" => {
+                let v = value("--own-share")?;
+                options.own_key_share = v
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|f| (0.0..=1.0).contains(f))
+                    .ok_or(format!("--own-share {v}: not a share between 0 and 1"))?;
+            }
             "--duplicates" => {
                 let v = value("--duplicates")?;
                 options.duplicate_share = v
@@ -128,6 +137,12 @@ fn replay_flags(options: &CheckOptions) -> String {
     }
     if options.ttl_share != defaults.ttl_share {
         flags.push_str(&format!(" --ttl-share {}", options.ttl_share));
+    }
+    if options.shared_keys != defaults.shared_keys {
+        flags.push_str(&format!(" --keys {}", options.shared_keys));
+    }
+    if options.own_key_share != defaults.own_key_share {
+        flags.push_str(&format!(" --own-share {}", options.own_key_share));
     }
     if options.duplicate_share != defaults.duplicate_share {
         flags.push_str(&format!(" --duplicates {}", options.duplicate_share));

@@ -167,6 +167,10 @@ pub struct CheckOptions {
     pub steps: usize,
     /// Share of application puts that carry a TTL expiring during the run (0 to 3 s ahead).
     pub ttl_share: f64,
+    /// How many keys every region writes (1 to 3): fewer keys, more contention.
+    pub shared_keys: usize,
+    /// Share of application operations on the region's own key (written nowhere else).
+    pub own_key_share: f64,
     /// Share of receives after which SQS delivers a finished message again (at-least-once).
     pub duplicate_share: f64,
     /// Keep a readable log of the history (for replaying a failing seed).
@@ -191,6 +195,8 @@ impl Default for CheckOptions {
             skew_ms: 60,
             steps: 240,
             ttl_share: 0.15,
+            shared_keys: 3,
+            own_key_share: 0.3,
             duplicate_share: 0.15,
             trace: false,
             stale_write_backs: false,
@@ -775,10 +781,11 @@ impl<'o> Sim<'o> {
     // --- applications --------------------------------------------------------------------
 
     fn app_op(&mut self, r: usize) {
-        let key = if self.rng.gen_bool(0.3) {
+        let shared = self.options.shared_keys.clamp(1, SHARED_KEYS.len());
+        let key = if self.rng.gen_bool(self.options.own_key_share) {
             format!("own-{}", self.regions[r].name)
         } else {
-            SHARED_KEYS[self.rng.gen_range(0..SHARED_KEYS.len())].to_string()
+            SHARED_KEYS[self.rng.gen_range(0..shared)].to_string()
         };
         let now = self.clock(r);
         let name = self.regions[r].name;

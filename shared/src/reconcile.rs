@@ -110,10 +110,16 @@ pub fn reconcile(
     Ok(Action::Nothing)
 }
 
+/// Whether the current item still holds what the write set, compared as DynamoDB's condition
+/// will compare it (sets unordered, numbers by value), so the row and its condition agree.
 fn still_holds(current: &Item, changed: &[(String, Option<AttributeValue>)]) -> bool {
-    changed
-        .iter()
-        .all(|(name, value)| current.get(name) == value.as_ref())
+    changed.iter().all(|(name, value)| {
+        let check = match value {
+            Some(v) => Condition::Equals(name.clone(), v.clone()),
+            None => Condition::NotExists(name.clone()),
+        };
+        check.holds(Some(current))
+    })
 }
 
 fn stamp(

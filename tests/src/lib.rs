@@ -5,10 +5,13 @@
 //! - [`App`]: an application writing into one region the way applications do — plain SDK
 //!   `PutItem`/`UpdateItem`/`DeleteItem` (unstamped: Ferry stamps them) and writes stamped the
 //!   way Ferry's helper stamps them (read, then version `max(now, previous + 1)`).
-//! - [`Ledger`]: what every region last wrote to every key, to judge the converged state: a key
-//!   written by one region must show that region's last write; a key written by several must
-//!   show the last write of one of them (a region's earlier write was seen by its later one, so
-//!   it must never survive it — the contract's causality property).
+//! - [`Ledger`]: what every region's last write to every key left (the item put, the `ALL_NEW`
+//!   of an update, absence for a delete), to judge the converged state: a key written by one
+//!   region must show that region's last write; a key written by several must show the last
+//!   write of one of them (a region's earlier write was seen by its later one, so it must never
+//!   survive it — the contract's causality property).
+//! - [`Workload`]: reproducible concurrent writes of every kind (helper-stamped and plain puts,
+//!   plain and stamped updates, hard deletes, helper tombstones) to shared and own keys.
 //! - [`wait_converged`]: polls until every buffer is empty and every region holds the same
 //!   items (versions included, tombstones read as absent, every item versioned), several times
 //!   in a row; on timeout it panics with what differs.
@@ -18,7 +21,6 @@ use ferry_aws::values::{from_sdk, to_sdk};
 use ferry_aws::Table;
 use ferry_cli::cluster::{BufferPair, Region};
 use ferry_core::compare::{compare, snapshot, Comparison};
-use ferry_core::item::describe_key;
 use ferry_core::{AttributeValue, ChangeRecord, Config, Item, ItemKey, Version};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -772,17 +774,7 @@ pub async fn dlq_messages(
     out
 }
 
-/// A short printable key.
-pub fn describe_pk(pk: &str) -> String {
-    describe_key(&key(pk))
-}
-
 /// An SDK item from the core's.
 pub fn sdk(item: &Item) -> HashMap<String, SdkValue> {
     to_sdk(item)
-}
-
-/// The core's item from an SDK one.
-pub fn core(item: HashMap<String, SdkValue>) -> Item {
-    from_sdk(item)
 }

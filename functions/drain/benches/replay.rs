@@ -11,7 +11,8 @@
 //! ```text
 //! cargo bench -p ferry-drain --bench replay                       # both scenarios
 //! cargo bench -p ferry-drain --bench replay -- --records 5000 --scenarios loopback
-//! cargo bench -p ferry-drain --bench replay -- --in-flight 64 --rtt-in-flight 256
+//! cargo bench -p ferry-drain --bench replay -- --in-flight 64 --rtt-in-flight 256 \
+//!     --take-messages 10 --runtime current_thread|multi_thread
 //! ```
 
 use aws_sdk_dynamodb::types::{
@@ -37,6 +38,7 @@ struct Args {
     in_flight: usize,
     rtt_in_flight: usize,
     take_messages: usize,
+    runtime: String,
 }
 
 fn args() -> Args {
@@ -46,7 +48,8 @@ fn args() -> Args {
         scenarios: vec!["loopback".into(), "rtt60".into()],
         in_flight: 64,
         rtt_in_flight: 256,
-        take_messages: 30,
+        take_messages: 10,
+        runtime: "current_thread".into(),
     };
     let argv: Vec<String> = std::env::args().collect();
     let value = |name: &str| {
@@ -62,6 +65,9 @@ fn args() -> Args {
     a.in_flight = number("--in-flight", a.in_flight);
     a.rtt_in_flight = number("--rtt-in-flight", a.rtt_in_flight);
     a.take_messages = number("--take-messages", a.take_messages);
+    if let Some(r) = value("--runtime") {
+        a.runtime = r;
+    }
     if let Some(s) = value("--scenarios") {
         a.scenarios = s.split(',').map(str::to_string).collect();
     }
@@ -81,12 +87,17 @@ fn main() {
     rt.block_on(run(args));
 }
 
-/// The measured process: exactly what the Lambda does per invocation, minus the runtime API.
+/// The measured process: exactly what the Lambda does per invocation, minus the runtime API,
+/// on the same runtime flavour as `main.rs` (current thread) unless `FERRY_BENCH_RUNTIME` says
+/// `multi_thread`.
 fn drain_child() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let multi = std::env::var("FERRY_BENCH_RUNTIME").is_ok_and(|v| v == "multi_thread");
+    let rt = if multi {
+        tokio::runtime::Builder::new_multi_thread().enable_all().build()
+    } else {
+        tokio::runtime::Builder::new_current_thread().enable_all().build()
+    }
+    .expect("runtime");
     rt.block_on(async {
         let env = ferry_drain::DrainEnv::from_lookup(|k| std::env::var(k).ok()).expect("env");
         let base = ferry_aws::clients::base_config().await;
@@ -125,6 +136,7 @@ async fn run(args: Args) {
         "replay bench: {} records of ~{} B, scenarios {:?}",
         args.records, args.size, args.scenarios
     );
+    logic_cost(args.records, args.size);
     let moto = Moto::start().await.expect("moto");
     let mut results = Vec::new();
     for scenario in &args.scenarios {
@@ -218,6 +230,7 @@ async fn scenario_run(
         .env("FERRY_DRAIN_BUDGET_S", "300")
         .env("FERRY_MAX_IN_FLIGHT", in_flight.to_string())
         .env("FERRY_TAKE_MESSAGES", args.take_messages.to_string())
+        .env("FERRY_BENCH_RUNTIME", &args.runtime)
         .stdout(Stdio::piped())
         .spawn()
         .expect("drain child");
@@ -270,6 +283,49 @@ async fn scenario_run(
         args.records,
         wall_ms as f64 / 1000.0
     )
+}
+
+/// The drain's own work per record, without any I/O: unpack the messages, coalesce, build the
+/// condition and its expression, convert the image for the SDK, judge a refused write.
+fn logic_cost(records: usize, size: usize) {
+    let backlog = backlog(records, size);
+    let bodies: Vec<String> = pack(&backlog)
+        .expect("pack")
+        .into_iter()
+        .flatten()
+        .map(|m| m.body)
+        .collect();
+    let config = ferry_core::Config::new(SOURCE, "pk");
+    let stored = backlog[0].image.clone();
+    let before = thread_cpu_us();
+    let mut unpacked = Vec::with_capacity(records);
+    for body in &bodies {
+        unpacked.extend(ferry_core::buffer::unpack(body).expect("unpack"));
+    }
+    let newest = ferry_core::coalesce::newest_per_key(&unpacked);
+    let mut judged_done = 0usize;
+    for r in &unpacked {
+        let condition = ferry_core::apply_condition(r, &config);
+        let expression = condition.to_expression();
+        let item = ferry_aws::values::to_sdk(&r.image);
+        std::hint::black_box((expression, item));
+        judged_done += ferry_core::judge(r, Some(&stored), &config).is_done() as usize;
+    }
+    let cpu = thread_cpu_us() - before;
+    assert_eq!(newest.len(), records);
+    std::hint::black_box(judged_done);
+    println!(
+        "drain logic without I/O (unpack, coalesce, condition, SDK item, judge): {:.2} µs CPU/record",
+        cpu as f64 / records as f64
+    );
+}
+
+fn thread_cpu_us() -> i64 {
+    // SAFETY: getrusage only writes the struct it is given.
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut u) };
+    let us = |t: libc::timeval| t.tv_sec * 1_000_000 + t.tv_usec;
+    us(u.ru_utime) + us(u.ru_stime)
 }
 
 /// Records of about `size` bytes: a key, the version, and a random alphanumeric payload (it

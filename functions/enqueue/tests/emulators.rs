@@ -650,6 +650,26 @@ async fn poison_records_are_skipped_without_blocking_the_batch() {
     assert_clean(&outcome);
     assert_eq!((outcome.counts.poison, outcome.counts.forwarded), (1, 2));
     h.assert_queues_hold(&["g#1", "g#2"]).await;
+
+    // A valid hint whose current item carries a version no one can order (written so by an
+    // application): poison too, and the item is left as it is.
+    let mut unreadable = item("bad#1", &[("v", "x")]);
+    unreadable.insert("ferry_ts".into(), s("yesterday"));
+    unreadable.insert("ferry_origin".into(), s(LOCAL));
+    h.put(&unreadable).await;
+    let old = stamped(
+        item("bad#1", &[("v", "w")]),
+        &Version::new(now_ms() - 1_000, LOCAL),
+    );
+    let records = [
+        StreamRecord::remove("6000", &key("bad#1"), &old),
+        StreamRecord::insert("6001", &key("g#3"), &stamped(item("g#3", &[]), &v)),
+    ];
+    let outcome = handle(&event(&records).expect("event"), &enqueuer).await;
+    assert_clean(&outcome);
+    assert_eq!((outcome.counts.poison, outcome.counts.forwarded), (1, 1));
+    assert_eq!(h.get("bad#1").await, Some(unreadable));
+    h.assert_queues_hold(&["g#3"]).await;
 }
 
 #[tokio::test]
