@@ -360,9 +360,11 @@ pub async fn run(options: DemoOptions) -> Result<DemoReport, DemoError> {
         outage_region: names[outage_region].clone(),
         outage_s: options.outage_s,
         backlog_peak,
-        converge_s: replay_done
-            .map(|r| r.saturating_duration_since(returned).as_secs_f64())
-            .unwrap_or(f64::NAN),
+        converge_s: replay_seconds(&series, o_end).unwrap_or_else(|| {
+            replay_done
+                .map(|r| r.saturating_duration_since(returned).as_secs_f64())
+                .unwrap_or(f64::NAN)
+        }),
         settle_s: settled
             .map(|s| s.saturating_duration_since(workload_end).as_secs_f64())
             .unwrap_or(f64::NAN),
@@ -561,4 +563,21 @@ pub fn render(r: &DemoReport) -> String {
         out.push_str(&format!("picture            {p}\n"));
     }
     out
+}
+
+/// Seconds from the outage's end to the first sample with every buffer empty.
+fn replay_seconds(series: &[Series], outage_end_ms: u64) -> Option<f64> {
+    let end = outage_end_ms as f64 / 1000.0;
+    let first = series.first()?;
+    first
+        .backlog
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| p.0 >= end)
+        .find(|(i, _)| {
+            series
+                .iter()
+                .all(|s| s.backlog.get(*i).is_some_and(|p| p.1 == 0.0))
+        })
+        .map(|(_, p)| p.0 - end)
 }

@@ -125,7 +125,17 @@ pub fn seen_write(
         return w.parse().ok();
     }
     let v = Version::of(item, &config.names).ok().flatten()?;
-    ledger.tombstones.get(&(key.to_string(), v)).copied()
+    if let Some(op) = ledger.tombstones.get(&(key.to_string(), v.clone())) {
+        return Some(*op);
+    }
+    // Ferry may lift a local tombstone to a higher version of the same origin (the case-4
+    // "lift" row): it is still that tombstone, the newest one of that origin below it.
+    ledger
+        .tombstones
+        .iter()
+        .filter(|((k, tv), _)| k == key && tv.origin == v.origin && *tv <= v)
+        .max_by(|a, b| a.0 .1.cmp(&b.0 .1))
+        .map(|(_, op)| *op)
 }
 
 /// The verdict on a converged final state.

@@ -41,11 +41,11 @@ fn run() -> Result<ExitCode, String> {
             "--keys" => options.shared_keys = number(&value("--keys")?)? as usize,
             "--own-share" => {
                 let v = value("--own-share")?;
-                options.own_key_share = v
-                    .parse::<f64>()
-                    .ok()
-                    .filter(|f| (0.0..=1.0).contains(f))
-                    .ok_or(format!("--own-share {v}: not a share between 0 and 1"))?;
+                options.own_key_share =
+                    v.parse::<f64>()
+                        .ok()
+                        .filter(|f| (0.0..=1.0).contains(f))
+                        .ok_or(format!("--own-share {v}: not a share between 0 and 1"))?;
             }
             "--duplicates" => {
                 let v = value("--duplicates")?;

@@ -93,9 +93,13 @@ fn main() {
 fn drain_child() {
     let multi = std::env::var("FERRY_BENCH_RUNTIME").is_ok_and(|v| v == "multi_thread");
     let rt = if multi {
-        tokio::runtime::Builder::new_multi_thread().enable_all().build()
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
     } else {
-        tokio::runtime::Builder::new_current_thread().enable_all().build()
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
     }
     .expect("runtime");
     rt.block_on(async {

@@ -75,7 +75,9 @@ fn serve() {
 
 fn measure(endpoint: &str, mode: &str, n: usize, table: &str) {
     let rt = if mode == "sdk-mt" {
-        tokio::runtime::Builder::new_multi_thread().enable_all().build()
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
     } else {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
