@@ -339,6 +339,16 @@ impl StreamPoller {
         let mut records = Vec::with_capacity(page.records.len());
         for mut raw in page.records {
             if let Some(object) = raw.as_object_mut() {
+                // The Streams API spells the identity `PrincipalId`/`Type`; Lambda delivers
+                // `principalId`/`type`. Hand out Lambda's shape, or TTL removals lose their
+                // identity and read as application deletes.
+                if let Some(serde_json::Value::Object(identity)) = object.get_mut("userIdentity") {
+                    for (api, lambda) in [("PrincipalId", "principalId"), ("Type", "type")] {
+                        if let Some(v) = identity.remove(api) {
+                            identity.entry(lambda).or_insert(v);
+                        }
+                    }
+                }
                 object.insert(
                     "eventSourceARN".into(),
                     serde_json::Value::String(self.stream_arn.clone()),
