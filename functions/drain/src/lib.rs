@@ -43,6 +43,7 @@ use ferry_aws::{AwsError, Buffer, ErrorKind, ReceivedWithAttributes, Table, Writ
 use ferry_core::buffer::pack;
 use ferry_core::item::describe_key;
 use ferry_core::{apply_condition, judge, ChangeRecord, Clock, Config, Judgement};
+use futures::future::BoxFuture;
 use futures::stream::{FuturesUnordered, StreamExt};
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
@@ -82,7 +83,51 @@ pub async fn drain(drainer: &Drainer) -> DrainReport {
 }
 
 /// Drains for `budget` (the Lambda passes what its deadline allows, if that is less).
+///
+/// The takes are pipelined: while one take is applied and another settled, the next one is
+/// already being received, so neither SQS's receive nor its delete latency is added to every
+/// record's lag. At most `settings.takes_in_flight` takes are held at once (received and not
+/// yet settled; 1 is the strictly sequential receive → apply → settle). Every take is settled
+/// by the rules of [`settle`] on its own: a message is deleted only after all its records are
+/// done, and not-done records are re-queued before it is deleted.
 pub async fn drain_for(drainer: &Drainer, budget: Duration) -> DrainReport {
+    let span = tracing::info_span!(
+        "drain",
+        source = %drainer.source_region,
+        destination = %drainer.destination_region,
+    );
+    tracing::Instrument::instrument(pipeline(drainer, budget), span).await
+}
+
+/// What a receive stage came back with.
+struct Received {
+    /// The ping's outcome, if one was due: `Some(false)` means the destination did not answer
+    /// and nothing was received.
+    ping: Option<bool>,
+    messages: Result<Vec<ReceivedWithAttributes>, AwsError>,
+    report: DrainReport,
+    started: Instant,
+}
+
+/// What an apply stage came back with.
+struct Applied {
+    take: Take,
+    outcomes: Vec<Outcome>,
+    halt: Option<StopReason>,
+    pacing: Pacing,
+    report: DrainReport,
+    timing: TakeTiming,
+}
+
+#[derive(Clone, Copy)]
+struct TakeTiming {
+    receive_ms: u64,
+    /// How long the received take waited for the previous apply to finish.
+    wait_ms: u64,
+    apply_ms: u64,
+}
+
+async fn pipeline(drainer: &Drainer, budget: Duration) -> DrainReport {
     let start = Instant::now();
     let s = &drainer.settings;
     let reserve = s.settle_reserve.min(budget / 2);
@@ -90,112 +135,173 @@ pub async fn drain_for(drainer: &Drainer, budget: Duration) -> DrainReport {
         apply_end: start + budget - reserve,
         put_cut: start + budget - reserve / 2,
     };
+    let times = &times;
     let mut report = DrainReport {
         destination_reachable: true,
         ..Default::default()
     };
-    let mut pacing = Pacing::new(s);
+    let depth = s.takes_in_flight.max(1);
+    let mut pacing = Some(Pacing::new(s));
     let mut last_answer: Option<Instant> = None;
     let mut transport_pause = s.transport_pause;
-    let span = tracing::info_span!(
-        "drain",
-        source = %drainer.source_region,
-        destination = %drainer.destination_region,
-    );
-    let _enter = span.enter();
-    let reason = loop {
-        if s.stop.is_cancelled() {
-            break StopReason::Stopped;
-        }
+    // The stages in flight. At most one receive, one apply and one settle run at a time.
+    let mut receiving: Option<BoxFuture<'_, Received>> = None;
+    let mut ready: Option<(Take, Instant, u64)> = None;
+    let mut applying: Option<BoxFuture<'_, Applied>> = None;
+    let mut to_settle: VecDeque<(Take, Vec<Outcome>, Option<TakeTiming>)> = VecDeque::new();
+    let mut settling: Option<BoxFuture<'_, DrainReport>> = None;
+    // Once set, nothing new is received and the call returns when the pipeline is empty.
+    let mut stopping: Option<StopReason> = None;
+    // A write failed for transport reasons: take nothing more, settle what is held, then pause
+    // and ping again.
+    let mut halted = false;
+    let mut paused_until: Option<Instant> = None;
+    loop {
         let now = Instant::now();
-        // A take shorter than this would mostly be receive and settle overhead.
-        if now + Duration::from_millis(100) >= times.apply_end {
-            break StopReason::Budget;
-        }
-        if last_answer.is_none_or(|t| now.duration_since(t) >= s.ping_interval) {
-            report.dynamodb_requests += 1;
-            let timeout = s.ping_timeout.min(times.apply_end - now);
-            match tokio::time::timeout(timeout, drainer.table.ping()).await {
-                // A throttled ping is an answer: the destination is up, only busy.
-                Ok(Ok(())) => last_answer = Some(Instant::now()),
-                Ok(Err(e)) if e.kind == ErrorKind::Throttled => last_answer = Some(Instant::now()),
-                Ok(Err(e)) => {
-                    tracing::warn!(error = %e, "destination not answering: not receiving");
-                    report.destination_reachable = false;
-                    break StopReason::DestinationUnreachable;
-                }
-                Err(_) => {
-                    tracing::warn!(
-                        timeout_ms = timeout.as_millis() as u64,
-                        "destination ping timed out: not receiving"
-                    );
-                    report.destination_reachable = false;
-                    break StopReason::DestinationUnreachable;
-                }
-            }
-        }
-        let received = match receive_take(drainer, &times, &mut report).await {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::error!(error = %e, "buffer receive failed");
-                break StopReason::BufferUnavailable;
-            }
-        };
-        if received.is_empty() {
+        if stopping.is_none() {
             if s.stop.is_cancelled() {
-                break StopReason::Stopped;
+                stopping = Some(StopReason::Stopped);
+            } else if now + Duration::from_millis(100) >= times.apply_end {
+                // A take shorter than this would mostly be receive and settle overhead.
+                stopping = Some(StopReason::Budget);
             }
-            if s.return_when_idle {
-                break StopReason::Idle;
+        }
+        if paused_until.is_some_and(|t| now >= t) {
+            paused_until = None;
+        }
+        // Apply the received take, or, when nothing more is to be written, hand it to the
+        // settle stage untouched (its records are re-queued as never attempted).
+        if applying.is_none() {
+            if let Some((take, received_at, receive_ms)) = ready.take() {
+                if stopping.is_some() || halted {
+                    let outcomes = vec![Outcome::Unattempted; take.records.len()];
+                    to_settle.push_back((take, outcomes, None));
+                } else if let Some(p) = pacing.take() {
+                    applying = Some(Box::pin(apply_stage(
+                        drainer,
+                        take,
+                        times,
+                        p,
+                        TakeTiming {
+                            receive_ms,
+                            wait_ms: received_at.elapsed().as_millis() as u64,
+                            apply_ms: 0,
+                        },
+                    )));
+                } else {
+                    ready = Some((take, received_at, receive_ms));
+                }
             }
-            continue;
         }
-        report.takes += 1;
-        let received_at = Instant::now();
-        let take = Take::build(received);
-        report.records += take.records.len() as u64;
-        report.coalesced += take.coalesced() as u64;
-        let answers = |r: &DrainReport| r.applied + r.stale + r.conflicts + r.pending + r.throttled;
-        let before = answers(&report);
-        let (outcomes, halt) = apply_take(drainer, &take, &times, &mut pacing, &mut report).await;
-        // A write the destination answered is as good a sign of life as a ping.
-        if answers(&report) > before {
-            last_answer = Some(Instant::now());
+        if settling.is_none() {
+            if let Some((take, outcomes, timing)) = to_settle.pop_front() {
+                settling = Some(Box::pin(settle_stage(drainer, take, outcomes, timing)));
+            }
         }
-        let applied_at = Instant::now();
-        settle(drainer, &take, &outcomes, &mut report).await;
-        tracing::debug!(
-            messages = take.messages.len() + take.poison.len(),
-            records = take.records.len(),
-            winners = take.winners.len(),
-            receive_ms = received_at.duration_since(now).as_millis() as u64,
-            apply_ms = applied_at.duration_since(received_at).as_millis() as u64,
-            settle_ms = applied_at.elapsed().as_millis() as u64,
-            "take"
-        );
-        match halt {
-            None => transport_pause = s.transport_pause,
-            Some(StopReason::DestinationUnreachable) => {
-                // Take nothing more until the destination answers a ping again, after a pause
-                // that doubles while failures repeat. A real outage fails that ping and the
-                // drain returns; a passing hiccup (one overloaded moment, a timeout) costs
-                // a pause rather than the rest of the invocation.
-                report.destination_reachable = false;
-                last_answer = None;
-                let resume = Instant::now() + transport_pause;
-                if resume + Duration::from_millis(100) >= times.apply_end {
-                    break StopReason::DestinationUnreachable;
-                }
-                tokio::select! {
-                    _ = tokio::time::sleep_until(resume) => {}
-                    _ = s.stop.cancelled() => break StopReason::Stopped,
-                }
+        let held = usize::from(ready.is_some())
+            + usize::from(applying.is_some())
+            + to_settle.len()
+            + usize::from(settling.is_some());
+        if halted && receiving.is_none() && applying.is_none() && ready.is_none() {
+            // Every take received before the failure is settled or on its way: pause, then
+            // ping before taking anything. A real outage fails that ping and the drain
+            // returns; a passing hiccup costs a pause rather than the rest of the invocation.
+            halted = false;
+            let resume = Instant::now() + transport_pause;
+            if resume + Duration::from_millis(100) >= times.apply_end {
+                stopping.get_or_insert(StopReason::DestinationUnreachable);
+            } else {
+                paused_until = Some(resume);
                 transport_pause = (transport_pause * 2).min(Duration::from_secs(10));
             }
-            Some(reason) => break reason,
         }
-    };
-    report.stop_reason = reason;
+        if receiving.is_none()
+            && stopping.is_none()
+            && !halted
+            && paused_until.is_none()
+            && ready.is_none()
+            && held < depth
+        {
+            let ping_due = last_answer.is_none_or(|t| now.duration_since(t) >= s.ping_interval);
+            receiving = Some(Box::pin(receive_stage(drainer, times, ping_due)));
+        }
+        let idle = receiving.is_none()
+            && applying.is_none()
+            && settling.is_none()
+            && ready.is_none()
+            && to_settle.is_empty();
+        if idle {
+            if let Some(reason) = stopping {
+                report.stop_reason = reason;
+                break;
+            }
+        }
+        let pause = paused_until;
+        tokio::select! {
+            r = maybe(&mut receiving) => {
+                receiving = None;
+                report.absorb_counts(&r.report);
+                match r.ping {
+                    Some(true) => last_answer = Some(Instant::now()),
+                    Some(false) => {
+                        report.destination_reachable = false;
+                        stopping.get_or_insert(StopReason::DestinationUnreachable);
+                    }
+                    None => {}
+                }
+                match r.messages {
+                    Err(e) => {
+                        tracing::error!(error = %e, "buffer receive failed");
+                        stopping.get_or_insert(StopReason::BufferUnavailable);
+                    }
+                    Ok(messages) if messages.is_empty() => {
+                        if r.ping != Some(false) && s.return_when_idle {
+                            stopping.get_or_insert(StopReason::Idle);
+                        }
+                    }
+                    Ok(messages) => {
+                        report.takes += 1;
+                        let take = Take::build(messages);
+                        report.records += take.records.len() as u64;
+                        report.coalesced += take.coalesced() as u64;
+                        let receive_ms = r.started.elapsed().as_millis() as u64;
+                        ready = Some((take, Instant::now(), receive_ms));
+                    }
+                }
+            }
+            a = maybe(&mut applying) => {
+                applying = None;
+                pacing = Some(a.pacing);
+                let answers = |r: &DrainReport| r.applied + r.stale + r.conflicts + r.pending + r.throttled;
+                // A write the destination answered is as good a sign of life as a ping.
+                if answers(&a.report) > 0 {
+                    last_answer = Some(Instant::now());
+                }
+                report.absorb_counts(&a.report);
+                match a.halt {
+                    None => transport_pause = s.transport_pause,
+                    Some(StopReason::DestinationUnreachable) => {
+                        report.destination_reachable = false;
+                        last_answer = None;
+                        halted = true;
+                    }
+                    Some(reason) => {
+                        stopping.get_or_insert(reason);
+                    }
+                }
+                to_settle.push_back((a.take, a.outcomes, Some(a.timing)));
+            }
+            r = maybe(&mut settling) => {
+                settling = None;
+                report.absorb_counts(&r);
+            }
+            _ = s.stop.cancelled(), if stopping.is_none() => {
+                stopping = Some(StopReason::Stopped);
+            }
+            _ = tokio::time::sleep_until(times.apply_end), if stopping.is_none() => {}
+            _ = tokio::time::sleep_until(pause.unwrap_or(times.apply_end)), if pause.is_some() => {}
+        }
+    }
     report.elapsed_ms = start.elapsed().as_millis() as u64;
     report.compute_lag();
     tracing::info!(
@@ -215,6 +321,110 @@ pub async fn drain_for(drainer: &Drainer, budget: Duration) -> DrainReport {
         lag_p99_ms = report.lag_p99_ms,
         elapsed_ms = report.elapsed_ms,
         "drain finished"
+    );
+    report
+}
+
+/// The output of `f` if there is one in flight; never, otherwise (a disabled `select!` arm).
+async fn maybe<T>(f: &mut Option<BoxFuture<'_, T>>) -> T {
+    match f {
+        Some(f) => f.await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Pings the destination if that is due (and receives nothing if it does not answer), then
+/// receives one take.
+async fn receive_stage(d: &Drainer, times: &Times, ping_due: bool) -> Received {
+    let started = Instant::now();
+    let mut report = DrainReport::default();
+    let mut ping = None;
+    if ping_due {
+        report.dynamodb_requests += 1;
+        let timeout = d
+            .settings
+            .ping_timeout
+            .min(times.apply_end.saturating_duration_since(started));
+        let answered = match tokio::time::timeout(timeout, d.table.ping()).await {
+            // A throttled ping is an answer: the destination is up, only busy.
+            Ok(Ok(())) => true,
+            Ok(Err(e)) if e.kind == ErrorKind::Throttled => true,
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "destination not answering: not receiving");
+                false
+            }
+            Err(_) => {
+                tracing::warn!(
+                    timeout_ms = timeout.as_millis() as u64,
+                    "destination ping timed out: not receiving"
+                );
+                false
+            }
+        };
+        ping = Some(answered);
+        if !answered {
+            return Received {
+                ping,
+                messages: Ok(Vec::new()),
+                report,
+                started,
+            };
+        }
+    }
+    let messages = receive_take(d, times, &mut report).await;
+    Received {
+        ping,
+        messages,
+        report,
+        started,
+    }
+}
+
+async fn apply_stage(
+    d: &Drainer,
+    take: Take,
+    times: &Times,
+    mut pacing: Pacing,
+    mut timing: TakeTiming,
+) -> Applied {
+    let started = Instant::now();
+    let mut report = DrainReport::default();
+    let (outcomes, halt) = apply_take(d, &take, times, &mut pacing, &mut report).await;
+    timing.apply_ms = started.elapsed().as_millis() as u64;
+    Applied {
+        take,
+        outcomes,
+        halt,
+        pacing,
+        report,
+        timing,
+    }
+}
+
+async fn settle_stage(
+    d: &Drainer,
+    take: Take,
+    outcomes: Vec<Outcome>,
+    timing: Option<TakeTiming>,
+) -> DrainReport {
+    let started = Instant::now();
+    let mut report = DrainReport::default();
+    settle(d, &take, &outcomes, &mut report).await;
+    let t = timing.unwrap_or(TakeTiming {
+        receive_ms: 0,
+        wait_ms: 0,
+        apply_ms: 0,
+    });
+    tracing::debug!(
+        messages = take.messages.len() + take.poison.len(),
+        records = take.records.len(),
+        winners = take.winners.len(),
+        attempted = timing.is_some(),
+        receive_ms = t.receive_ms,
+        wait_ms = t.wait_ms,
+        apply_ms = t.apply_ms,
+        settle_ms = started.elapsed().as_millis() as u64,
+        "take"
     );
     report
 }

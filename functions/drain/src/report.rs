@@ -100,6 +100,13 @@ impl DrainReport {
         self.destination_reachable = other.destination_reachable;
         self.stop_reason = other.stop_reason;
         self.elapsed_ms += other.elapsed_ms;
+        self.absorb_counts(other);
+        self.compute_lag();
+    }
+
+    /// Adds the counts, lag samples and conflict samples of `other` (one stage of a take);
+    /// leaves reachability, the stop reason, the elapsed time and the lag percentiles alone.
+    pub(crate) fn absorb_counts(&mut self, other: &DrainReport) {
         self.takes += other.takes;
         self.received += other.received;
         self.max_receive_count = self.max_receive_count.max(other.max_receive_count);
@@ -124,7 +131,6 @@ impl DrainReport {
         self.lag_ms.extend_from_slice(&other.lag_ms);
         self.conflict_samples
             .extend(other.conflict_samples.iter().cloned());
-        self.compute_lag();
     }
 
     /// Fills the lag percentiles from [`DrainReport::lag_ms`].

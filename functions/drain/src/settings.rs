@@ -21,6 +21,12 @@ pub struct DrainSettings {
     /// holds up to 1 MiB (about 700 records of 1 KB), all held in memory during the take: 10
     /// messages peak around 60 MiB of RSS in the replay bench.
     pub take_messages: usize,
+    /// Takes held at once (received and not yet settled). With 2 (the default) the next take
+    /// is received while the previous one is applied or settled, so SQS latency is not added
+    /// to every record's lag; each take is still settled by the deletion-after-done rule on
+    /// its own. 1: strictly receive → apply → settle. Memory grows with it (see
+    /// `take_messages`).
+    pub takes_in_flight: usize,
     /// Long-poll wait of the first receive of a take, in seconds (≤ 20; also capped by the
     /// budget left). It is also how long a `stop` may wait for an idle receive to return.
     pub receive_wait_s: i32,
@@ -63,6 +69,7 @@ impl Default for DrainSettings {
             settle_reserve: Duration::from_secs(5),
             max_in_flight: 64,
             take_messages: 10,
+            takes_in_flight: 2,
             receive_wait_s: 20,
             visibility_timeout_s: 120,
             max_pending_attempts: 20,

@@ -262,7 +262,11 @@ async fn refused_destination_burns_no_receive_count_and_dead_letters_nothing() {
     assert!(!report.destination_reachable, "{report:?}");
     assert!(report.transport_failures >= 1);
     assert!(report.applied > 0 && report.applied < 200);
-    assert_eq!(report.requeued, 200 - report.applied);
+    // Every record not written is re-queued; the next take's receive, already in flight when
+    // the writes failed, may take the re-queued records back once, and re-queues them again
+    // untouched (never attempted: same attempt count, new messages, no receive count burnt).
+    assert!(report.requeued >= 200 - report.applied, "{report:?}");
+    assert!(report.requeued <= 2 * (200 - report.applied), "{report:?}");
     assert_eq!(
         report.deleted, report.received,
         "old messages deleted after the re-queue"
@@ -332,7 +336,9 @@ async fn hanging_destination_times_out_within_the_budget() {
     assert!(report.transport_failures >= 1);
     assert!(!report.destination_reachable);
     assert_eq!(report.dlq(), 0);
-    assert_eq!(report.requeued + report.applied, 120);
+    // Re-queued at least once each (twice when the receive in flight took them back).
+    assert!(report.requeued + report.applied >= 120, "{report:?}");
+    assert!(report.requeued <= 2 * (120 - report.applied), "{report:?}");
 
     proxy.set_mode(FaultMode::Pass);
     let after = drain_until_empty(&pair, &drainer, 3).await;
