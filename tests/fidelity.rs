@@ -228,6 +228,7 @@ async fn conditional_writes_return_all_old() {
             &key("k"),
             &Version::new(3000, "us-east-1"),
             &[],
+            None,
             &moved,
             &cfg,
         )
@@ -248,6 +249,7 @@ async fn conditional_writes_return_all_old() {
             &key("absent"),
             &Version::new(1, "us-east-1"),
             &[],
+            None,
             &exists,
             &cfg,
         )
@@ -271,7 +273,7 @@ async fn conditional_writes_return_all_old() {
     let remove = [cfg.names.tombstone.clone(), cfg.names.ttl.clone()];
     let cond = Condition::Equals(cfg.names.ts.clone(), n("100"));
     let out = table
-        .stamp_if(&key("t"), &v, &remove, &cond, &cfg)
+        .stamp_if(&key("t"), &v, &remove, None, &cond, &cfg)
         .await
         .unwrap();
     assert_eq!(out, WriteOutcome::Written);
@@ -506,6 +508,7 @@ async fn lww_condition_agrees_with_the_core() {
                 &key(&pk),
                 &Version::new(2000, "us-east-1"),
                 &[],
+                None,
                 &cond,
                 &cfg,
             )

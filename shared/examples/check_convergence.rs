@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 const USAGE: &str = "usage: check_convergence [--runs N] [--seed S] [--hole NAME]... [--skew MS] \
-[--steps N] [--ttl-share F] [--duplicates F] [--keys 1-3] [--own-share F] [--stale-write-backs] [--early-ttl] [--threads T] [--trace]";
+[--steps N] [--ttl-share F] [--duplicates F] [--checkpoints F] [--keys 1-8] [--own-share F] [--stale-write-backs] [--early-ttl] [--threads T] [--trace]";
 
 fn main() -> ExitCode {
     match run() {
@@ -46,6 +46,14 @@ fn run() -> Result<ExitCode, String> {
                         .ok()
                         .filter(|f| (0.0..=1.0).contains(f))
                         .ok_or(format!("--own-share {v}: not a share between 0 and 1"))?;
+            }
+            "--checkpoints" => {
+                let v = value("--checkpoints")?;
+                options.checkpoint_share = v
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|f| (0.0..=1.0).contains(f))
+                    .ok_or(format!("--checkpoints {v}: not a share between 0 and 1"))?;
             }
             "--duplicates" => {
                 let v = value("--duplicates")?;
@@ -88,6 +96,9 @@ fn run() -> Result<ExitCode, String> {
         return Ok(ExitCode::SUCCESS);
     };
     println!("first failing seed {failing} ({regions} regions): {verdict}");
+    for (name, seeds) in &summary.examples {
+        println!("  seeds failing as '{name}': {seeds:?}");
+    }
     println!(
         "replay: --runs 1 --seed {failing}{}",
         replay_flags(&options)
@@ -143,6 +154,9 @@ fn replay_flags(options: &CheckOptions) -> String {
     }
     if options.own_key_share != defaults.own_key_share {
         flags.push_str(&format!(" --own-share {}", options.own_key_share));
+    }
+    if options.checkpoint_share != defaults.checkpoint_share {
+        flags.push_str(&format!(" --checkpoints {}", options.checkpoint_share));
     }
     if options.duplicate_share != defaults.duplicate_share {
         flags.push_str(&format!(" --duplicates {}", options.duplicate_share));

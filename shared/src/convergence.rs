@@ -49,8 +49,7 @@ use crate::reconcile::{reconcile, tombstone_item, Action};
 use crate::record::ChangeRecord;
 use crate::version::Version;
 use aws_lambda_events::event::dynamodb::{EventRecord, StreamViewType, UserIdentity};
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+use rand::{Rng, RngCore};
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::time::{Duration, UNIX_EPOCH};
@@ -65,8 +64,9 @@ const VAL: &str = "val";
 const EXTRA: &str = "extra";
 /// Regions, in the order a history uses them (2 or 3 of them).
 const REGIONS: [&str; 3] = ["us-east-1", "eu-west-1", "ap-southeast-2"];
-/// Keys every region writes; each region also has a key of its own.
-const SHARED_KEYS: [&str; 3] = ["a", "b", "c"];
+/// Keys every region may write (the first `shared_keys` of them); each region also has a key
+/// of its own.
+const SHARED_KEYS: [&str; 8] = ["a", "b", "c", "d", "e", "f", "g", "h"];
 /// Share of helper puts stamped by the clock alone, without the item's previous version.
 const BLIND: f64 = 0.5;
 /// Enqueue retries a write-back at most this often per record: each retry means a newer write
@@ -167,10 +167,13 @@ pub struct CheckOptions {
     pub steps: usize,
     /// Share of application puts that carry a TTL expiring during the run (0 to 3 s ahead).
     pub ttl_share: f64,
-    /// How many keys every region writes (1 to 3): fewer keys, more contention.
+    /// How many keys every region writes (1 to 8): fewer keys, more contention.
     pub shared_keys: usize,
     /// Share of application operations on the region's own key (written nowhere else).
     pub own_key_share: f64,
+    /// Per step, the chance of a quiet moment in which everything is delivered and the properties
+    /// are checked before the history goes on.
+    pub checkpoint_share: f64,
     /// Share of receives after which SQS delivers a finished message again (at-least-once).
     pub duplicate_share: f64,
     /// Keep a readable log of the history (for replaying a failing seed).
@@ -181,10 +184,12 @@ pub struct CheckOptions {
     /// unversioned rows do not pin the item as read, so a version that came and went in between
     /// can be undercut.
     pub stale_write_backs: bool,
-    /// The TTL process may expire an item while older records for its key are still on their
-    /// way to that region. Off, an item expires only once its key is quiet there (the contract's
-    /// assumption made explicit: an application's TTL, like a tombstone's lifetime, outlasts the
-    /// longest time a record can wait). On, it shows why: the older record resurrects the key.
+    /// The TTL process may expire an item while records about its key are still on their way
+    /// (its own, or older ones). Off, an item expires only once its key is quiet everywhere: the
+    /// contract's assumption made explicit (an application's TTL, like a tombstone's lifetime,
+    /// outlasts the longest time a record can wait). On, it shows why the assumption is needed:
+    /// an expiry leaves no tombstone, so a record arriving after it resurrects the key in that
+    /// region only.
     pub early_ttl: bool,
 }
 
@@ -198,6 +203,7 @@ impl Default for CheckOptions {
             shared_keys: 3,
             own_key_share: 0.3,
             duplicate_share: 0.15,
+            checkpoint_share: 0.01,
             trace: false,
             stale_write_backs: false,
             early_ttl: false,
@@ -328,7 +334,12 @@ pub struct Summary {
     /// The first failing history: its seed (replay with `run_history(seed, ...)`), its number of
     /// regions and its verdict.
     pub first_failure: Option<(u64, usize, Verdict)>,
+    /// The first few failing seeds of each verdict, to replay one of each kind.
+    pub examples: BTreeMap<&'static str, Vec<u64>>,
 }
+
+/// How many failing seeds [`Summary::examples`] keeps per verdict.
+pub const EXAMPLES_PER_VERDICT: usize = 5;
 
 impl Summary {
     /// Adds one history's verdict.
@@ -337,6 +348,10 @@ impl Summary {
         if !verdict.is_ok() {
             self.failed += 1;
             *self.verdicts.entry(verdict.name()).or_default() += 1;
+            let examples = self.examples.entry(verdict.name()).or_default();
+            if examples.len() < EXAMPLES_PER_VERDICT {
+                examples.push(seed);
+            }
             if self.first_failure.is_none() {
                 self.first_failure = Some((seed, regions, verdict));
             }
@@ -349,6 +364,11 @@ impl Summary {
         self.failed += other.failed;
         for (name, n) in other.verdicts {
             *self.verdicts.entry(name).or_default() += n;
+        }
+        for (name, seeds) in other.examples {
+            let examples = self.examples.entry(name).or_default();
+            let room = EXAMPLES_PER_VERDICT.saturating_sub(examples.len());
+            examples.extend(seeds.into_iter().take(room));
         }
         if self.first_failure.is_none() {
             self.first_failure = other.first_failure;
@@ -416,6 +436,55 @@ pub fn trace_history(seed: u64, regions: usize, options: &CheckOptions) -> (Verd
 // ---------------------------------------------------------------------------------------------
 // The simulated world.
 
+/// xoshiro256** seeded through SplitMix64: a history is a function of its seed alone (on every
+/// platform and `rand` version), and it is cheap in debug builds, where the tests run.
+struct SimRng([u64; 4]);
+
+impl SimRng {
+    fn new(seed: u64) -> Self {
+        let mut x = seed;
+        let mut next = || {
+            x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = x;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^ (z >> 31)
+        };
+        SimRng([next(), next(), next(), next()])
+    }
+}
+
+impl RngCore for SimRng {
+    fn next_u32(&mut self) -> u32 {
+        (self.next_u64() >> 32) as u32
+    }
+
+    fn next_u64(&mut self) -> u64 {
+        let s = &mut self.0;
+        let result = s[1].wrapping_mul(5).rotate_left(7).wrapping_mul(9);
+        let t = s[1] << 17;
+        s[2] ^= s[0];
+        s[3] ^= s[1];
+        s[1] ^= s[2];
+        s[0] ^= s[3];
+        s[2] ^= t;
+        s[3] = s[3].rotate_left(45);
+        result
+    }
+
+    fn fill_bytes(&mut self, dest: &mut [u8]) {
+        for chunk in dest.chunks_mut(8) {
+            let bytes = self.next_u64().to_le_bytes();
+            chunk.copy_from_slice(&bytes[..chunk.len()]);
+        }
+    }
+
+    fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), rand::Error> {
+        self.fill_bytes(dest);
+        Ok(())
+    }
+}
+
 type OpId = usize;
 
 /// What tells tombstones of a key apart: their version and TTL. (Under clock skew two tombstones
@@ -433,6 +502,15 @@ impl Past {
             self.0.resize(word + 1, 0);
         }
         self.0[word] |= 1 << bit;
+    }
+
+    fn union(&mut self, other: &Past) {
+        if self.0.len() < other.0.len() {
+            self.0.resize(other.0.len(), 0);
+        }
+        for (word, bits) in self.0.iter_mut().zip(&other.0) {
+            *word |= bits;
+        }
     }
 
     fn contains(&self, op: OpId) -> bool {
@@ -454,8 +532,8 @@ struct Op {
     past: Past,
     /// Helper-stamped (a stamped put or a helper tombstone), not a plain write.
     helper: bool,
-    /// The state it wrote carries an application TTL: it expires during the run.
-    expires: bool,
+    /// The state it wrote carries an application TTL: it expires at this time (ms).
+    expires_at: Option<u64>,
 }
 
 /// One stream record as DynamoDB keeps it.
@@ -504,10 +582,12 @@ struct Region {
     inflight: Option<Inflight>,
     /// Key → the operation whose effect left it absent here (a hard delete, or an expired write).
     gone: HashMap<String, OpId>,
+    /// Key → the last application hard delete here.
+    deleted: HashMap<String, OpId>,
 }
 
 struct Sim<'o> {
-    rng: StdRng,
+    rng: SimRng,
     options: &'o CheckOptions,
     regions: Vec<Region>,
     /// (source, destination) → messages.
@@ -519,7 +599,7 @@ struct Sim<'o> {
     now: u64,
     ops: Vec<Op>,
     /// A tombstone's identity → the operation it stands for.
-    tomb_ops: HashMap<TombId, OpId>,
+    tomb_ops: HashMap<TombId, Vec<OpId>>,
     keys: Vec<String>,
     anomaly: Option<String>,
     log: Vec<String>,
@@ -539,7 +619,7 @@ fn key_string(key: &Item) -> String {
 impl<'o> Sim<'o> {
     fn new(seed: u64, regions: usize, options: &'o CheckOptions) -> Self {
         let n = regions.clamp(2, REGIONS.len());
-        let mut rng = StdRng::seed_from_u64(seed);
+        let mut rng = SimRng::new(seed);
         let skew = options.skew_ms as i64;
         let regions: Vec<Region> = REGIONS[..n]
             .iter()
@@ -559,6 +639,7 @@ impl<'o> Sim<'o> {
                     cursor: 0,
                     inflight: None,
                     gone: HashMap::new(),
+                    deleted: HashMap::new(),
                 }
             })
             .collect();
@@ -570,7 +651,11 @@ impl<'o> Sim<'o> {
                 }
             }
         }
-        let mut keys: Vec<String> = SHARED_KEYS.iter().map(|k| k.to_string()).collect();
+        let shared = options.shared_keys.clamp(1, SHARED_KEYS.len());
+        let mut keys: Vec<String> = SHARED_KEYS[..shared]
+            .iter()
+            .map(|k| k.to_string())
+            .collect();
         keys.extend(REGIONS[..n].iter().map(|r| format!("own-{r}")));
         Sim {
             rng,
@@ -586,7 +671,7 @@ impl<'o> Sim<'o> {
                 content: None,
                 past: Past::default(),
                 helper: false,
-                expires: false,
+                expires_at: None,
             }],
             tomb_ops: HashMap::new(),
             keys,
@@ -665,8 +750,25 @@ impl<'o> Sim<'o> {
             if let Some(why) = self.anomaly.take() {
                 return (Verdict::Anomaly(why), self.log);
             }
+            if self.rng.gen_bool(self.options.checkpoint_share) {
+                // A quiet moment: everything delivered, the properties must hold already (a
+                // later write could otherwise hide the damage before the end).
+                let limit = (0..n).map(|r| self.clock(r)).max().unwrap_or(self.now);
+                self.trace(|| "checkpoint".into());
+                let verdict = self.settle(limit).unwrap_or_else(|| self.verdict(limit));
+                if let Some(why) = self.anomaly.take() {
+                    return (Verdict::Anomaly(why), self.log);
+                }
+                if !verdict.is_ok() {
+                    return (verdict, self.log);
+                }
+            }
         }
-        let verdict = self.settle().unwrap_or_else(|| self.verdict());
+        // App TTLs are seconds, tombstones' are days: a day later only the former have expired.
+        let horizon = self.now + 24 * 3600 * 1000;
+        let verdict = self
+            .settle(horizon)
+            .unwrap_or_else(|| self.verdict(horizon));
         let verdict = match self.anomaly.take() {
             Some(why) => Verdict::Anomaly(why),
             None => verdict,
@@ -674,13 +776,12 @@ impl<'o> Sim<'o> {
         (verdict, self.log)
     }
 
-    /// Ends the cut-off, lets every pipeline run until nothing changes, then lets the TTL process
-    /// remove everything expired (app TTLs are seconds, tombstones' are days: only the former).
-    fn settle(&mut self) -> Option<Verdict> {
+    /// Ends cut-offs and stalls, lets every pipeline run until nothing changes, then lets every
+    /// region's TTL process remove what has expired by `limit_ms`.
+    fn settle(&mut self, limit_ms: u64) -> Option<Verdict> {
         self.down.iter_mut().for_each(|d| *d = false);
         self.stalled.iter_mut().for_each(|d| *d = false);
         let queue_ids: Vec<(usize, usize)> = self.queues.keys().copied().collect();
-        let horizon = self.now + 24 * 3600 * 1000;
         for _ in 0..MAX_SETTLE_ROUNDS {
             self.now += 1;
             let mut progress = false;
@@ -696,7 +797,7 @@ impl<'o> Sim<'o> {
             if !progress {
                 let mut swept = false;
                 for r in 0..self.regions.len() {
-                    swept |= self.ttl_sweep(r, horizon, 1.0);
+                    swept |= self.ttl_sweep(r, limit_ms, 1.0);
                 }
                 if !swept {
                     return None;
@@ -731,15 +832,21 @@ impl<'o> Sim<'o> {
         });
     }
 
-    /// The operation whose effect a stored state is.
-    fn op_of(&self, r: usize, key: &str, item: &Item) -> Option<OpId> {
+    /// The operations whose effect a stored state can be: the one that wrote it, or for a
+    /// tombstone Ferry wrote, each delete or expiry it can stand for. Empty: no operation made it.
+    fn ops_of(&self, r: usize, key: &str, item: &Item) -> Vec<OpId> {
         if let Some(AttributeValue::N(op)) = item.get(OP) {
-            return op.parse().ok();
+            return op.parse().ok().into_iter().collect();
         }
         if self.regions[r].config.is_tombstone(item) {
-            return self.tomb_ops.get(&self.tomb_id(r, key, item)?).copied();
+            if let Some(ops) = self
+                .tomb_id(r, key, item)
+                .and_then(|id| self.tomb_ops.get(&id))
+            {
+                return ops.clone();
+            }
         }
-        None
+        Vec::new()
     }
 
     fn tomb_id(&self, r: usize, key: &str, item: &Item) -> Option<TombId> {
@@ -752,27 +859,25 @@ impl<'o> Sim<'o> {
     /// What an operation in region `r` on `key` causally follows: the operation of the state it
     /// sees (or of the delete or expiry that left the key absent), and everything that one saw.
     fn seen_by(&self, r: usize, key: &str) -> Past {
-        let op = match self.regions[r].table.get(key) {
-            Some(item) => self.op_of(r, key, item),
-            None => self.regions[r].gone.get(key).copied(),
+        let ops = match self.regions[r].table.get(key) {
+            Some(item) => self.ops_of(r, key, item),
+            None => self.regions[r].gone.get(key).copied().into_iter().collect(),
         };
-        match op {
-            Some(op) => {
-                let mut past = self.ops[op].past.clone();
-                past.insert(op);
-                past
-            }
-            None => Past::default(),
+        let mut past = Past::default();
+        for op in ops {
+            past.union(&self.ops[op].past);
+            past.insert(op);
         }
+        past
     }
 
-    /// Records which operation a tombstone about to be written in region `r` stands for. A
+    /// Records which operations a tombstone about to be written in region `r` can stand for. A
     /// tombstone identical to an earlier one (same version and TTL: the same floor reached twice
-    /// within a second) is the same state; it now stands for the later operation.
-    fn register_tombstone(&mut self, r: usize, key: &str, tombstone: &Item, op: OpId) {
+    /// within a second) is the same state; it now stands for the later operations.
+    fn register_tombstone(&mut self, r: usize, key: &str, tombstone: &Item, ops: Vec<OpId>) {
         match self.tomb_id(r, key, tombstone) {
             Some(slot) => {
-                self.tomb_ops.insert(slot, op);
+                self.tomb_ops.insert(slot, ops);
             }
             None => self.fail(format!("a tombstone of key {key} without a version")),
         }
@@ -843,16 +948,17 @@ impl<'o> Sim<'o> {
                 content: None,
                 past,
                 helper: false,
-                expires: false,
+                expires_at: None,
             });
             self.regions[r].gone.insert(key.clone(), op);
+            self.regions[r].deleted.insert(key.clone(), op);
             self.trace(|| format!("{name} op {op}: hard delete {key}"));
             self.write(r, &key, None, false);
             return;
         } else {
             let version = Version::new(helper_ts(false), name);
             let item = tombstone_item(&key_item(&key), &version, now, &config);
-            self.register_tombstone(r, &key, &item, op);
+            self.register_tombstone(r, &key, &item, vec![op]);
             (item, true, "helper tombstone")
         };
         let is_tombstone = config.is_tombstone(&new);
@@ -869,13 +975,16 @@ impl<'o> Sim<'o> {
             }
             Some(view)
         };
-        let expires = content.as_ref().is_some_and(|c| c.contains_key(&names.ttl));
+        let expires_at = match content.as_ref().and_then(|c| c.get(&names.ttl)) {
+            Some(AttributeValue::N(ttl)) => ttl.parse::<u64>().ok().map(|s| s * 1000),
+            _ => None,
+        };
         self.ops.push(Op {
             key: key.clone(),
             content,
             past,
             helper,
-            expires,
+            expires_at,
         });
         self.trace(|| format!("{name} op {op}: {what} {key} -> {}", show(&new)));
         self.write(r, &key, Some(new), false);
@@ -919,11 +1028,19 @@ impl<'o> Sim<'o> {
             if share < 1.0 && !self.rng.gen_bool(share) {
                 continue;
             }
-            if !self.options.early_ttl && !self.quiet(r, &key) {
+            if !self.options.early_ttl && !self.quiet(&key) {
                 continue;
             }
             let item = self.regions[r].table.get(&key).cloned();
-            if let Some(op) = item.as_ref().and_then(|i| self.op_of(r, &key, i)) {
+            // The expiry is the effect of the write that set the TTL.
+            if let Some(op) = item
+                .as_ref()
+                .and_then(|i| i.get(OP))
+                .and_then(|op| match op {
+                    AttributeValue::N(n) => n.parse().ok(),
+                    _ => None,
+                })
+            {
                 self.regions[r].gone.insert(key.clone(), op);
             }
             let name = self.regions[r].name;
@@ -934,20 +1051,22 @@ impl<'o> Sim<'o> {
         swept
     }
 
-    /// Nothing about `key` is still on its way to region `r`: no message for it on a buffer to
-    /// `r`, no stream record for it that another region's enqueue has yet to process.
-    fn quiet(&self, r: usize, key: &str) -> bool {
+    /// Nothing about `key` is still on its way anywhere: no message for it on any buffer, no
+    /// stream record for it that an enqueue has yet to process, no write-back in flight. An item
+    /// expires only then: the contract's assumption (an application's TTL, like a tombstone's
+    /// lifetime, outlasts the longest time a record can wait) means that by the time an item
+    /// expires, it has reached every region and every older record has been applied.
+    fn quiet(&self, key: &str) -> bool {
         let buffered = self
             .queues
-            .iter()
-            .any(|((_, d), q)| *d == r && q.iter().any(|m| m.keys.iter().any(|k| k == key)));
-        let unprocessed = self.regions.iter().enumerate().any(|(s, region)| {
-            s != r
-                && (region.stream[region.cursor..].iter().any(|e| e.key == key)
-                    || region
-                        .inflight
-                        .as_ref()
-                        .is_some_and(|i| key_string(&i.hint.key) == key))
+            .values()
+            .any(|q| q.iter().any(|m| m.keys.iter().any(|k| k == key)));
+        let unprocessed = self.regions.iter().any(|region| {
+            region.stream[region.cursor..].iter().any(|e| e.key == key)
+                || region
+                    .inflight
+                    .as_ref()
+                    .is_some_and(|i| key_string(&i.hint.key) == key)
         });
         !buffered && !unprocessed
     }
@@ -1068,11 +1187,7 @@ impl<'o> Sim<'o> {
                 changed: Vec::new(),
                 ..hint.clone()
             };
-            let a = reconcile(&blind, current, now, config);
-            if a != reconcile(hint, current, now, config) {
-                eprintln!("FIRED {} {:?}", key_string(&hint.key), current.map(show));
-            }
-            a
+            reconcile(&blind, current, now, config)
         } else {
             reconcile(hint, current, now, config)
         };
@@ -1144,33 +1259,50 @@ impl<'o> Sim<'o> {
                 match inflight.action {
                     Action::Nothing => {}
                     Action::Stamp {
-                        version, remove, ..
+                        version,
+                        remove,
+                        ttl,
+                        ..
                     } => {
                         // UpdateItem: sets the version, removes the listed attributes.
-                        let old_op = current
+                        let old_ops = current
                             .as_ref()
                             .filter(|c| !c.contains_key(OP))
-                            .and_then(|c| self.op_of(r, &key, c));
+                            .map(|c| self.ops_of(r, &key, c))
+                            .unwrap_or_default();
                         let mut item = current.unwrap_or_else(|| key_item(&key));
                         version.stamp_into(&mut item, &self.regions[r].config.names);
                         for attribute in &remove {
                             item.remove(attribute);
                         }
-                        // A stamped tombstone still stands for the delete it stood for.
-                        if let Some(op) = old_op {
-                            if self.regions[r].config.is_tombstone(&item) {
-                                self.register_tombstone(r, &key, &item, op);
-                            }
+                        if let Some(ttl) = ttl {
+                            item.insert(self.regions[r].config.names.ttl.clone(), ttl);
+                        }
+                        // A stamped tombstone still stands for what it stood for.
+                        if !old_ops.is_empty() && self.regions[r].config.is_tombstone(&item) {
+                            self.register_tombstone(r, &key, &item, old_ops);
                         }
                         self.trace(|| format!("{name} write-back: stamp {key} at {version}"));
                         self.write(r, &key, Some(item), false);
                     }
                     Action::Tombstone { item, version, .. } => {
-                        let op = self.regions[r].gone.get(&key).copied().unwrap_or(0);
-                        self.register_tombstone(r, &key, &item, op);
+                        // The tombstone stands for what left the key absent here (the model's
+                        // rule: the last local delete, or here also an expiry); a delete's record
+                        // may also make it stand for the last hard delete, when an expiry came
+                        // after. Op 0: no application delete asked for it.
+                        let region = &self.regions[r];
+                        let mut ops: Vec<OpId> =
+                            region.gone.get(&key).copied().into_iter().collect();
+                        if !inflight.about_write {
+                            ops.extend(region.deleted.get(&key).filter(|d| !ops.contains(d)));
+                        }
+                        if ops.is_empty() {
+                            ops.push(0);
+                        }
                         self.trace(|| {
-                            format!("{name} write-back: tombstone {key} at {version} (op {op})")
+                            format!("{name} write-back: tombstone {key} at {version} (ops {ops:?})")
                         });
+                        self.register_tombstone(r, &key, &item, ops);
                         self.write(r, &key, Some(item), false);
                     }
                 }
@@ -1401,7 +1533,8 @@ impl<'o> Sim<'o> {
 
     // --- the properties ----------------------------------------------------------------------
 
-    fn verdict(&mut self) -> Verdict {
+    /// The two properties, once everything is delivered and what expired by `limit_ms` is gone.
+    fn verdict(&mut self, limit_ms: u64) -> Verdict {
         for ((s, d), q) in &self.queues {
             if !q.is_empty() {
                 return Verdict::Undelivered {
@@ -1412,9 +1545,31 @@ impl<'o> Sim<'o> {
         }
         let keys = self.keys.clone();
         // 1. Convergence.
+        // A tombstone and a key the TTL process removed both read as absent: after an app TTL
+        // expired in one region, a tombstone older than the expired version may be left in
+        // another (it lost to that version there). Both read as absent, no record is left that
+        // could tell them apart, and the tombstone expires too.
+        let config = self.regions[0].config.clone();
+        let expired_here = |r: &Region, key: &str| {
+            !r.table.contains_key(key)
+                && r.gone
+                    .get(key)
+                    .is_some_and(|&op| self.ops[op].content.is_some())
+        };
+        let reads_absent = |r: &Region, key: &str| {
+            r.table
+                .get(key)
+                .is_none_or(|item| config.is_tombstone(item))
+        };
         for key in &keys {
-            let first = self.regions[0].table.get(key);
-            if self.regions[1..].iter().any(|r| r.table.get(key) != first) {
+            let first = &self.regions[0];
+            let differs = |r: &Region| {
+                r.table.get(key) != first.table.get(key)
+                    && !(reads_absent(first, key)
+                        && reads_absent(r, key)
+                        && (expired_here(first, key) || expired_here(r, key)))
+            };
+            if self.regions[1..].iter().any(differs) {
                 return Verdict::Divergent {
                     key: key.clone(),
                     states: self
@@ -1429,7 +1584,6 @@ impl<'o> Sim<'o> {
             }
         }
         // 2. Causality, on the (common) final state.
-        let config = self.regions[0].config.clone();
         for key in &keys {
             let on_key: Vec<OpId> = (1..self.ops.len())
                 .filter(|&o| self.ops[o].key == *key)
@@ -1441,14 +1595,16 @@ impl<'o> Sim<'o> {
                     .filter(|&o| self.ops[o].past.contains(f))
                     .collect()
             };
+            // Only a delete, a tombstone or an expiry leaves the key reading as absent: one
+            // causally last must explain it.
+            let absence_explained = on_key.is_empty()
+                || on_key.iter().any(|&o| {
+                    let op = &self.ops[o];
+                    let expired = op.expires_at.is_some_and(|t| t <= limit_ms);
+                    (op.content.is_none() || expired) && later_than(o).is_empty()
+                });
             let Some(item) = self.regions[0].table.get(key) else {
-                // Only a delete or an expiry leaves nothing: one causally last must explain it.
-                let explained = on_key.is_empty()
-                    || on_key.iter().any(|&o| {
-                        let op = &self.ops[o];
-                        (op.content.is_none() || op.expires) && later_than(o).is_empty()
-                    });
-                if !explained {
+                if !absence_explained {
                     return Verdict::LostAbsent {
                         key: key.clone(),
                         ops: on_key.iter().rev().take(3).copied().collect(),
@@ -1456,14 +1612,15 @@ impl<'o> Sim<'o> {
                 }
                 continue;
             };
-            let Some(f) = self.op_of(0, key, item) else {
+            let candidates = self.ops_of(0, key, item);
+            if candidates.is_empty() {
                 return Verdict::WrongContent {
                     key: key.clone(),
                     shows: show(item),
                     op: 0,
                     wrote: "nothing: no operation made this state".into(),
                 };
-            };
+            }
             let shows = if config.is_tombstone(item) {
                 None
             } else {
@@ -1472,26 +1629,46 @@ impl<'o> Sim<'o> {
                 view.remove(&config.names.origin);
                 Some(view)
             };
-            let op = &self.ops[f];
-            // An expired write's effect is absence (a tombstone may stand for it).
-            let expected = if op.expires { None } else { op.content.clone() };
-            if shows != expected {
-                return Verdict::WrongContent {
-                    key: key.clone(),
-                    shows: show(item),
-                    op: f,
-                    wrote: expected.as_ref().map_or("absence".into(), show),
+            // A tombstone Ferry wrote into an expiry's gap stands for the expiry, which is no
+            // operation of its own: it shows absence, and is explained the way absence is.
+            let stands_for_expiry = candidates.iter().any(|&f| {
+                self.ops[f].content.is_some()
+                    && self.ops[f].expires_at.is_some_and(|t| t <= limit_ms)
+            });
+            // The state must be explained by one of the operations it can stand for.
+            let mut failure = None;
+            for f in candidates {
+                let op = &self.ops[f];
+                // An expired write's effect is absence (a tombstone may stand for it).
+                let expired = op.expires_at.is_some_and(|t| t <= limit_ms);
+                let expected = if expired { None } else { op.content.clone() };
+                let later = later_than(f);
+                let verdict = if shows != expected {
+                    Verdict::WrongContent {
+                        key: key.clone(),
+                        shows: show(item),
+                        op: f,
+                        wrote: expected.as_ref().map_or("absence".into(), show),
+                    }
+                } else if !later.is_empty() {
+                    let helper_only =
+                        f != 0 && op.helper && later.iter().all(|&o| self.ops[o].helper);
+                    Verdict::LostAfter {
+                        key: key.clone(),
+                        op: f,
+                        later: later.into_iter().take(3).collect(),
+                        helper_only,
+                    }
+                } else {
+                    failure = None;
+                    break;
                 };
+                failure.get_or_insert(verdict);
             }
-            let later = later_than(f);
-            if !later.is_empty() {
-                let helper_only = f != 0 && op.helper && later.iter().all(|&o| self.ops[o].helper);
-                return Verdict::LostAfter {
-                    key: key.clone(),
-                    op: f,
-                    later: later.into_iter().take(3).collect(),
-                    helper_only,
-                };
+            if let Some(verdict) = failure {
+                if !(stands_for_expiry && shows.is_none() && absence_explained) {
+                    return verdict;
+                }
             }
         }
         Verdict::Ok
@@ -1551,6 +1728,7 @@ fn first_contract(
     Ok(Action::Stamp {
         version: floor,
         remove: Vec::new(),
+        ttl: None,
         condition,
     })
 }

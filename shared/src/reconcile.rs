@@ -18,6 +18,9 @@ pub enum Action {
     Stamp {
         version: Version,
         remove: Vec<String>,
+        /// A tombstone that stays one moves its TTL with its version ([`tombstone_ttl`]), so
+        /// the TTL of every tombstone follows from its version.
+        ttl: Option<AttributeValue>,
         condition: Condition,
     },
     /// `PutItem` of a tombstone.
@@ -59,6 +62,7 @@ pub fn reconcile(
         return Ok(stamp(
             hint,
             current,
+            None,
             floor,
             vec![
                 Condition::Exists(pk.clone()),
@@ -78,7 +82,14 @@ pub fn reconcile(
     if hint.new_version.as_ref() == Some(&cv) {
         if cv.origin == *local {
             // The write is still there: give it a version above what it replaced.
-            return Ok(stamp(hint, current, floor, version_is(&cv), config));
+            return Ok(stamp(
+                hint,
+                current,
+                Some(&cv),
+                floor,
+                version_is(&cv),
+                config,
+            ));
         }
         if still_holds(current, &hint.changed) {
             // A foreign version kept by a local update whose values are still there.
@@ -87,7 +98,7 @@ pub fn reconcile(
                 Some(v) => Condition::Equals(name.clone(), v.clone()),
                 None => Condition::NotExists(name.clone()),
             }));
-            return Ok(stamp(hint, current, floor, condition, config));
+            return Ok(stamp(hint, current, Some(&cv), floor, condition, config));
         }
         // A later update (its own record), or an older copy in a delete's gap.
         return Ok(Action::Nothing);
@@ -104,7 +115,32 @@ pub fn reconcile(
     }
     if cv.origin == *local && seen_at_least {
         // A local state stamped below what this record saw: lift it.
-        return Ok(stamp(hint, current, floor, version_is(&cv), config));
+        return Ok(stamp(
+            hint,
+            current,
+            Some(&cv),
+            floor,
+            version_is(&cv),
+            config,
+        ));
+    }
+    if cv.origin == *local
+        && config.is_tombstone(current)
+        && config.has_application_attributes(current)
+    {
+        // A tombstone the application updated, stamped with its marker: an earlier record's stamp
+        // read the tombstone before the update and its condition (the version, which the update
+        // kept) could not see the new attributes. This record is the update's own (or a later
+        // one): make it an item again, above its version.
+        let version = floor.max(Version::new(cv.ts_ms.saturating_add(1), local.clone()));
+        return Ok(stamp(
+            hint,
+            current,
+            Some(&cv),
+            version,
+            version_is(&cv),
+            config,
+        ));
     }
     // Newer than anything seen: that write has its own record.
     Ok(Action::Nothing)
@@ -125,21 +161,35 @@ fn still_holds(current: &Item, changed: &[(String, Option<AttributeValue>)]) -> 
 fn stamp(
     hint: &Hint,
     current: &Item,
+    current_version: Option<&Version>,
     version: Version,
     mut condition: Vec<Condition>,
     config: &Config,
 ) -> Action {
     let names = &config.names;
     let mut remove = Vec::new();
-    if config.is_tombstone(current) && config.has_application_attributes(current) {
+    let mut ttl = None;
+    if config.is_tombstone(current) && !config.has_application_attributes(current) {
+        // Lifting a tombstone: its TTL follows its new version. Pinned as read, so that a TTL an
+        // application set meanwhile is never overwritten (the write fails and is decided again).
+        ttl = Some(tombstone_ttl(&version, 0, config));
+        condition.push(match current.get(&names.ttl) {
+            Some(read) => Condition::Equals(names.ttl.clone(), read.clone()),
+            None => Condition::NotExists(names.ttl.clone()),
+        });
+    } else if config.is_tombstone(current) {
         // The application wrote to a deleted key: it is an item again.
         remove.push(names.tombstone.clone());
         condition.push(Condition::Equals(
             names.tombstone.clone(),
             AttributeValue::Bool(true),
         ));
-        if let (Some(ttl), Some(tomb_ttl)) = (current.get(&names.ttl), &hint.tombstone_ttl) {
-            if ttl == tomb_ttl {
+        // The TTL goes too if it is still the tombstone's own: the one this record saw, or the
+        // one the current tombstone was written with (a TTL follows from its version, so this
+        // holds when the current item is a later tombstone than the record's).
+        let own_ttl = current_version.map(|cv| tombstone_ttl(cv, 0, config));
+        if let Some(ttl) = current.get(&names.ttl) {
+            if hint.tombstone_ttl.as_ref() == Some(ttl) || own_ttl.as_ref() == Some(ttl) {
                 remove.push(names.ttl.clone());
                 condition.push(Condition::Equals(names.ttl.clone(), ttl.clone()));
             }
@@ -148,6 +198,7 @@ fn stamp(
     Action::Stamp {
         version,
         remove,
+        ttl,
         condition: Condition::and(condition),
     }
 }
@@ -166,14 +217,23 @@ fn tombstone(
     }
 }
 
-/// A tombstone: the key, the version, the marker, and the TTL set to now + the lifetime.
+/// A tombstone: the key, the version, the marker, and the TTL set to [`tombstone_ttl`].
 pub fn tombstone_item(key: &Item, version: &Version, now_ms: u64, config: &Config) -> Item {
     let mut item = key.clone();
     version.stamp_into(&mut item, &config.names);
     item.insert(config.names.tombstone.clone(), AttributeValue::Bool(true));
     item.insert(
         config.names.ttl.clone(),
-        AttributeValue::N((now_ms / 1000 + config.tombstone_lifetime_s).to_string()),
+        tombstone_ttl(version, now_ms, config),
     );
     item
+}
+
+/// A tombstone's TTL: the lifetime after its version's time, or after now if the version is
+/// older (a tombstone must outlive every record that can still arrive). Tying it to the version
+/// lets a stamp that revives an updated tombstone tell the tombstone's TTL from one the
+/// application set, even when the record it handles saw another tombstone.
+pub fn tombstone_ttl(version: &Version, now_ms: u64, config: &Config) -> AttributeValue {
+    let from_ms = version.ts_ms.max(now_ms);
+    AttributeValue::N((from_ms / 1000 + config.tombstone_lifetime_s).to_string())
 }

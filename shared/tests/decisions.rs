@@ -436,6 +436,7 @@ fn row2_unversioned_current_is_stamped() {
         Action::Stamp {
             version: v(NOW, LOCAL),
             remove: vec![],
+            ttl: None,
             condition: Condition::And(vec![
                 Condition::Exists("pk".into()),
                 Condition::NotExists(TS.into()),
@@ -455,6 +456,7 @@ fn row3_n_version_local_origin_is_stamped() {
         Action::Stamp {
             version: v(NOW, LOCAL),
             remove: vec![],
+            ttl: None,
             condition: Condition::And(version_is(&v(900_000, LOCAL))),
         },
         "local origin: stamped whatever the values"
@@ -480,6 +482,7 @@ fn row3_n_version_foreign_still_holding_the_write_is_stamped() {
         Action::Stamp {
             version: v(NOW, LOCAL),
             remove: vec![],
+            ttl: None,
             condition: Condition::And(expected),
         }
     );
@@ -538,6 +541,7 @@ fn row6_local_state_at_or_below_seen_is_lifted() {
                 Action::Stamp {
                     version: v(NOW, LOCAL),
                     remove: vec![],
+                    ttl: None,
                     condition: Condition::And(version_is(&cv)),
                 }
             );
@@ -581,6 +585,7 @@ fn stamp_onto_an_updated_tombstone_removes_the_marker_and_its_ttl() {
         Action::Stamp {
             version: v(NOW, LOCAL),
             remove: vec![MARKER.into(), TTL.into()],
+            ttl: None,
             condition: Condition::And(condition),
         }
     );
@@ -593,23 +598,73 @@ fn stamp_onto_an_updated_tombstone_removes_the_marker_and_its_ttl() {
         Action::Stamp {
             version: v(NOW, LOCAL),
             remove: vec![MARKER.into()],
+            ttl: None,
             condition: Condition::And(condition),
         }
     );
 }
 
 #[test]
-fn lifting_a_plain_tombstone_keeps_it_a_tombstone() {
+fn lifting_a_plain_tombstone_keeps_it_a_tombstone_and_moves_its_ttl() {
     let current = tombstone_image("k", &v(850_000, LOCAL), "2000");
     let h = hint(Some(v(900_000, FOREIGN)), None);
+    let mut condition = version_is(&v(850_000, LOCAL));
+    // The TTL as read: one the application set meanwhile is never overwritten.
+    condition.push(Condition::Equals(TTL.into(), n("2000")));
+    let lifetime = config().tombstone_lifetime_s;
     assert_eq!(
         run(&h, Some(&current), NOW),
         Action::Stamp {
             version: v(NOW, LOCAL),
             remove: vec![],
-            condition: Condition::And(version_is(&v(850_000, LOCAL))),
+            // The TTL follows the tombstone's new version.
+            ttl: Some(n(&(NOW / 1000 + lifetime).to_string())),
+            condition: Condition::And(condition),
         }
     );
+}
+
+/// A stamp read a plain tombstone, an application update landed on it before the stamp's write
+/// (the update kept the version, so the stamp's condition held) and the stamp lifted it with its
+/// marker. The update's own record finds a local tombstone holding application attributes,
+/// newer than anything it saw: it makes it an item again, above its version, and the TTL goes
+/// too, because it is the one a tombstone at that version carries.
+#[test]
+fn an_updated_tombstone_lifted_with_its_marker_is_revived_by_a_later_record() {
+    let lifted = v(2_000_000, LOCAL);
+    let tomb_ttl = tombstone_item(&key("k"), &lifted, 0, &config())[TTL].clone();
+    let AttributeValue::N(tomb_ttl_text) = &tomb_ttl else {
+        panic!("a numeric TTL");
+    };
+    let mut current = tombstone_image("k", &lifted, tomb_ttl_text);
+    current.insert("a".into(), n("1"));
+    // The update's record saw the tombstone at its version before the lift.
+    let before = v(850_000, LOCAL);
+    let mut h = hint(Some(before.clone()), Some(before));
+    h.changed = vec![("a".into(), Some(n("1")))];
+    let mut condition = version_is(&lifted);
+    condition.push(Condition::Equals(MARKER.into(), AttributeValue::Bool(true)));
+    condition.push(Condition::Equals(TTL.into(), tomb_ttl.clone()));
+    assert_eq!(
+        run(&h, Some(&current), NOW),
+        Action::Stamp {
+            version: v(2_000_001, LOCAL),
+            remove: vec![MARKER.into(), TTL.into()],
+            ttl: None,
+            condition: Condition::And(condition),
+        }
+    );
+    // With a TTL the application set, only the marker goes.
+    current.insert(TTL.into(), n("42"));
+    let Action::Stamp { remove, .. } = run(&h, Some(&current), NOW) else {
+        panic!("stamp");
+    };
+    assert_eq!(remove, vec![MARKER.to_string()]);
+    // A foreign tombstone holding attributes is its origin's to revive.
+    let foreign = tombstone_image("k", &v(2_000_000, FOREIGN), tomb_ttl_text);
+    let mut foreign = foreign;
+    foreign.insert("a".into(), n("1"));
+    assert_eq!(run(&h, Some(&foreign), NOW), Action::Nothing);
 }
 
 #[test]

@@ -405,10 +405,11 @@ async fn reconcile_one(
             Action::Stamp {
                 version,
                 remove,
+                ttl,
                 condition,
             } => {
                 table
-                    .stamp_if(&hint.key, version, remove, condition, config)
+                    .stamp_if(&hint.key, version, remove, ttl.as_ref(), condition, config)
                     .await
             }
             Action::Tombstone {

@@ -6,7 +6,7 @@ use crate::values::{from_sdk, into_sdk, to_sdk};
 use aws_sdk_dynamodb::types::ReturnValuesOnConditionCheckFailure;
 use aws_sdk_dynamodb::Client;
 use ferry_core::condition::Expression;
-use ferry_core::{Condition, Config, Item, Version};
+use ferry_core::{AttributeValue, Condition, Config, Item, Version};
 
 #[derive(Clone, Debug)]
 pub struct Table {
@@ -62,6 +62,7 @@ impl Table {
         key: &Item,
         version: &Version,
         remove: &[String],
+        ttl: Option<&AttributeValue>,
         condition: &Condition,
         config: &Config,
     ) -> Result<WriteOutcome, AwsError> {
@@ -72,6 +73,11 @@ impl Table {
         let ts_v = expr.value(&version.ts_value());
         let origin_v = expr.value(&version.origin_value());
         let mut update = format!("SET {ts} = {ts_v}, {origin} = {origin_v}");
+        if let Some(ttl) = ttl {
+            let name = expr.name(&config.names.ttl);
+            let value = expr.value(ttl);
+            update.push_str(&format!(", {name} = {value}"));
+        }
         if !remove.is_empty() {
             let names: Vec<String> = remove.iter().map(|r| expr.name(r)).collect();
             update.push_str(&format!(" REMOVE {}", names.join(", ")));
