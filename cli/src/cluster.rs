@@ -422,6 +422,7 @@ async fn enqueue_loop(
             tokio::time::sleep(Duration::from_millis(100)).await;
             continue;
         }
+        let polled = std::time::Instant::now();
         if pending.is_empty() {
             match poller.next_batch(1000).await {
                 Ok(records) if !records.is_empty() => pending = records,
@@ -436,7 +437,15 @@ async fn enqueue_loop(
         }
         let mut event = Event::default();
         event.records = std::mem::take(&mut pending);
+        let handled = std::time::Instant::now();
         let outcome = ferry_enqueue::handle(&event, &enqueuer).await;
+        tracing::debug!(
+            region = %region,
+            records = event.records.len(),
+            poll_ms = handled.duration_since(polled).as_millis() as u64,
+            handle_ms = handled.elapsed().as_millis() as u64,
+            "enqueue batch"
+        );
         stats.enqueued(&region, &outcome.counts);
         if let Some(seq) = outcome.retry_from() {
             let from = event

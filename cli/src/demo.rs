@@ -34,6 +34,21 @@ pub struct DemoOptions {
     pub converge_timeout_s: u64,
 }
 
+/// Where the normal-operation lag went, measured by the drain for each applied record.
+#[derive(Clone, Debug, Serialize, Default)]
+pub struct LagBreakdown {
+    /// Source write → on the buffer (stream, poller, enqueue).
+    pub to_buffer: Percentiles,
+    /// On the buffer → received by a drain.
+    pub in_buffer: Percentiles,
+    /// Received → applied (waiting for the previous take, then the conditional put).
+    pub in_drain: Percentiles,
+    /// Applied records that had been re-queued as pending (their key's local write was not
+    /// stamped yet: ≥ 1 s delay by design), and the lag of all the others.
+    pub retried: u64,
+    pub lag_without_retried: Percentiles,
+}
+
 #[derive(Clone, Debug, Serialize, Default)]
 pub struct Percentiles {
     pub p50: u64,
@@ -62,6 +77,7 @@ pub struct DemoReport {
     pub items: u64,
     pub dlq: u64,
     pub lag_ms: Percentiles,
+    pub lag_breakdown_ms: LagBreakdown,
     pub outage_region: String,
     pub outage_s: u64,
     pub backlog_peak: u64,
@@ -289,7 +305,7 @@ pub async fn run(options: DemoOptions) -> Result<DemoReport, DemoError> {
         .map(|r| cluster.stats.elapsed_ms() - r.elapsed().as_millis() as u64)
         .unwrap_or(u64::MAX);
     let started = cluster.stats.started_epoch_ms();
-    let mut lags: Vec<u64> = cluster
+    let normal: Vec<crate::stats::LagSample> = cluster
         .stats
         .lag_samples()
         .values()
@@ -298,9 +314,11 @@ pub async fn run(options: DemoOptions) -> Result<DemoReport, DemoError> {
             let w = l.written_at_ms.saturating_sub(started);
             !(w + 1000 >= o_start && w <= replay_end_ms.max(o_end))
         })
-        .map(|l| l.lag_ms)
+        .copied()
         .collect();
+    let mut lags: Vec<u64> = normal.iter().map(|l| l.lag_ms).collect();
     lags.sort_unstable();
+    let lag_breakdown = breakdown(&normal);
     let series = match sampler.lock() {
         Ok(s) => s.series.clone(),
         Err(p) => p.into_inner().series.clone(),
@@ -357,6 +375,7 @@ pub async fn run(options: DemoOptions) -> Result<DemoReport, DemoError> {
             p95: percentile(&lags, 95.0),
             p99: percentile(&lags, 99.0),
         },
+        lag_breakdown_ms: lag_breakdown,
         outage_region: names[outage_region].clone(),
         outage_s: options.outage_s,
         backlog_peak,
@@ -522,6 +541,8 @@ pub fn render(r: &DemoReport) -> String {
          replicated         {} records applied ({} stale, {} conflicts, visible in logs)\n\
          Ferry stamps       {} stamps, {} tombstones for unstamped writes and hard deletes\n\
          lag (normal)       p50 {} ms, p95 {} ms, p99 {} ms (rtt {} ms, clock skew {} ms)\n\
+         lag, where         p50/p99 ms: write→buffer {}/{}, in buffer {}/{}, drain→applied {}/{}\n\
+         lag, not retried   p50 {} ms, p99 {} ms ({} records were pending once, ≥ 1 s by design)\n\
          outage             {} cut off for {} s; backlog peak {} messages\n\
          replay             buffers empty {:.1} s after it came back\n\
          converged          {:.1} s after the workload ended\n\
@@ -545,6 +566,15 @@ pub fn render(r: &DemoReport) -> String {
         r.lag_ms.p99,
         r.rtt_ms,
         r.clock_skew_ms,
+        r.lag_breakdown_ms.to_buffer.p50,
+        r.lag_breakdown_ms.to_buffer.p99,
+        r.lag_breakdown_ms.in_buffer.p50,
+        r.lag_breakdown_ms.in_buffer.p99,
+        r.lag_breakdown_ms.in_drain.p50,
+        r.lag_breakdown_ms.in_drain.p99,
+        r.lag_breakdown_ms.lag_without_retried.p50,
+        r.lag_breakdown_ms.lag_without_retried.p99,
+        r.lag_breakdown_ms.retried,
         r.outage_region,
         r.outage_s,
         r.backlog_peak,
@@ -563,6 +593,32 @@ pub fn render(r: &DemoReport) -> String {
         out.push_str(&format!("picture            {p}\n"));
     }
     out
+}
+
+fn percentiles(mut v: Vec<u64>) -> Percentiles {
+    v.sort_unstable();
+    Percentiles {
+        p50: percentile(&v, 50.0),
+        p95: percentile(&v, 95.0),
+        p99: percentile(&v, 99.0),
+    }
+}
+
+fn breakdown(samples: &[crate::stats::LagSample]) -> LagBreakdown {
+    let parts: Vec<ferry_drain::LagParts> = samples.iter().filter_map(|l| l.parts).collect();
+    LagBreakdown {
+        to_buffer: percentiles(parts.iter().map(|p| p.to_buffer).collect()),
+        in_buffer: percentiles(parts.iter().map(|p| p.in_buffer).collect()),
+        in_drain: percentiles(parts.iter().map(|p| p.in_drain).collect()),
+        retried: parts.iter().filter(|p| p.retried).count() as u64,
+        lag_without_retried: percentiles(
+            samples
+                .iter()
+                .filter(|l| !l.parts.is_some_and(|p| p.retried))
+                .map(|l| l.lag_ms)
+                .collect(),
+        ),
+    }
 }
 
 /// Seconds from the outage's end to the first sample with every buffer empty.

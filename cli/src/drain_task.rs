@@ -27,7 +27,15 @@ pub struct DrainTask {
 }
 
 pub async fn run(task: DrainTask, mut stop: watch::Receiver<bool>) {
-    let settings = ferry_drain::DrainSettings::with_budget(task.budget);
+    let mut settings = ferry_drain::DrainSettings::with_budget(task.budget);
+    // As for the Lambda: `FERRY_TAKES_IN_FLIGHT=1` gives the strictly sequential drain
+    // (receive → apply → settle), for comparing lag with and without the pipeline.
+    if let Some(n) = std::env::var("FERRY_TAKES_IN_FLIGHT")
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+    {
+        settings.takes_in_flight = n.clamp(1, 8);
+    }
     let drainer = Arc::new(ferry_drain::Drainer {
         config: task.config.clone(),
         source_region: task.pair.source.clone(),
@@ -70,10 +78,11 @@ fn record(task: &DrainTask, report: &ferry_drain::DrainReport) {
     let start = task.stats.started_epoch_ms();
     task.stats.lag(
         &task.pair.destination,
-        report.lag_ms.iter().map(|&lag| LagSample {
+        report.lag_ms.iter().enumerate().map(|(i, &lag)| LagSample {
             at_ms: now,
             written_at_ms: (start + now).saturating_sub(lag),
             lag_ms: lag,
+            parts: report.lag_parts_ms.get(i).copied(),
         }),
     );
     task.stats.drained(&task.pair.destination, |t| {

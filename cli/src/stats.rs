@@ -40,6 +40,8 @@ pub struct LagSample {
     pub at_ms: u64,
     pub written_at_ms: u64,
     pub lag_ms: u64,
+    /// Where the lag went (source write → buffer → drain → applied).
+    pub parts: Option<ferry_drain::LagParts>,
 }
 
 #[derive(Default)]

@@ -6,13 +6,15 @@
 //! The drain runs in a child process of its own (this binary re-executed with `__drain`),
 //! configured through the same environment variables as the Lambda, so that its CPU time
 //! (`getrusage(RUSAGE_SELF)`, all threads) and peak RSS (`ru_maxrss`) are the drain's alone: the
-//! emulators, the proxy and the backlog's preparation live in the parent.
+//! emulators, the proxy and the backlog's preparation live in the parent. Peak RSS is the
+//! child's `VmHWM` (`/proc/self/status`): `ru_maxrss` is no good here, Linux carries the
+//! parent's high-water mark over `fork` + `exec`, so it showed the parent's 150–200 MiB.
 //!
 //! ```text
 //! cargo bench -p ferry-drain --bench replay                       # both scenarios
 //! cargo bench -p ferry-drain --bench replay -- --records 5000 --scenarios loopback
 //! cargo bench -p ferry-drain --bench replay -- --in-flight 64 --rtt-in-flight 256 \
-//!     --take-messages 10 --runtime current_thread|multi_thread
+//!     --take-messages 10 --takes-in-flight 2 --runtime current_thread|multi_thread
 //! ```
 
 use aws_sdk_dynamodb::types::{
@@ -38,6 +40,7 @@ struct Args {
     in_flight: usize,
     rtt_in_flight: usize,
     take_messages: usize,
+    takes_in_flight: usize,
     runtime: String,
 }
 
@@ -49,6 +52,7 @@ fn args() -> Args {
         in_flight: 64,
         rtt_in_flight: 256,
         take_messages: 10,
+        takes_in_flight: 2,
         runtime: "current_thread".into(),
     };
     let argv: Vec<String> = std::env::args().collect();
@@ -65,6 +69,7 @@ fn args() -> Args {
     a.in_flight = number("--in-flight", a.in_flight);
     a.rtt_in_flight = number("--rtt-in-flight", a.rtt_in_flight);
     a.take_messages = number("--take-messages", a.take_messages);
+    a.takes_in_flight = number("--takes-in-flight", a.takes_in_flight);
     if let Some(r) = value("--runtime") {
         a.runtime = r;
     }
@@ -109,6 +114,7 @@ fn drain_child() {
         drainer.settings.return_when_idle = true;
         drainer.settings.receive_wait_s = 0;
         let before = rusage();
+        let hwm_before = vm_hwm_kb();
         let t = Instant::now();
         let report = ferry_drain::drain(&drainer).await;
         let wall = t.elapsed();
@@ -120,13 +126,27 @@ fn drain_child() {
             "user_us": after.0 - before.0,
             "sys_us": after.1 - before.1,
             "cpu_us": cpu_us,
-            "max_rss_kb": after.2,
+            "peak_rss_kb": vm_hwm_kb(),
+            "peak_rss_before_kb": hwm_before,
+            "ru_maxrss_kb": after.2,
         });
         println!("RESULT {line}");
     });
 }
 
-/// (user µs, system µs, peak RSS KiB) of this process, all threads.
+/// The peak resident set of this process since its `exec` (`VmHWM`), KiB.
+fn vm_hwm_kb() -> i64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// (user µs, system µs, `ru_maxrss` KiB) of this process, all threads.
 fn rusage() -> (i64, i64, i64) {
     // SAFETY: getrusage only writes the struct it is given.
     let mut u: libc::rusage = unsafe { std::mem::zeroed() };
@@ -152,8 +172,8 @@ async fn run(args: Args) {
         results.push(scenario_run(&moto, &args, scenario, delay, in_flight).await);
     }
     println!();
-    println!("| scenario | records | in flight | wall s | records/s | CPU µs/record | peak RSS MiB | messages |");
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("| scenario | records | puts in flight | takes in flight | wall s | records/s | CPU µs/record | peak RSS MiB | messages |");
+    println!("|---|---|---|---|---|---|---|---|---|");
     for r in &results {
         println!("{r}");
     }
@@ -234,6 +254,7 @@ async fn scenario_run(
         .env("FERRY_DRAIN_BUDGET_S", "300")
         .env("FERRY_MAX_IN_FLIGHT", in_flight.to_string())
         .env("FERRY_TAKE_MESSAGES", args.take_messages.to_string())
+        .env("FERRY_TAKES_IN_FLIGHT", args.takes_in_flight.to_string())
         .env("FERRY_BENCH_RUNTIME", &args.runtime)
         .stdout(Stdio::piped())
         .spawn()
@@ -264,7 +285,13 @@ async fn scenario_run(
     let cpu_us = r["cpu_us"].as_i64().unwrap_or(0);
     let rate = args.records as f64 * 1000.0 / wall_ms as f64;
     let cpu_per = cpu_us as f64 / args.records as f64;
-    let rss_mib = r["max_rss_kb"].as_i64().unwrap_or(0) as f64 / 1024.0;
+    let rss_mib = r["peak_rss_kb"].as_i64().unwrap_or(0) as f64 / 1024.0;
+    let rss_before_mib = r["peak_rss_before_kb"].as_i64().unwrap_or(0) as f64 / 1024.0;
+    println!(
+        "[{scenario}] drain process peak RSS (VmHWM) before draining {rss_before_mib:.1} MiB, \
+         after {rss_mib:.1} MiB (ru_maxrss, inherited from the parent: {} MiB)",
+        r["ru_maxrss_kb"].as_i64().unwrap_or(0) / 1024
+    );
     println!(
         "[{scenario}] {} records in {:.2} s: {rate:.0} records/s, {cpu_per:.1} µs CPU/record \
          (user {} ms, sys {} ms), peak RSS {rss_mib:.1} MiB; applied {applied}, requeued {}, \
@@ -283,8 +310,9 @@ async fn scenario_run(
         println!("[{scenario}] proxy: {:?}", p.stats());
     }
     format!(
-        "| {scenario} | {} | {in_flight} | {:.2} | {rate:.0} | {cpu_per:.1} | {rss_mib:.1} | {messages} |",
+        "| {scenario} | {} | {in_flight} | {} | {:.2} | {rate:.0} | {cpu_per:.1} | {rss_mib:.1} | {messages} |",
         args.records,
+        args.takes_in_flight,
         wall_ms as f64 / 1000.0
     )
 }

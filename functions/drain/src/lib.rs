@@ -35,7 +35,7 @@ pub mod settings;
 mod take;
 
 pub use env::{DrainEnv, EnvError};
-pub use report::{emf_line, percentile, ConflictSample, DrainReport, StopReason};
+pub use report::{emf_line, percentile, ConflictSample, DrainReport, LagParts, StopReason};
 pub use settings::DrainSettings;
 
 use ferry_aws::ATTEMPTS_ATTRIBUTE;
@@ -119,6 +119,13 @@ struct Applied {
     timing: TakeTiming,
 }
 
+/// When a take's messages were sent to the buffer (by message of the take) and received.
+struct Arrival {
+    sent_at_ms: Vec<u64>,
+    received_at_ms: u64,
+    receive_ms: u64,
+}
+
 #[derive(Clone, Copy)]
 struct TakeTiming {
     receive_ms: u64,
@@ -146,7 +153,7 @@ async fn pipeline(drainer: &Drainer, budget: Duration) -> DrainReport {
     let mut transport_pause = s.transport_pause;
     // The stages in flight. At most one receive, one apply and one settle run at a time.
     let mut receiving: Option<BoxFuture<'_, Received>> = None;
-    let mut ready: Option<(Take, Instant, u64)> = None;
+    let mut ready: Option<(Take, Instant, Arrival)> = None;
     let mut applying: Option<BoxFuture<'_, Applied>> = None;
     let mut to_settle: VecDeque<(Take, Vec<Outcome>, Option<TakeTiming>)> = VecDeque::new();
     let mut settling: Option<BoxFuture<'_, DrainReport>> = None;
@@ -172,24 +179,21 @@ async fn pipeline(drainer: &Drainer, budget: Duration) -> DrainReport {
         // Apply the received take, or, when nothing more is to be written, hand it to the
         // settle stage untouched (its records are re-queued as never attempted).
         if applying.is_none() {
-            if let Some((take, received_at, receive_ms)) = ready.take() {
+            if let Some((take, received_at, arrival)) = ready.take() {
                 if stopping.is_some() || halted {
                     let outcomes = vec![Outcome::Unattempted; take.records.len()];
                     to_settle.push_back((take, outcomes, None));
                 } else if let Some(p) = pacing.take() {
+                    let timing = TakeTiming {
+                        receive_ms: arrival.receive_ms,
+                        wait_ms: received_at.elapsed().as_millis() as u64,
+                        apply_ms: 0,
+                    };
                     applying = Some(Box::pin(apply_stage(
-                        drainer,
-                        take,
-                        times,
-                        p,
-                        TakeTiming {
-                            receive_ms,
-                            wait_ms: received_at.elapsed().as_millis() as u64,
-                            apply_ms: 0,
-                        },
+                        drainer, take, arrival, times, p, timing,
                     )));
                 } else {
-                    ready = Some((take, received_at, receive_ms));
+                    ready = Some((take, received_at, arrival));
                 }
             }
         }
@@ -261,11 +265,23 @@ async fn pipeline(drainer: &Drainer, budget: Duration) -> DrainReport {
                     }
                     Ok(messages) => {
                         report.takes += 1;
+                        let sent: std::collections::HashMap<String, u64> = messages
+                            .iter()
+                            .map(|m| (m.message.message_id.clone(), m.message.sent_at_ms))
+                            .collect();
                         let take = Take::build(messages);
                         report.records += take.records.len() as u64;
                         report.coalesced += take.coalesced() as u64;
-                        let receive_ms = r.started.elapsed().as_millis() as u64;
-                        ready = Some((take, Instant::now(), receive_ms));
+                        let arrival = Arrival {
+                            sent_at_ms: take
+                                .messages
+                                .iter()
+                                .map(|m| sent.get(&m.message_id).copied().unwrap_or(0))
+                                .collect(),
+                            received_at_ms: (drainer.clock)(),
+                            receive_ms: r.started.elapsed().as_millis() as u64,
+                        };
+                        ready = Some((take, Instant::now(), arrival));
                     }
                 }
             }
@@ -383,13 +399,14 @@ async fn receive_stage(d: &Drainer, times: &Times, ping_due: bool) -> Received {
 async fn apply_stage(
     d: &Drainer,
     take: Take,
+    arrival: Arrival,
     times: &Times,
     mut pacing: Pacing,
     mut timing: TakeTiming,
 ) -> Applied {
     let started = Instant::now();
     let mut report = DrainReport::default();
-    let (outcomes, halt) = apply_take(d, &take, times, &mut pacing, &mut report).await;
+    let (outcomes, halt) = apply_take(d, &take, &arrival, times, &mut pacing, &mut report).await;
     timing.apply_ms = started.elapsed().as_millis() as u64;
     Applied {
         take,
@@ -534,6 +551,7 @@ type PutResult = Result<Result<WriteOutcome, AwsError>, tokio::time::error::Elap
 async fn apply_take(
     d: &Drainer,
     take: &Take,
+    arrival: &Arrival,
     times: &Times,
     pacing: &mut Pacing,
     report: &mut DrainReport,
@@ -591,7 +609,16 @@ async fn apply_take(
                         pacing.on_answer();
                         report.applied += 1;
                         outcomes[i] = Outcome::Applied;
-                        report.lag_ms.push((d.clock)().saturating_sub(record.written_at_ms));
+                        let applied_at = (d.clock)();
+                        report.lag_ms.push(applied_at.saturating_sub(record.written_at_ms));
+                        let sent = arrival.sent_at_ms.get(take.message_of[i]).copied().unwrap_or(0);
+                        let received = arrival.received_at_ms;
+                        report.lag_parts_ms.push(LagParts {
+                            to_buffer: sent.saturating_sub(record.written_at_ms),
+                            in_buffer: received.saturating_sub(sent),
+                            in_drain: applied_at.saturating_sub(received),
+                            retried: take.attempts_of(i) > 0,
+                        });
                     }
                     Ok(Ok(WriteOutcome::ConditionFailed(stored))) => {
                         pacing.on_answer();

@@ -22,6 +22,22 @@ pub enum StopReason {
     DestinationUnreachable,
 }
 
+/// One applied record's lag, cut where it can be measured from the drain: source write →
+/// sent to the buffer (`SentTimestamp`: stream, poller or Lambda trigger, enqueue) → received
+/// by the drain → applied (waiting for the previous take, then the conditional put). Times
+/// are the drain's clock against SQS's; with clocks skewed between the source and the drain
+/// the first two parts shift by the skew.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct LagParts {
+    pub to_buffer: u64,
+    pub in_buffer: u64,
+    pub in_drain: u64,
+    /// The record came back on the buffer at least once because it was pending (its message
+    /// carried an attempt count): its `to_buffer` includes its earlier trips and the re-queue
+    /// delay.
+    pub retried: bool,
+}
+
 /// One conflict: a newer version from another region already held the key.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct ConflictSample {
@@ -84,6 +100,9 @@ pub struct DrainReport {
     /// Every applied record's lag, in apply order (for a caller aggregating many drains).
     #[serde(skip)]
     pub lag_ms: Vec<u64>,
+    /// Where each applied record's lag went, in the same order as `lag_ms`.
+    #[serde(skip)]
+    pub lag_parts_ms: Vec<LagParts>,
     pub conflict_samples: Vec<ConflictSample>,
 }
 
@@ -129,6 +148,7 @@ impl DrainReport {
         self.receives += other.receives;
         self.dynamodb_requests += other.dynamodb_requests;
         self.lag_ms.extend_from_slice(&other.lag_ms);
+        self.lag_parts_ms.extend_from_slice(&other.lag_parts_ms);
         self.conflict_samples
             .extend(other.conflict_samples.iter().cloned());
     }
