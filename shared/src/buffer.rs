@@ -63,105 +63,175 @@ fn worst_case_raw_budget() -> usize {
     (compressed_budget - 16) * 255 / 256
 }
 
-fn encode_body(payload: &[u8]) -> String {
-    let compressed = lz4_flex::block::compress_prepend_size(payload);
-    let mut framed = Vec::with_capacity(compressed.len() + 4);
-    framed.extend_from_slice(MAGIC);
-    framed.push(FORMAT_VERSION);
-    framed.extend_from_slice(&compressed);
-    B64.encode(framed)
+/// Bytes before the lz4 block in a framed body: magic, format, uncompressed size (u32 LE).
+const HEADER: usize = 3 + 1 + 4;
+/// Room kept in front of the encoded records for a message's record count (a varint).
+const COUNT_ROOM: usize = 10;
+/// How much of the records a first ratio estimate compresses (lz4's window is 64 KiB: beyond it
+/// the ratio of homogeneous data hardly changes).
+const SAMPLE_BYTES: usize = 128 * 1024;
+/// The fill a message aims at, as a share of the body limit, when the size is predicted.
+const TARGET_FILL: f64 = 0.95;
+
+fn body_len(compressed: usize) -> usize {
+    (HEADER + compressed).div_ceil(3) * 4
+}
+
+/// `FRY ‖ format ‖ lz4(payload)` (the block prefixed with the payload's size) into `out`, which
+/// is reused between calls (grown, never shrunk); returns how many bytes of `out` it wrote.
+fn compress_framed(payload: &[u8], out: &mut Vec<u8>) -> usize {
+    let need = HEADER + lz4_flex::block::get_maximum_output_size(payload.len());
+    if out.len() < need {
+        out.resize(need, 0);
+    }
+    out[..3].copy_from_slice(MAGIC);
+    out[3] = FORMAT_VERSION;
+    out[4..8].copy_from_slice(&(payload.len() as u32).to_le_bytes());
+    // Cannot fail: the output holds lz4's worst case for this input.
+    let n = lz4_flex::block::compress_into(payload, &mut out[HEADER..]).unwrap_or(usize::MAX);
+    HEADER + n
+}
+
+/// The records encoded once, back to back, after [`COUNT_ROOM`] free bytes.
+struct Encoded {
+    buf: Vec<u8>,
+    /// `ends[i]`: where record `i` ends in `buf`.
+    ends: Vec<usize>,
+}
+
+impl Encoded {
+    fn new(records: &[ChangeRecord]) -> Self {
+        // A first guess at the size (the buffer grows if the records are larger).
+        let guess = records.first().map_or(0, ChangeRecord::encoded_len) * records.len();
+        let mut buf = Vec::with_capacity(COUNT_ROOM + guess + guess / 8);
+        buf.resize(COUNT_ROOM, 0);
+        let mut ends = Vec::with_capacity(records.len());
+        for r in records {
+            codec::put_record(&mut buf, r);
+            ends.push(buf.len());
+        }
+        Encoded { buf, ends }
+    }
+
+    fn start(&self, i: usize) -> usize {
+        if i == 0 {
+            COUNT_ROOM
+        } else {
+            self.ends[i - 1]
+        }
+    }
+
+    fn len(&self, i: usize) -> usize {
+        self.ends[i] - self.start(i)
+    }
+
+    /// Raw bytes of records `from..to`.
+    fn raw(&self, from: usize, to: usize) -> usize {
+        self.ends[to - 1] - self.start(from)
+    }
+
+    /// The end index of the longest run from `from` whose raw size stays within `budget` (at
+    /// least one record).
+    fn take_until(&self, from: usize, budget: usize) -> usize {
+        let base = self.start(from);
+        // `ends` is increasing: the first record ending past the budget, kept at least one.
+        let past = self.ends[from..].partition_point(|&e| e - base <= budget);
+        from + past.max(1)
+    }
+
+    /// The payload of the message carrying records `from..to` (`count ‖ records`), in place:
+    /// the count is written over the bytes just before the first record, which belong to
+    /// records already packed (or to the free room in front of the first one).
+    fn payload(&mut self, from: usize, to: usize) -> &[u8] {
+        let mut count = [0u8; COUNT_ROOM];
+        let mut at = 0;
+        let mut v = (to - from) as u64;
+        while v >= 0x80 {
+            count[at] = (v as u8) | 0x80;
+            v >>= 7;
+            at += 1;
+        }
+        count[at] = v as u8;
+        let n = at + 1;
+        let begin = self.start(from) - n;
+        self.buf[begin..begin + n].copy_from_slice(&count[..n]);
+        &self.buf[begin..self.ends[to - 1]]
+    }
 }
 
 /// Packs records into as few messages as the limits allow, in order, and groups the messages
 /// into `SendMessageBatch` calls (≤ 10 entries, ≤ 1 MiB in all). A record that cannot fit any
 /// message is an error naming its key; nothing is dropped silently.
+///
+/// Every record is encoded once, and a message is normally compressed once: its size is predicted
+/// from the compression ratio measured so far (a sample of the first records, then each message
+/// compressed), and only a message whose prediction overshoots the limit is compressed again,
+/// smaller. A run of records within the worst-case budget always fits and is compressed once.
 pub fn pack(records: &[ChangeRecord]) -> Result<Vec<BufferBatch>, PackError> {
-    let encoded: Vec<Vec<u8>> = records
-        .iter()
-        .map(|r| {
-            let mut out = Vec::with_capacity(1024);
-            codec::put_record(&mut out, r);
-            out
-        })
-        .collect();
+    let mut encoded = Encoded::new(records);
     let safe = worst_case_raw_budget();
+    let mut out: Vec<u8> = Vec::new();
+    // Compressed bytes per raw byte, as last measured.
+    let mut ratio: Option<f64> = None;
     let mut messages = Vec::new();
     let mut start = 0;
-    while start < encoded.len() {
-        // Fill up to the worst-case budget (always fits), then let the real compression ratio
-        // decide how much more fits, re-compressing at most a few times.
-        let mut budget = safe;
-        let mut best: Option<(usize, String)> = None;
-        for _ in 0..4 {
-            let end = take_until(&encoded, start, budget);
-            let raw: usize = encoded[start..end].iter().map(Vec::len).sum();
-            let body = encode_body(&payload(&encoded[start..end]));
-            let len = body.len();
-            if len <= MAX_BODY_BYTES {
-                best = Some((end, body));
-                if end == encoded.len() || len * 10 >= MAX_BODY_BYTES * 9 {
-                    break;
+    while start < records.len() {
+        let remaining = encoded.raw(start, records.len());
+        let mut budget = if remaining <= safe {
+            remaining
+        } else {
+            let r = match ratio {
+                Some(r) => r,
+                None => {
+                    let end = encoded.take_until(start, SAMPLE_BYTES);
+                    let raw = encoded.raw(start, end);
+                    let n = compress_framed(encoded.payload(start, end), &mut out);
+                    (n - HEADER) as f64 / raw.max(1) as f64
                 }
-                // Grow towards 95 % of the limit at the ratio just measured.
-                let next = (raw as f64 * (MAX_BODY_BYTES as f64 * 0.95) / len as f64) as usize;
-                if next <= budget {
-                    break;
-                }
-                budget = next;
-            } else if best.is_some() {
-                break;
-            } else if end - start == 1 {
-                return Err(PackError::RecordTooLarge {
-                    key: describe_key(&records[start].key),
-                    bytes: encoded[start].len(),
-                });
+            };
+            let predicted = predicted_raw(r);
+            // Close enough to everything that's left: try it all (the prediction is rough).
+            if remaining as f64 <= predicted as f64 * 1.1 {
+                remaining
             } else {
-                budget = (raw as f64 * (MAX_BODY_BYTES as f64 * 0.9) / len as f64) as usize;
+                predicted
             }
-        }
-        match best {
-            Some((end, body)) => {
+        };
+        budget = budget.clamp(safe.min(remaining), MAX_PAYLOAD_BYTES - COUNT_ROOM);
+        loop {
+            let end = encoded.take_until(start, budget);
+            let raw = encoded.raw(start, end);
+            let n = compress_framed(encoded.payload(start, end), &mut out);
+            let compressed = n - HEADER;
+            ratio = Some(compressed as f64 / raw.max(1) as f64);
+            if body_len(compressed) <= MAX_BODY_BYTES && raw + COUNT_ROOM <= MAX_PAYLOAD_BYTES {
                 messages.push(BufferMessage {
-                    body,
+                    body: B64.encode(&out[..n]),
                     records: end - start,
                 });
                 start = end;
+                break;
             }
-            None => {
-                // Even the first record alone is over (only reachable for one huge record).
+            if end - start == 1 {
                 return Err(PackError::RecordTooLarge {
                     key: describe_key(&records[start].key),
-                    bytes: encoded[start].len(),
+                    bytes: encoded.len(start),
                 });
             }
+            // Too big: shrink to what the measured ratio says fits, strictly below this try
+            // (and never below the worst-case budget, which always fits).
+            let fits = ratio.map_or(safe, predicted_raw);
+            budget = fits.min(raw - 1).max(safe.min(raw - 1));
         }
     }
     Ok(batch(messages))
 }
 
-/// The end index of the longest run from `start` whose raw size stays within `budget` (at
-/// least one record).
-fn take_until(encoded: &[Vec<u8>], start: usize, budget: usize) -> usize {
-    let mut size = 0;
-    let mut end = start;
-    while end < encoded.len() {
-        let next = size + encoded[end].len();
-        if next > budget && end > start {
-            break;
-        }
-        size = next;
-        end += 1;
-    }
-    end
-}
-
-fn payload(records: &[Vec<u8>]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(records.iter().map(Vec::len).sum::<usize>() + 5);
-    codec::put_varint(&mut out, records.len() as u64);
-    for r in records {
-        out.extend_from_slice(r);
-    }
-    out
+/// The raw bytes whose compressed, base64'd body fills [`TARGET_FILL`] of the limit, at `ratio`.
+fn predicted_raw(ratio: f64) -> usize {
+    let compressed = (MAX_BODY_BYTES as f64 * TARGET_FILL) / 4.0 * 3.0 - HEADER as f64;
+    let raw = compressed / ratio.max(1e-3);
+    raw.min(MAX_PAYLOAD_BYTES as f64) as usize
 }
 
 /// Groups messages into batches of ≤ 10 entries and ≤ 1 MiB (bodies plus attribute reserve).
@@ -216,4 +286,106 @@ pub fn unpack(body: &str) -> Result<Vec<ChangeRecord>, UnpackError> {
     }
     reader.finish()?;
     Ok(records)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::item::{AttributeValue, Item};
+    use crate::version::Version;
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
+
+    fn record(i: usize, value: AttributeValue) -> ChangeRecord {
+        let key: Item = [("pk".to_string(), AttributeValue::S(format!("k{i}")))].into();
+        let mut image = key.clone();
+        image.insert("v".into(), value);
+        ChangeRecord {
+            key,
+            image,
+            tombstone: false,
+            version: Version::new(1_700_000_000_000 + i as u64, "r1"),
+            source_region: "r1".into(),
+            written_at_ms: 1_700_000_000_000 + i as u64,
+        }
+    }
+
+    fn text(rng: &mut StdRng, n: usize) -> AttributeValue {
+        const WORDS: &[&str] = &["ferry", "region", "table", "order", "paid", "the", "of"];
+        let words: Vec<&str> = (0..n)
+            .map(|_| WORDS[rng.gen_range(0..WORDS.len())])
+            .collect();
+        AttributeValue::S(words.join(" "))
+    }
+
+    fn noise(rng: &mut StdRng, n: usize) -> AttributeValue {
+        AttributeValue::B((0..n).map(|_| rng.gen()).collect())
+    }
+
+    /// Every limit holds and unpacking gives back the records in order.
+    fn check(records: &[ChangeRecord]) -> usize {
+        let batches = pack(records).expect("packs");
+        let mut back = Vec::new();
+        let mut messages = 0;
+        for b in &batches {
+            assert!(!b.is_empty() && b.len() <= SQS_MAX_BATCH_ENTRIES);
+            let bytes: usize = b
+                .iter()
+                .map(|m| m.body.len() + ATTRIBUTE_RESERVE_BYTES)
+                .sum();
+            assert!(bytes <= SQS_MAX_BATCH_BYTES, "batch of {bytes} bytes");
+            for m in b {
+                assert!(m.body.len() <= MAX_BODY_BYTES, "body of {}", m.body.len());
+                let records = unpack(&m.body).expect("unpacks");
+                assert_eq!(records.len(), m.records);
+                back.extend(records);
+                messages += 1;
+            }
+        }
+        assert_eq!(back, records);
+        messages
+    }
+
+    #[test]
+    fn compressible_then_incompressible_still_fits() {
+        // The ratio measured on the first records is far too optimistic for the later ones:
+        // the oversized message is shrunk, never sent.
+        let mut rng = StdRng::seed_from_u64(1);
+        let mut records: Vec<ChangeRecord> =
+            (0..3000).map(|i| record(i, text(&mut rng, 150))).collect();
+        records.extend((3000..5000).map(|i| record(i, noise(&mut rng, 1000))));
+        check(&records);
+    }
+
+    #[test]
+    fn a_thousand_compressible_records_take_one_message() {
+        let mut rng = StdRng::seed_from_u64(2);
+        let records: Vec<ChangeRecord> =
+            (0..1000).map(|i| record(i, text(&mut rng, 150))).collect();
+        assert_eq!(check(&records), 1);
+    }
+
+    #[test]
+    fn largest_items_fit_and_oversized_ones_are_named() {
+        let mut rng = StdRng::seed_from_u64(3);
+        let records: Vec<ChangeRecord> = (0..4)
+            .map(|i| record(i, noise(&mut rng, 400 * 1024)))
+            .collect();
+        check(&records);
+        let huge = record(7, noise(&mut rng, 1024 * 1024));
+        let bytes = huge.encoded_len();
+        let records = vec![records[0].clone(), huge];
+        assert_eq!(
+            pack(&records),
+            Err(PackError::RecordTooLarge {
+                key: "pk=S:k7".into(),
+                bytes
+            })
+        );
+    }
+
+    #[test]
+    fn empty_input_packs_to_nothing() {
+        assert_eq!(pack(&[]), Ok(vec![]));
+    }
 }

@@ -58,9 +58,79 @@ pub enum ClassifyError {
     },
 }
 
+/// A stream record as [`classify`] takes it: borrowed (`&EventRecord`: a forwarded image is
+/// cloned), owned (`EventRecord`) or mutably borrowed (`&mut EventRecord`): then a forwarded image
+/// is moved out of the record instead of deep-cloned (for a `&mut`, the record's new image is left
+/// empty and the rest of it untouched, so the caller can still read its keys after an error).
+pub trait ClassifyInput {
+    fn record(&self) -> &EventRecord;
+    /// The new image, moved out where the record is owned or mutably borrowed.
+    fn into_new_image(self) -> Item;
+}
+
+impl ClassifyInput for &EventRecord {
+    fn record(&self) -> &EventRecord {
+        self
+    }
+    fn into_new_image(self) -> Item {
+        self.change.new_image.inner().clone()
+    }
+}
+
+impl ClassifyInput for &mut EventRecord {
+    fn record(&self) -> &EventRecord {
+        self
+    }
+    fn into_new_image(self) -> Item {
+        std::mem::take(self.change.new_image.inner_mut())
+    }
+}
+
+impl ClassifyInput for EventRecord {
+    fn record(&self) -> &EventRecord {
+        self
+    }
+    fn into_new_image(self) -> Item {
+        self.change.new_image.into_inner()
+    }
+}
+
 /// Decides one stream record's case. `config.local_region` is the region whose stream this is
 /// (never the record's `awsRegion`, which emulators fill with their own name).
-pub fn classify(record: &EventRecord, config: &Config) -> Result<Classified, ClassifyError> {
+///
+/// Takes the record by reference, by value or by `&mut` ([`ClassifyInput`]); the decision is the
+/// same, only a forwarded image is moved instead of cloned when the record is not just borrowed.
+pub fn classify(record: impl ClassifyInput, config: &Config) -> Result<Classified, ClassifyError> {
+    let forward = match decide(record.record(), config)? {
+        Decided::Done(classified) => return Ok(classified),
+        Decided::Forward(forward) => forward,
+    };
+    let image = record.into_new_image();
+    Ok(Classified::Forward(ChangeRecord {
+        key: forward.key,
+        image,
+        tombstone: forward.tombstone,
+        version: forward.version,
+        source_region: config.local_region.clone(),
+        written_at_ms: forward.written_at_ms,
+    }))
+}
+
+/// Everything of a forwarded record but its image (which the caller moves or clones).
+struct Forward {
+    key: Item,
+    tombstone: bool,
+    version: Version,
+    written_at_ms: u64,
+}
+
+enum Decided {
+    Done(Classified),
+    Forward(Forward),
+}
+
+fn decide(record: &EventRecord, config: &Config) -> Result<Decided, ClassifyError> {
+    use Decided::Done;
     let change = &record.change;
     let sequence = || change.sequence_number.clone().unwrap_or_default();
     let key = key_of(&change.keys, &config.key).map_err(|attribute| ClassifyError::MissingKey {
@@ -101,7 +171,7 @@ pub fn classify(record: &EventRecord, config: &Config) -> Result<Classified, Cla
     };
 
     if new.is_none() && is_ttl_removal(record) {
-        return Ok(Classified::TtlExpiry);
+        return Ok(Done(Classified::TtlExpiry));
     }
     let empty = Item::new();
     if !admits(
@@ -110,7 +180,7 @@ pub fn classify(record: &EventRecord, config: &Config) -> Result<Classified, Cla
         new.unwrap_or(&empty),
         old.unwrap_or(&empty),
     ) {
-        return Ok(Classified::Filtered);
+        return Ok(Done(Classified::Filtered));
     }
 
     let version = |image: Option<&Item>| -> Result<Option<Version>, ClassifyError> {
@@ -126,9 +196,10 @@ pub fn classify(record: &EventRecord, config: &Config) -> Result<Classified, Cla
     let vo = version(old)?;
     let vn = version(new)?;
 
-    if let (Some(new), Some(vn)) = (new, &vn) {
+    let mut forward = None;
+    if let (Some(new), Some(vn)) = (new, vn.as_ref()) {
         if vn.origin != config.local_region && Some(vn) != vo.as_ref() {
-            return Ok(Classified::ReplicatedIn);
+            return Ok(Done(Classified::ReplicatedIn));
         }
         if vn.origin == config.local_region && vo.as_ref().is_none_or(|vo| vn > vo) {
             let written_at_ms = (change
@@ -136,16 +207,20 @@ pub fn classify(record: &EventRecord, config: &Config) -> Result<Classified, Cla
                 .timestamp_millis()
                 .max(0) as u64)
                 .max(vn.ts_ms);
-            return Ok(Classified::Forward(ChangeRecord {
+            forward = Some((config.is_tombstone(new), written_at_ms));
+        }
+    }
+    let vn = match (forward, vn) {
+        (Some((tombstone, written_at_ms)), Some(version)) => {
+            return Ok(Decided::Forward(Forward {
                 key,
-                image: new.clone(),
-                tombstone: config.is_tombstone(new),
-                version: vn.clone(),
-                source_region: config.local_region.clone(),
+                tombstone,
+                version,
                 written_at_ms,
             }));
         }
-    }
+        (_, vn) => vn,
+    };
 
     let seen = vo.iter().chain(vn.iter()).max().cloned();
     let changed = match new {
@@ -157,13 +232,13 @@ pub fn classify(record: &EventRecord, config: &Config) -> Result<Classified, Cla
         .flatten()
         .find(|i| config.is_tombstone(i))
         .and_then(|i| i.get(&config.names.ttl).cloned());
-    Ok(Classified::Reconcile(Hint {
+    Ok(Done(Classified::Reconcile(Hint {
         key,
         seen,
         new_version: vn,
         changed,
         tombstone_ttl,
-    }))
+    })))
 }
 
 /// A REMOVE made by the table's TTL process, not by an application.

@@ -21,11 +21,34 @@ pub fn newest_per_key(records: &[ChangeRecord]) -> HashMap<ItemKey, usize> {
     newest
 }
 
+/// For each record, the index of the record that decides its key: the key's newest (ties keep
+/// the first), which is the record itself for a winner. The same rule as [`newest_per_key`],
+/// with each record's key computed once.
+pub fn winner_of(records: &[ChangeRecord]) -> Vec<usize> {
+    // Each distinct key gets a dense id on first sight; `winner[id]` is its newest record so far.
+    let mut ids: HashMap<ItemKey, usize> = HashMap::with_capacity(records.len());
+    let mut winner: Vec<usize> = Vec::with_capacity(records.len());
+    let mut id_of: Vec<usize> = Vec::with_capacity(records.len());
+    for (i, r) in records.iter().enumerate() {
+        let next = winner.len();
+        let id = *ids.entry(r.item_key()).or_insert(next);
+        if id == next {
+            winner.push(i);
+        } else if r.version > records[winner[id]].version {
+            winner[id] = i;
+        }
+        id_of.push(id);
+    }
+    id_of.into_iter().map(|id| winner[id]).collect()
+}
+
 /// The newest record of each key, in backlog order.
 pub fn coalesce(records: Vec<ChangeRecord>) -> Vec<ChangeRecord> {
-    let newest = newest_per_key(&records);
-    let mut keep: Vec<usize> = newest.into_values().collect();
-    keep.sort_unstable();
-    let mut slots: Vec<Option<ChangeRecord>> = records.into_iter().map(Some).collect();
-    keep.into_iter().filter_map(|i| slots[i].take()).collect()
+    let winner = winner_of(&records);
+    records
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| winner[*i] == *i)
+        .map(|(_, r)| r)
+        .collect()
 }

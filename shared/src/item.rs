@@ -17,12 +17,28 @@ pub struct ItemKey(Vec<u8>);
 
 impl ItemKey {
     pub fn of(key: &Item) -> Self {
-        let mut names: Vec<&String> = key.keys().collect();
-        names.sort();
         let mut out = Vec::with_capacity(64);
-        for name in names {
+        let mut put = |name: &String, value: &AttributeValue| {
             codec::put_str(&mut out, name);
-            codec::put_value(&mut out, &key[name]);
+            codec::put_value(&mut out, value);
+        };
+        let mut entries = key.iter();
+        // Keys have one or two attributes: sort those without collecting them.
+        match (entries.next(), entries.next(), entries.next()) {
+            (None, _, _) => {}
+            (Some((n, v)), None, _) => put(n, v),
+            (Some(a), Some(b), None) => {
+                let (first, second) = if a.0 <= b.0 { (a, b) } else { (b, a) };
+                put(first.0, first.1);
+                put(second.0, second.1);
+            }
+            _ => {
+                let mut names: Vec<(&String, &AttributeValue)> = key.iter().collect();
+                names.sort_by(|a, b| a.0.cmp(b.0));
+                for (n, v) in names {
+                    put(n, v);
+                }
+            }
         }
         ItemKey(out)
     }

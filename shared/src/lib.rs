@@ -22,7 +22,7 @@ pub mod record;
 pub mod version;
 
 pub use apply::{apply_condition, judge, Judgement};
-pub use classify::{classify, Classified, ClassifyError, Hint};
+pub use classify::{classify, Classified, ClassifyError, ClassifyInput, Hint};
 pub use clock::Clock;
 pub use coalesce::coalesce;
 pub use condition::Condition;

@@ -5,7 +5,7 @@
 use crate::settings::DrainSettings;
 use ferry_aws::{ReceivedWithAttributes, ATTEMPTS_ATTRIBUTE};
 use ferry_core::buffer::{unpack, UnpackError};
-use ferry_core::coalesce::newest_per_key;
+use ferry_core::coalesce::winner_of;
 use ferry_core::ChangeRecord;
 use std::ops::Range;
 
@@ -112,13 +112,7 @@ impl Take {
                 }),
             }
         }
-        let newest = newest_per_key(&take.records);
-        take.winner_of = take
-            .records
-            .iter()
-            .enumerate()
-            .map(|(i, r)| newest.get(&r.item_key()).copied().unwrap_or(i))
-            .collect();
+        take.winner_of = winner_of(&take.records);
         take.winners = (0..take.records.len())
             .filter(|&i| take.winner_of[i] == i)
             .collect();

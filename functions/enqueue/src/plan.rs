@@ -1,10 +1,53 @@
 //! The CPU part of a batch, without I/O: classify every record with the core, then pack what is
 //! forwarded. The handler runs exactly this; the bench measures exactly this.
 
-use crate::input::InputRef;
+use crate::input::{Input, InputRef, Undecodable};
+use aws_lambda_events::event::dynamodb::EventRecord;
 use ferry_core::buffer::{self, BufferBatch, PackError};
 use ferry_core::item::{describe_key, key_of};
-use ferry_core::{classify, ChangeRecord, Classified, Config, Hint};
+use ferry_core::{classify, ChangeRecord, Classified, ClassifyError, Config, Hint};
+
+/// One input of [`Plan::new`]: borrowed ([`InputRef`]: a forwarded image is cloned out of the
+/// stream record) or mutably borrowed (`&mut Input`: a forwarded image is moved out, leaving the
+/// record's `NewImage` empty: what the handler does, since it drops the records afterwards).
+pub trait PlanInput {
+    /// The stream record, or what is known of a record that did not decode.
+    fn get(&self) -> Result<&EventRecord, &Undecodable>;
+    /// The core's decision for the record (`None` for an undecodable one).
+    fn classify(&mut self, config: &Config) -> Option<Result<Classified, ClassifyError>>;
+}
+
+impl PlanInput for InputRef<'_> {
+    fn get(&self) -> Result<&EventRecord, &Undecodable> {
+        match self {
+            InputRef::Record(r) => Ok(r),
+            InputRef::Undecodable(u) => Err(u),
+        }
+    }
+
+    fn classify(&mut self, config: &Config) -> Option<Result<Classified, ClassifyError>> {
+        match self {
+            InputRef::Record(r) => Some(classify(*r, config)),
+            InputRef::Undecodable(_) => None,
+        }
+    }
+}
+
+impl PlanInput for &mut Input {
+    fn get(&self) -> Result<&EventRecord, &Undecodable> {
+        match &**self {
+            Input::Record(r) => Ok(r),
+            Input::Undecodable(u) => Err(u),
+        }
+    }
+
+    fn classify(&mut self, config: &Config) -> Option<Result<Classified, ClassifyError>> {
+        match &mut **self {
+            Input::Record(r) => Some(classify(r, config)),
+            Input::Undecodable(_) => None,
+        }
+    }
+}
 
 /// What the core decided for one record.
 #[derive(Clone, Debug, PartialEq)]
@@ -61,15 +104,17 @@ pub struct Packed {
 
 impl Plan {
     /// Classifies every record. Never fails: what cannot be classified is [`Decision::Poison`].
-    pub fn new<'a>(inputs: impl IntoIterator<Item = InputRef<'a>>, config: &Config) -> Plan {
+    /// Inputs are [`InputRef`]s (the records stay as they are) or `&mut Input`s (a forwarded
+    /// record's image is moved out instead of cloned).
+    pub fn new(inputs: impl IntoIterator<Item = impl PlanInput>, config: &Config) -> Plan {
         let inputs = inputs.into_iter();
         let mut plan = Plan {
             slots: Vec::with_capacity(inputs.size_hint().0),
             ..Plan::default()
         };
-        for (index, input) in inputs.enumerate() {
-            let record = match input {
-                InputRef::Undecodable(u) => {
+        for (index, mut input) in inputs.enumerate() {
+            let record = match input.get() {
+                Err(u) => {
                     plan.slots.push(Slot {
                         sequence_number: u.sequence_number.clone(),
                         decision: Decision::Poison(u.reason.clone()),
@@ -77,7 +122,7 @@ impl Plan {
                     });
                     continue;
                 }
-                InputRef::Record(r) => r,
+                Ok(r) => r,
             };
             let sequence_number = record.change.sequence_number.clone();
             let created = record
@@ -93,7 +138,10 @@ impl Plan {
                 // failed, so it cannot take part in the checkpointing.
                 Decision::Poison("the record has no SequenceNumber".to_string())
             } else {
-                match classify(record, config) {
+                match input
+                    .classify(config)
+                    .unwrap_or_else(|| unreachable_classify(&sequence_number))
+                {
                     Ok(Classified::Forward(change)) => {
                         plan.forward_index.push(index);
                         plan.forwards.push(change);
@@ -107,8 +155,11 @@ impl Plan {
                     Ok(Classified::TtlExpiry) => Decision::TtlExpiry,
                     Ok(Classified::Filtered) => Decision::Filtered,
                     Err(e) => {
-                        poison_key = key_of(&record.change.keys, &config.key)
+                        // Classify moves nothing out of a record it refuses: the keys are there.
+                        poison_key = input
+                            .get()
                             .ok()
+                            .and_then(|r| key_of(&r.change.keys, &config.key).ok())
                             .map(|k| describe_key(&k));
                         Decision::Poison(e.to_string())
                     }
@@ -187,4 +238,13 @@ impl Plan {
             records,
         }
     }
+}
+
+/// `PlanInput::classify` answers for every input whose `get` is a record; should that ever not
+/// hold, the record is poison rather than a panic.
+fn unreachable_classify(sequence: &Option<String>) -> Result<Classified, ClassifyError> {
+    Err(ClassifyError::UnknownEvent {
+        sequence: sequence.clone().unwrap_or_default(),
+        name: "(not a decoded record)".to_string(),
+    })
 }
