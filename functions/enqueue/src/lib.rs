@@ -77,7 +77,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 pub use input::{decode_event, Input, InputRef, PayloadError, Undecodable};
 pub use outcome::{Counts, EnqueueOutcome, RecordFailure};
-pub use plan::{Decision, Packed, Plan};
+pub use plan::{Decision, Packed, Plan, PlanInput};
 pub use settings::{Settings, SetupError, DEFAULT_MAX_RECONCILE_ATTEMPTS};
 
 /// At most this many keys are reconciled at once (each is a read and one or more writes).
@@ -164,7 +164,8 @@ impl Enqueuer {
 /// Processes one stream batch (see the crate docs for the order and the failure semantics).
 /// Never fails: a record that cannot be done now is reported in `batchItemFailures`.
 pub async fn handle(event: &Event, enqueuer: &Enqueuer) -> EnqueueOutcome {
-    run(event.records.iter().map(InputRef::Record), enqueuer).await
+    let plan = Plan::new(event.records.iter().map(InputRef::Record), &enqueuer.config);
+    run(plan, enqueuer).await
 }
 
 /// Like [`handle`], from Lambda's raw JSON payload: each record is decoded on its own, so a
@@ -174,8 +175,11 @@ pub async fn handle_json(
     payload: &str,
     enqueuer: &Enqueuer,
 ) -> Result<EnqueueOutcome, PayloadError> {
-    let inputs = decode_event(payload)?;
-    Ok(run(inputs.iter().map(Input::as_ref), enqueuer).await)
+    let mut inputs = decode_event(payload)?;
+    // The records are the handler's own: forwarded images move into the change records.
+    let plan = Plan::new(inputs.iter_mut(), &enqueuer.config);
+    drop(inputs);
+    Ok(run(plan, enqueuer).await)
 }
 
 /// The first failure seen so far: (batch index, reason).
@@ -188,11 +192,7 @@ fn earliest(a: Option<Failure>, b: Option<Failure>) -> Option<Failure> {
     }
 }
 
-async fn run<'a>(
-    inputs: impl IntoIterator<Item = InputRef<'a>>,
-    enqueuer: &Enqueuer,
-) -> EnqueueOutcome {
-    let mut plan = Plan::new(inputs, &enqueuer.config);
+async fn run(mut plan: Plan, enqueuer: &Enqueuer) -> EnqueueOutcome {
     let records = plan.slots.len();
 
     let reconciled = reconcile_all(&plan.hints, enqueuer).await;
