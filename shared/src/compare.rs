@@ -1,6 +1,8 @@
 //! Comparing regions item by item, as `ferry verify` and the demo do: exact attribute equality
-//! (version included), tombstones read as absent.
+//! as DynamoDB defines it (numbers by value, sets in any order; version included), tombstones
+//! read as absent.
 
+use crate::condition::items_equal;
 use crate::config::Config;
 use crate::item::{key_of, Item, ItemKey};
 use std::collections::{BTreeMap, BTreeSet};
@@ -60,7 +62,7 @@ pub fn compare(regions: &[(String, Snapshot)]) -> Comparison {
                         .push(key.clone());
                 }
             }
-        } else if present.windows(2).all(|w| w[0] == w[1]) {
+        } else if present.windows(2).all(|w| items_equal(w[0], w[1])) {
             out.matching += 1;
         } else {
             out.differing.push(key.clone());
@@ -96,5 +98,60 @@ mod tests {
         let c = compare(&[("r1".into(), a), ("r2".into(), Snapshot::new())]);
         assert_eq!(c.missing["r2"].len(), 2);
         assert_eq!(c.divergent_keys(), 2);
+    }
+
+    /// Sets come back from DynamoDB in any order and numbers in any spelling of their value:
+    /// neither is a difference. A different member or value is, at any depth.
+    #[test]
+    fn compares_as_dynamodb_does() {
+        use AttributeValue::{Ns, Ss, L, M, N};
+        let config = Config::new("r1", "pk");
+        let with = |v: AttributeValue| {
+            let mut i = item("a", "1");
+            i.insert("x".into(), v);
+            snapshot([i], &config)
+        };
+        let nested = |set: &[&str], n: &str| {
+            M([(
+                "inner".to_string(),
+                L(vec![
+                    Ss(set.iter().map(|s| s.to_string()).collect()),
+                    N(n.into()),
+                ]),
+            )]
+            .into())
+        };
+        let pairs = [
+            (
+                Ss(vec!["p".into(), "q".into()]),
+                Ss(vec!["q".into(), "p".into()]),
+                true,
+            ),
+            (
+                Ns(vec!["1".into(), "2.50".into()]),
+                Ns(vec!["2.5".into(), "1".into()]),
+                true,
+            ),
+            (N("1E+2".into()), N("100".into()), true),
+            (nested(&["p", "q"], "7"), nested(&["q", "p"], "7.0"), true),
+            (
+                Ss(vec!["p".into(), "q".into()]),
+                Ss(vec!["p".into(), "r".into()]),
+                false,
+            ),
+            (nested(&["p", "q"], "7"), nested(&["q", "p"], "8"), false),
+            (
+                L(vec![N("1".into()), N("2".into())]),
+                L(vec![N("2".into()), N("1".into())]),
+                false,
+            ),
+        ];
+        for (a, b, same) in pairs {
+            let c = compare(&[
+                ("r1".into(), with(a.clone())),
+                ("r2".into(), with(b.clone())),
+            ]);
+            assert_eq!(c.is_converged(), same, "{a:?} vs {b:?}");
+        }
     }
 }

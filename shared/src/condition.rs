@@ -97,10 +97,20 @@ fn join(parts: &[Condition], sep: &str, expr: &mut Expression) -> String {
     rendered.join(sep)
 }
 
-/// DynamoDB equality: numbers compare by value, sets regardless of order.
-fn values_equal(a: &AttributeValue, b: &AttributeValue) -> bool {
+/// DynamoDB equality of two items: the same attribute names, each value equal as
+/// [`values_equal`] says (what `ferry verify` and the demo compare regions with).
+pub fn items_equal(a: &Item, b: &Item) -> bool {
+    a.len() == b.len()
+        && a.iter()
+            .all(|(name, x)| b.get(name).is_some_and(|y| values_equal(x, y)))
+}
+
+/// DynamoDB equality: numbers compare by value, sets regardless of order, at any depth.
+pub fn values_equal(a: &AttributeValue, b: &AttributeValue) -> bool {
     use AttributeValue::*;
     match (a, b) {
+        (M(x), M(y)) => items_equal(x, y),
+        (L(x), L(y)) => x.len() == y.len() && x.iter().zip(y).all(|(a, b)| values_equal(a, b)),
         (N(x), N(y)) => compare_numbers(x, y) == Some(Ordering::Equal),
         (Ss(x), Ss(y)) => same_set(x, y),
         (Ns(x), Ns(y)) => {
