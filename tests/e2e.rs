@@ -212,28 +212,55 @@ async fn outage_with_writes_on_both_sides() {
 async fn outage_longer_than_drain_period() {
     let _t = timer("outage_longer_than_drain_period");
     let options = options(3);
-    let period = options.drain_period;
+    let (period, budget) = (options.drain_period, options.drain_budget);
     let cluster = start(options).await;
     let ledger = ledger();
     let apps = apps(&cluster);
     let cut = 2;
+    let cut_name = cluster.regions[cut].name.clone();
     cluster.begin_outage(cut);
-    let outage = period * 5;
+    let outage = period * 6;
     let began = Instant::now();
     let mut round = 0;
+    // Once every invocation that started before the outage is over (two budgets), no drain
+    // may hold a message for the cut-off region: drains ping before they receive, so receive
+    // counts are not burnt while the destination is down.
+    let mut held = Vec::new();
     while began.elapsed() < outage {
         Workload::new(100 + round, 6, 6, 15)
             .prefix(&format!("r{}", round % 3))
             .run(&apps, &ledger)
             .await;
         round += 1;
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        if began.elapsed() > budget * 2 {
+            for b in cluster.buffers.iter().filter(|b| b.destination == cut_name) {
+                held.push(in_flight(&b.buffer).await);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let unreachable = cluster.stats.drain_totals()[&cluster.regions[cut].name].unreachable;
+    let unreachable = cluster.stats.drain_totals()[&cut_name].unreachable;
+    let backlog: u64 = cluster
+        .backlog()
+        .await
+        .iter()
+        .filter(|b| b.1 == cut_name)
+        .map(|b| b.2)
+        .sum();
     cluster.end_outage(cut);
     assert!(
         unreachable >= 2,
         "drains into the cut-off region found it unreachable ({unreachable} times)"
+    );
+    assert!(
+        backlog > 0,
+        "writes for the cut-off region waited in its buffers"
+    );
+    eprintln!("in-flight samples during the outage: {}", held.len());
+    assert!(!held.is_empty());
+    assert!(
+        held.iter().all(|n| *n == 0),
+        "messages for the cut-off region were taken while it was down: in flight {held:?}"
     );
     assert_converged_without_loss(&cluster, &ledger).await;
     cluster.shutdown().await;

@@ -591,8 +591,19 @@ where
 {
     let start = Instant::now();
     let mut in_a_row = 0;
+    let mut slow_notes = 0;
     loop {
         let l = probe().await;
+        if start.elapsed() > Duration::from_secs(10) && !l.converged() && slow_notes < 5 {
+            slow_notes += 1;
+            eprintln!(
+                "still converging after {:.0} s: backlog {}, {} divergent keys, {} unversioned",
+                start.elapsed().as_secs_f64(),
+                l.backlog,
+                l.comparison.divergent_keys(),
+                l.unversioned.len()
+            );
+        }
         if l.converged() {
             in_a_row += 1;
             if in_a_row >= 3 {
@@ -686,6 +697,9 @@ where
     let start = Instant::now();
     loop {
         if let Some(v) = probe().await {
+            if start.elapsed() > Duration::from_secs(10) {
+                eprintln!("waited {:.1} s for {what}", start.elapsed().as_secs_f64());
+            }
             return v;
         }
         if start.elapsed() > timeout {
@@ -705,6 +719,23 @@ pub fn pair<'a>(cluster: &'a Cluster, source: &str, destination: &str) -> &'a Bu
         .iter()
         .find(|b| b.source == source && b.destination == destination)
         .unwrap_or_else(|| panic!("no buffer {source} → {destination}"))
+}
+
+/// Messages of a queue received and not yet deleted or released (in flight).
+pub async fn in_flight(buffer: &ferry_aws::Buffer) -> u64 {
+    use aws_sdk_sqs::types::QueueAttributeName as A;
+    let out = buffer
+        .client
+        .get_queue_attributes()
+        .queue_url(&buffer.queue_url)
+        .attribute_names(A::ApproximateNumberOfMessagesNotVisible)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("GetQueueAttributes: {e}"));
+    out.attributes
+        .and_then(|a| a.get(&A::ApproximateNumberOfMessagesNotVisible).cloned())
+        .and_then(|v| v.parse().ok())
+        .expect("ApproximateNumberOfMessagesNotVisible")
 }
 
 /// The change record enqueue would make for an item written at `source`.
