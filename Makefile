@@ -29,7 +29,7 @@ unit:
 fidelity-ddblocal:
 	FERRY_DDB_BACKEND=ddblocal cargo test -p ferry-e2e --test fidelity
 
-test: venv lint unit fidelity-ddblocal template-check
+test: venv lint unit fidelity-ddblocal template-check lambda-invoke-check
 
 # Ferry's main job on this machine: emulated regions, live replication, an outage, the replay.
 demo: venv

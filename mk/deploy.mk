@@ -11,8 +11,13 @@
 #                 1.170 cannot package functions inside Fn::ForEach, aws/aws-sam-cli#9117).
 # sam-build       SAM_ENV=...: sam-template, then `sam build --config-env <env>` (cargo-lambda).
 # sam-deploy      SAM_ENV=...: sam-build, then `sam deploy --config-env <env>` (needs AWS).
-# lambda-build    `cargo lambda build --release --arm64` for enqueue and drain, prints sizes
-#                 (bootstraps in target/lambda/<bin>/, or under $CARGO_TARGET_DIR if set).
+# lambda-build    `cargo lambda build --profile lambda-release --arm64` for enqueue and drain,
+#                 prints sizes (bootstraps in target/lambda/<bin>/, or under $CARGO_TARGET_DIR
+#                 if set). The profile (Cargo.toml) is release + fat LTO, one codegen unit,
+#                 panic = "abort": the size settings, kept away from the release/bench builds.
+# lambda-invoke-check  both functions under `cargo lambda watch`, invoked with fixtures through
+#                 `cargo lambda invoke`, effects checked in the emulators (tests/lambda-invoke-check.sh;
+#                 part of `make test`).
 #
 # The SAM CLI and checkov live in venvs of their own under $(VENV)/opt: both pin boto3/botocore
 # (to different versions), and installing either into $(VENV) itself would downgrade the
@@ -32,12 +37,18 @@ SAM_ENVS := us-east-1 eu-west-1
 RENDERED := target/template-check
 LAMBDA_BINS := enqueue drain
 LAMBDA_TARGET := aarch64-unknown-linux-gnu
+LAMBDA_PROFILE := lambda-release
+# SAM always runs `cargo lambda build --release`: the same settings as [profile.lambda-release],
+# as overrides of the release profile for that build only.
+SAM_CARGO_ENV := CARGO_PROFILE_RELEASE_LTO=fat CARGO_PROFILE_RELEASE_CODEGEN_UNITS=1 \
+  CARGO_PROFILE_RELEASE_PANIC=abort
 # The issue's size goal for each stripped arm64 bootstrap.
 LAMBDA_MAX_BYTES := 8388608
 
 export SAM_CLI_TELEMETRY := 0
 
-.PHONY: template-check sam-validate lambda-build deploy-tools sam-template sam-build sam-deploy
+.PHONY: template-check sam-validate lambda-build lambda-invoke-check deploy-tools sam-template \
+  sam-build sam-deploy
 SAM_ENV ?=
 
 # SAM CLI (brings cfn-lint and aws-sam-translator) + pytest for tests/template. ~75 s.
@@ -90,19 +101,26 @@ sam-template: $(SAM_VENV)/.installed
 
 sam-build: sam-template $(VENV)/bin/cargo-lambda
 	@rustup target list --installed | grep -qx $(LAMBDA_TARGET) || rustup target add $(LAMBDA_TARGET)
-	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(SAM) build --config-env $(SAM_ENV)
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(SAM_CARGO_ENV) $(SAM) build --config-env $(SAM_ENV)
 
 sam-deploy: sam-build
 	$(SAM) deploy --config-env $(SAM_ENV)
 
-# cargo-lambda from PyPI (it brings zig through the ziglang wheel). ~6 s.
+# cargo-lambda from PyPI: a prebuilt binary wheel, and zig through the ziglang wheel. ~6 s.
+# Pinned to the 1.9 line: tests/lambda-invoke-check.sh relies on how 1.9 merges the metadata
+# env with --env-file (see functions/*/Cargo.toml).
 $(VENV)/bin/cargo-lambda:
 	test -x $(VENV)/bin/python || python3 -m venv $(VENV)
-	$(VENV)/bin/$(DEPLOY_PIP) "cargo-lambda==1.*"
+	$(VENV)/bin/$(DEPLOY_PIP) "cargo-lambda==1.9.*"
+
+# ~6 s of checks once the dev-profile binaries are built (`make unit` builds them); the first
+# run on a clean machine also installs cargo-lambda and moto and builds the functions.
+lambda-invoke-check: $(VENV)/bin/cargo-lambda $(VENV)/bin/moto_server
+	VENV=$(VENV) tests/lambda-invoke-check.sh
 
 lambda-build: $(VENV)/bin/cargo-lambda
 	@rustup target list --installed | grep -qx $(LAMBDA_TARGET) || rustup target add $(LAMBDA_TARGET)
-	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" cargo lambda build --release --arm64 \
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" cargo lambda build --profile $(LAMBDA_PROFILE) --arm64 \
 	  $(foreach b,$(LAMBDA_BINS),--bin $(b)) -p ferry-enqueue -p ferry-drain
 	@for b in $(LAMBDA_BINS); do \
 	  f=$${CARGO_TARGET_DIR:-target}/lambda/$$b/bootstrap; \
