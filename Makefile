@@ -8,7 +8,7 @@ ARGS ?=
 
 include mk/deploy.mk
 
-.PHONY: test lint unit fidelity-ddblocal check-convergence bench venv tools demo local-up
+.PHONY: test lint unit fidelity-ddblocal check-convergence bench venv tools demo local-up local-up-check
 
 # Python tools (moto_server for SQS/STS) live in a venv made on first use.
 $(VENV)/bin/moto_server:
@@ -29,7 +29,7 @@ unit:
 fidelity-ddblocal:
 	FERRY_DDB_BACKEND=ddblocal cargo test -p ferry-e2e --test fidelity
 
-test: venv lint unit fidelity-ddblocal template-check lambda-invoke-check
+test: venv lint unit fidelity-ddblocal template-check lambda-invoke-check local-up-check
 
 # Ferry's main job on this machine: emulated regions, live replication, an outage, the replay.
 demo: venv
@@ -37,6 +37,13 @@ demo: venv
 
 local-up: venv
 	cargo run -q -p ferry-cli --bin ferry -- local up $(ARGS)
+
+# Issue #5 as a new user would check it: plain boto3 against `ferry local up --regions 3`,
+# unstamped writes into every region while `ferry local outage` cuts one off, then every region
+# must hold the same items (~30 s; loopback only).
+local-up-check: venv
+	cargo build -q -p ferry-cli --bin ferry
+	$(PY) tests/local/boto3_outage_check.py --seed $(SEED)
 
 check-convergence:
 	cargo run --release -p ferry-core --example check_convergence -- --runs $(N) --seed $(SEED)
