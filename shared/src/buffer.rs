@@ -3,8 +3,13 @@
 //! A message body is `base64("FRY" ‖ format ‖ lz4(count ‖ records…))` (the records in
 //! [`crate::codec`]'s encoding, the lz4 block prefixed with its uncompressed size). SQS bodies must
 //! be text, hence base64. The format byte lets a drain reject what it does not understand.
+//!
+//! Formats: 1 wrote numbers as their text; 2 (what [`pack`] writes) packs them 4 bits per
+//! character ([`codec::Numbers`]), so that DynamoDB's largest item fits even when it is made of
+//! numbers. [`unpack`] reads both. Drains must be upgraded before enqueues: a drain that only
+//! reads format 1 refuses format-2 messages as an unknown format.
 
-use crate::codec::{self, DecodeError, Reader};
+use crate::codec::{self, DecodeError, Numbers, Reader};
 use crate::item::describe_key;
 use crate::record::ChangeRecord;
 use base64::Engine;
@@ -20,7 +25,11 @@ pub const MAX_BODY_BYTES: usize = SQS_MAX_MESSAGE_BYTES - ATTRIBUTE_RESERVE_BYTE
 /// Decompressed payloads above this are refused (a corrupt size prefix must not allocate GBs).
 pub const MAX_PAYLOAD_BYTES: usize = 64 * 1024 * 1024;
 
-pub const FORMAT_VERSION: u8 = 1;
+/// The format [`pack`] writes: 2, numbers packed 4 bits per character. Drains must be upgraded
+/// before enqueues (an older drain refuses format 2 as unknown); [`unpack`] reads 2 and 1.
+pub const FORMAT_VERSION: u8 = 2;
+/// The previous format, numbers as text; still read by [`unpack`], no longer written.
+pub const FORMAT_V1_TEXT_NUMBERS: u8 = 1;
 const MAGIC: &[u8; 3] = b"FRY";
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 
@@ -46,7 +55,7 @@ pub enum UnpackError {
     Base64(String),
     #[error("not a Ferry buffer message (bad magic)")]
     BadMagic,
-    #[error("unknown buffer format version {0} (this drain reads {FORMAT_VERSION})")]
+    #[error("unknown buffer format version {0} (this drain reads {FORMAT_V1_TEXT_NUMBERS} and {FORMAT_VERSION})")]
     UnknownFormat(u8),
     #[error("payload of {0} bytes is over the limit")]
     TooLarge(usize),
@@ -265,9 +274,11 @@ pub fn unpack(body: &str) -> Result<Vec<ChangeRecord>, UnpackError> {
     if framed.len() < 4 || &framed[..3] != MAGIC {
         return Err(UnpackError::BadMagic);
     }
-    if framed[3] != FORMAT_VERSION {
-        return Err(UnpackError::UnknownFormat(framed[3]));
-    }
+    let numbers = match framed[3] {
+        FORMAT_VERSION => Numbers::Packed,
+        FORMAT_V1_TEXT_NUMBERS => Numbers::Text,
+        other => return Err(UnpackError::UnknownFormat(other)),
+    };
     let compressed = &framed[4..];
     let size = compressed
         .get(..4)
@@ -278,7 +289,7 @@ pub fn unpack(body: &str) -> Result<Vec<ChangeRecord>, UnpackError> {
     }
     let raw = lz4_flex::block::decompress_size_prepended(compressed)
         .map_err(|e| UnpackError::Decompress(e.to_string()))?;
-    let mut reader = Reader::new(&raw);
+    let mut reader = Reader::with_numbers(&raw, numbers);
     let count = reader.varint()?;
     let mut records = Vec::with_capacity(count.min(100_000) as usize);
     for _ in 0..count {
@@ -387,5 +398,83 @@ mod tests {
     #[test]
     fn empty_input_packs_to_nothing() {
         assert_eq!(pack(&[]), Ok(vec![]));
+    }
+
+    /// A format-1 message (numbers as text), made by `pack` before format 2 existed: a drain
+    /// still reads what an older enqueue left in the buffer.
+    const FORMAT_1_FIXTURE: &str = "RlJZAZkAAACQAoHQlf+8MQJyAwARggwA5AABAnBrAQItMAUCb2sDDQD/JAF\
+        tBQEBbAYDAQIrNQABeAICAAEBbgEGMUUrMTI1Am5zCAMEMC4xMCctMTIzNDU2Nzg5MAoACVEDMWU1g28AcQJyMg\
+        JyMoQMALABAQJwawEDMDA3AA==";
+
+    fn fixture_records() -> Vec<ChangeRecord> {
+        use AttributeValue as V;
+        let key: Item = [("pk".to_string(), V::N("-0".into()))].into();
+        let mut image = key.clone();
+        image.insert("n".into(), V::N("1E+125".into()));
+        image.insert(
+            "ns".into(),
+            V::Ns(vec![
+                "0.10".into(),
+                "-12345678901234567890123456789012345678".into(),
+                "1e5".into(),
+            ]),
+        );
+        let inner: Item = [(
+            "l".to_string(),
+            V::L(vec![V::N("+5".into()), V::S("x".into()), V::B(vec![0, 1])]),
+        )]
+        .into();
+        image.insert("m".into(), V::M(inner));
+        image.insert("ok".into(), V::Bool(true));
+        vec![
+            ChangeRecord {
+                key,
+                image,
+                tombstone: false,
+                version: Version::new(1_700_000_000_001, "r1"),
+                source_region: "r1".into(),
+                written_at_ms: 1_700_000_000_002,
+            },
+            ChangeRecord {
+                key: [("pk".to_string(), V::N("007".into()))].into(),
+                image: Item::new(),
+                tombstone: true,
+                version: Version::new(1_700_000_000_003, "r2"),
+                source_region: "r2".into(),
+                written_at_ms: 1_700_000_000_004,
+            },
+        ]
+    }
+
+    #[test]
+    fn a_format_1_message_still_unpacks() {
+        let frame = B64.decode(FORMAT_1_FIXTURE).expect("base64");
+        assert_eq!(frame[3], FORMAT_V1_TEXT_NUMBERS);
+        assert_eq!(unpack(FORMAT_1_FIXTURE), Ok(fixture_records()));
+    }
+
+    #[test]
+    fn pack_writes_format_2_with_packed_numbers() {
+        let records = fixture_records();
+        let batches = pack(&records).expect("packs");
+        let body = &batches[0][0].body;
+        let frame = B64.decode(body).expect("base64");
+        assert_eq!(frame[3], FORMAT_VERSION);
+        assert_eq!(FORMAT_VERSION, 2);
+        assert_eq!(unpack(body), Ok(records.clone()));
+        // The same records, smaller than as text.
+        let v1 = B64.decode(FORMAT_1_FIXTURE).expect("base64");
+        let size = |f: &[u8]| u32::from_le_bytes([f[4], f[5], f[6], f[7]]);
+        assert!(
+            size(&frame) < size(&v1),
+            "{} vs {}",
+            size(&frame),
+            size(&v1)
+        );
+        // Read with the wrong number encoding, a format-2 payload is not taken for format 1.
+        let raw = lz4_flex::block::decompress_size_prepended(&frame[4..]).expect("lz4");
+        let mut r = Reader::with_numbers(&raw, Numbers::Text);
+        let wrong = r.varint().and_then(|_| r.record());
+        assert_ne!(wrong.ok().as_ref(), Some(&records[0]));
     }
 }

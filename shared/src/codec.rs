@@ -5,6 +5,13 @@
 //! item's own bytes plus a few bytes per value, so the largest item always fits, and it is several
 //! times faster to write and read. Every DynamoDB type round-trips exactly: numbers stay the
 //! strings DynamoDB sent, binaries stay bytes, sets keep their order.
+//!
+//! Numbers (`N` and the members of `NS`, at any depth) are written packed, one character per
+//! 4-bit nibble ([`Numbers::Packed`], buffer format 2): DynamoDB counts a number at about one
+//! byte per two significant digits, so as text a number set of random 38-digit numbers took
+//! twice its DynamoDB size and a 400 KB item could not fit a message. The exact string is kept
+//! (never parsed), so `1E+125`, `-0` and `0.10` come back as sent. Buffer format 1 wrote numbers
+//! as plain strings ([`Numbers::Text`]); [`Reader::with_numbers`] still reads it.
 
 use crate::item::{AttributeValue, Item};
 use crate::record::ChangeRecord;
@@ -27,6 +34,38 @@ pub enum DecodeError {
     TooDeep,
     #[error("{0} trailing bytes")]
     Trailing(usize),
+    #[error("malformed packed number at byte {0}")]
+    Number(usize),
+}
+
+/// How numbers are encoded in a payload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Numbers {
+    /// As their string, like `S` (buffer format 1; read only).
+    Text,
+    /// As `varint(len << 1 | packed)`: with the low bit set, `len` characters of
+    /// [`NUMBER_ALPHABET`] two to a byte (high nibble first, an odd count padded with `0xF`);
+    /// with it clear, `len` bytes of UTF-8, for a string with a character outside the alphabet
+    /// (DynamoDB sends none, but any string round-trips). What [`put_value`] writes.
+    Packed,
+}
+
+/// The characters a packed number is made of; a character's index is its nibble (`0xF` pads).
+pub const NUMBER_ALPHABET: &[u8; 15] = b"0123456789-.+Ee";
+const PAD: u8 = 0xF;
+/// `NIBBLE[c]`: the nibble of character `c`, or `0xFF` for a character outside the alphabet.
+const NIBBLE: [u8; 256] = {
+    let mut t = [0xFFu8; 256];
+    let mut i = 0;
+    while i < NUMBER_ALPHABET.len() {
+        t[NUMBER_ALPHABET[i] as usize] = i as u8;
+        i += 1;
+    }
+    t
+};
+
+fn packable(s: &[u8]) -> bool {
+    s.iter().all(|&c| NIBBLE[c as usize] != 0xFF)
 }
 
 const S: u8 = 0;
@@ -57,6 +96,25 @@ pub fn put_str(out: &mut Vec<u8>, s: &str) {
     put_bytes(out, s.as_bytes());
 }
 
+/// A number in the [`Numbers::Packed`] encoding.
+pub fn put_number(out: &mut Vec<u8>, n: &str) {
+    let s = n.as_bytes();
+    if !packable(s) {
+        put_varint(out, (s.len() as u64) << 1);
+        out.extend_from_slice(s);
+        return;
+    }
+    put_varint(out, ((s.len() as u64) << 1) | 1);
+    let mut pairs = s.chunks_exact(2);
+    out.reserve(s.len().div_ceil(2));
+    for p in &mut pairs {
+        out.push(NIBBLE[p[0] as usize] << 4 | NIBBLE[p[1] as usize]);
+    }
+    if let [last] = pairs.remainder() {
+        out.push(NIBBLE[*last as usize] << 4 | PAD);
+    }
+}
+
 pub fn put_value(out: &mut Vec<u8>, v: &AttributeValue) {
     match v {
         AttributeValue::S(s) => {
@@ -65,7 +123,7 @@ pub fn put_value(out: &mut Vec<u8>, v: &AttributeValue) {
         }
         AttributeValue::N(n) => {
             out.push(N);
-            put_str(out, n);
+            put_number(out, n);
         }
         AttributeValue::B(b) => {
             out.push(B);
@@ -101,7 +159,7 @@ pub fn put_value(out: &mut Vec<u8>, v: &AttributeValue) {
             out.push(NS);
             put_varint(out, ns.len() as u64);
             for s in ns {
-                put_str(out, s);
+                put_number(out, s);
             }
         }
         AttributeValue::Bs(bs) => {
@@ -136,11 +194,22 @@ pub fn put_record(out: &mut Vec<u8>, r: &ChangeRecord) {
 pub struct Reader<'a> {
     buf: &'a [u8],
     at: usize,
+    numbers: Numbers,
 }
 
 impl<'a> Reader<'a> {
+    /// A reader of what this codec writes (numbers [`Numbers::Packed`]).
     pub fn new(buf: &'a [u8]) -> Self {
-        Reader { buf, at: 0 }
+        Self::with_numbers(buf, Numbers::Packed)
+    }
+
+    /// A reader of a payload whose numbers are encoded as `numbers` says.
+    pub fn with_numbers(buf: &'a [u8], numbers: Numbers) -> Self {
+        Reader {
+            buf,
+            at: 0,
+            numbers,
+        }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -203,6 +272,60 @@ impl<'a> Reader<'a> {
             .map_err(|_| DecodeError::Utf8(at))
     }
 
+    /// A number, in the encoding this reader was made for. Only the encoding [`put_number`]
+    /// writes is accepted (padding `0xF`, text only for what cannot be packed), so every
+    /// accepted number re-encodes to the same bytes.
+    pub fn number(&mut self) -> Result<String, DecodeError> {
+        if self.numbers == Numbers::Text {
+            return self.string();
+        }
+        let at = self.at;
+        let v = self.varint()?;
+        let len = v >> 1;
+        if v & 1 == 0 {
+            let n = usize::try_from(len)
+                .ok()
+                .filter(|&n| n <= self.buf.len() - self.at)
+                .ok_or(DecodeError::Length { len, at })?;
+            let b = &self.buf[self.at..self.at + n];
+            if packable(b) {
+                return Err(DecodeError::Number(at));
+            }
+            let s = std::str::from_utf8(b).map_err(|_| DecodeError::Utf8(at))?;
+            self.at += n;
+            return Ok(s.to_owned());
+        }
+        let bytes = len.div_ceil(2);
+        let n = usize::try_from(bytes)
+            .ok()
+            .filter(|&n| n <= self.buf.len() - self.at)
+            .ok_or(DecodeError::Length { len: bytes, at })?;
+        let packed = &self.buf[self.at..self.at + n];
+        // An odd count ends with a padded byte; padding anywhere else is malformed.
+        let (full, last) = if len % 2 == 1 {
+            (&packed[..n - 1], packed.last().copied())
+        } else {
+            (packed, None)
+        };
+        let mut s = String::with_capacity(n * 2);
+        for &b in full {
+            let (hi, lo) = (b >> 4, b & 0xF);
+            if hi == PAD || lo == PAD {
+                return Err(DecodeError::Number(at));
+            }
+            s.push(char::from(NUMBER_ALPHABET[hi as usize]));
+            s.push(char::from(NUMBER_ALPHABET[lo as usize]));
+        }
+        if let Some(b) = last {
+            if b >> 4 == PAD || b & 0xF != PAD {
+                return Err(DecodeError::Number(at));
+            }
+            s.push(char::from(NUMBER_ALPHABET[(b >> 4) as usize]));
+        }
+        self.at += n;
+        Ok(s)
+    }
+
     pub fn value(&mut self, depth: usize) -> Result<AttributeValue, DecodeError> {
         if depth > MAX_DEPTH {
             return Err(DecodeError::TooDeep);
@@ -210,7 +333,7 @@ impl<'a> Reader<'a> {
         let at = self.at;
         Ok(match self.byte()? {
             S => AttributeValue::S(self.string()?),
-            N => AttributeValue::N(self.string()?),
+            N => AttributeValue::N(self.number()?),
             B => AttributeValue::B(self.bytes()?.to_vec()),
             BOOL => AttributeValue::Bool(self.byte()? != 0),
             NULL => AttributeValue::Null(self.byte()? != 0),
@@ -224,7 +347,14 @@ impl<'a> Reader<'a> {
                 AttributeValue::L(l)
             }
             SS => AttributeValue::Ss(self.strings()?),
-            NS => AttributeValue::Ns(self.strings()?),
+            NS => {
+                let n = self.count()?;
+                let mut v = Vec::with_capacity(n);
+                for _ in 0..n {
+                    v.push(self.number()?);
+                }
+                AttributeValue::Ns(v)
+            }
             BS => {
                 let n = self.count()?;
                 let mut v = Vec::with_capacity(n);
@@ -289,4 +419,89 @@ pub fn decode_item(bytes: &[u8]) -> Result<Item, DecodeError> {
     let item = r.item(0)?;
     r.finish()?;
     Ok(item)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn number_back(bytes: &[u8]) -> Result<String, DecodeError> {
+        let mut r = Reader::new(bytes);
+        let n = r.number()?;
+        r.finish()?;
+        Ok(n)
+    }
+
+    #[test]
+    fn numbers_round_trip_exactly_in_half_their_length() {
+        for n in [
+            "",
+            "0",
+            "-0",
+            "0.10",
+            "1E+125",
+            "-1E-130",
+            "1e5",
+            "+5",
+            "007",
+            "100e-2",
+            "-12345678901234567890123456789012345678",
+            "9.9999999999999999999999999999999999999E+125",
+        ] {
+            let mut out = Vec::new();
+            put_number(&mut out, n);
+            assert_eq!(out.len(), 1 + n.len().div_ceil(2), "{n}");
+            assert_eq!(number_back(&out).as_deref(), Ok(n));
+        }
+    }
+
+    #[test]
+    fn a_string_outside_the_alphabet_is_kept_as_text() {
+        for n in [" 1", "NaN", "1_000", "١٢", "0x1F"] {
+            let mut out = Vec::new();
+            put_number(&mut out, n);
+            assert_eq!(out.len(), 1 + n.len(), "{n}");
+            assert_eq!(number_back(&out).as_deref(), Ok(n));
+        }
+    }
+
+    #[test]
+    fn non_canonical_packed_numbers_are_refused() {
+        // "12" as text although it packs.
+        assert_eq!(number_back(&[4, b'1', b'2']), Err(DecodeError::Number(0)));
+        // Three characters with the padding in the first byte.
+        assert_eq!(number_back(&[7, 0x1F, 0x23]), Err(DecodeError::Number(0)));
+        // An odd count whose last byte is not padded, or is all padding.
+        assert_eq!(number_back(&[3, 0x12]), Err(DecodeError::Number(0)));
+        assert_eq!(number_back(&[3, 0xFF]), Err(DecodeError::Number(0)));
+        // An even count with padding.
+        assert_eq!(number_back(&[9, 0x12, 0x3F]), Err(DecodeError::Number(0)));
+        // Cut short, and a text number that is not UTF-8.
+        assert_eq!(
+            number_back(&[9, 0x12]),
+            Err(DecodeError::Length { len: 2, at: 0 })
+        );
+        assert_eq!(number_back(&[4, 0xff, 0xfe]), Err(DecodeError::Utf8(0)));
+    }
+
+    #[test]
+    fn numbers_at_any_depth_are_packed() {
+        let n = "-12345678901234567890123456789012345678";
+        let inner: Item = [(
+            "l".to_string(),
+            AttributeValue::L(vec![AttributeValue::Ns(vec![n.into(), "1E+125".into()])]),
+        )]
+        .into();
+        let item: Item = [
+            ("m".to_string(), AttributeValue::M(inner)),
+            ("n".to_string(), AttributeValue::N(n.into())),
+        ]
+        .into();
+        let bytes = encode_item(&item);
+        assert!(bytes.len() < 2 * n.len() + 20, "{} bytes", bytes.len());
+        assert_eq!(decode_item(&bytes), Ok(item.clone()));
+        // The same bytes read as format 1 (numbers as text) do not come back as the item.
+        let mut r = Reader::with_numbers(&bytes, Numbers::Text);
+        assert_ne!(r.item(0).ok(), Some(item));
+    }
 }
