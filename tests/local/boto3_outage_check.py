@@ -30,6 +30,7 @@ import atexit
 import os
 import queue
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -699,6 +700,10 @@ def main():
                 status = status or 1
             elif status == 0:
                 log(f"`ferry local up` stopped on SIGTERM; none of its {len(sandbox.children)} child processes is left")
+    if status == 0:
+        shutil.rmtree(state_dir, ignore_errors=True)
+    else:
+        log(f"`ferry local up`'s full stderr: {os.path.join(state_dir, 'ferry-local-up.stderr')}")
     log(f"{'OK' if status == 0 else 'FAILED'} in {time.monotonic() - began:.0f} s")
     return status
 
