@@ -43,7 +43,7 @@ local-up: venv
 # must hold the same items (~30 s; loopback only).
 local-up-check: venv
 	cargo build -q -p ferry-cli --bin ferry
-	$(PY) tests/local/boto3_outage_check.py --seed $(SEED)
+	$(PY) tests/local/boto3_outage_check.py --seed $(SEED) --ferry "$${CARGO_TARGET_DIR:-target}/debug/ferry"
 
 check-convergence:
 	cargo run --release -p ferry-core --example check_convergence -- --runs $(N) --seed $(SEED)
