@@ -1,9 +1,8 @@
 //! A buffer queue (SQS): send packed batches, receive, delete, dead-letter.
 
-use crate::error::{classify_sdk_error, AwsError, ErrorKind};
+use crate::error::{classify_sdk_error, AwsError};
 use aws_sdk_sqs::types::{
     DeleteMessageBatchRequestEntry, MessageAttributeValue, MessageSystemAttributeName,
-    SendMessageBatchRequestEntry,
 };
 use aws_sdk_sqs::Client;
 use ferry_core::buffer::BufferBatch;
@@ -42,41 +41,8 @@ impl Buffer {
     /// Sends one packed batch. Returns the indexes of the messages SQS did not take (a 200 can
     /// carry failures); an error means none may be assumed sent.
     pub async fn send_batch(&self, batch: &BufferBatch) -> Result<Vec<usize>, AwsError> {
-        if batch.is_empty() {
-            return Ok(Vec::new());
-        }
-        let entries = batch
-            .iter()
-            .enumerate()
-            .map(|(i, m)| {
-                SendMessageBatchRequestEntry::builder()
-                    .id(i.to_string())
-                    .message_body(&m.body)
-                    .message_attributes(RECORDS_ATTRIBUTE, number_attribute(m.records))
-                    .build()
-                    .map_err(|e| AwsError {
-                        operation: "SendMessageBatch",
-                        kind: ErrorKind::Invalid,
-                        code: None,
-                        message: e.to_string(),
-                    })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        let out = self
-            .client
-            .send_message_batch()
-            .queue_url(&self.queue_url)
-            .set_entries(Some(entries))
-            .send()
-            .await
-            .map_err(|e| classify_sdk_error("SendMessageBatch", &e))?;
-        let mut failed: Vec<usize> = out
-            .failed()
-            .iter()
-            .filter_map(|f| f.id().parse().ok())
-            .collect();
-        failed.sort_unstable();
-        Ok(failed)
+        // One way to send a batch: the attribute-carrying form, with none and no delay.
+        self.send_batch_with(batch, &[], 0).await
     }
 
     /// Sends one message with a reason attached (to a dead-letter queue).
