@@ -14,7 +14,7 @@ const DEADLINE_MARGIN: Duration = Duration::from_secs(3);
 // thread spares every request two cross-thread wake-ups (the replay bench measures the same).
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
-    init_tracing();
+    ferry_aws::logs::init_lambda_logs();
     let env = DrainEnv::from_lookup(|k| std::env::var(k).ok())?;
     let base = ferry_aws::clients::base_config().await;
     let drainer = env.connect(&base, ferry_core::clock::system()).await;
@@ -24,30 +24,6 @@ async fn main() -> Result<(), Error> {
         move |event: LambdaEvent<EventBridgeEvent>| async move { handle(drainer, event).await },
     ))
     .await
-}
-
-/// JSON lines on stdout (CloudWatch Logs), levels from `RUST_LOG` (default `info`). `RUST_LOG`
-/// is read as a `tracing_subscriber::filter::Targets` list (`info,ferry_drain=debug`): the full
-/// `EnvFilter` syntax would bring regex into the bootstrap.
-fn init_tracing() {
-    use tracing_subscriber::layer::SubscriberExt;
-    use tracing_subscriber::util::SubscriberInitExt;
-    use tracing_subscriber::Layer;
-    let filter = std::env::var("RUST_LOG")
-        .ok()
-        .and_then(|v| v.parse::<tracing_subscriber::filter::Targets>().ok())
-        .unwrap_or_else(|| {
-            tracing_subscriber::filter::Targets::new().with_default(tracing::Level::INFO)
-        });
-    tracing_subscriber::registry()
-        .with(
-            tracing_subscriber::fmt::layer()
-                .json()
-                .with_current_span(false)
-                .with_target(false)
-                .with_filter(filter),
-        )
-        .init();
 }
 
 async fn handle(

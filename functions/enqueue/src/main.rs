@@ -8,7 +8,7 @@ use serde_json::value::RawValue;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    init_tracing();
+    ferry_aws::logs::init_lambda_logs();
     let settings = Settings::from_lookup(|k| std::env::var(k).ok())?;
 
     let mut clients = ClientSettings::new(settings.config.local_region.clone());
@@ -56,31 +56,4 @@ async fn main() -> Result<(), Error> {
         },
     ))
     .await
-}
-
-/// JSON lines on stdout (CloudWatch Logs), levels from `RUST_LOG` (default `info`). `RUST_LOG`
-/// is read as a `tracing_subscriber::filter::Targets` list (`info,ferry_aws=debug`): the full
-/// `EnvFilter` syntax would bring regex into the bootstrap.
-fn init_tracing() {
-    use tracing_subscriber::layer::SubscriberExt;
-    use tracing_subscriber::util::SubscriberInitExt;
-    use tracing_subscriber::Layer;
-    let filter = std::env::var("RUST_LOG")
-        .ok()
-        .and_then(|v| v.parse::<tracing_subscriber::filter::Targets>().ok())
-        .unwrap_or_else(|| {
-            tracing_subscriber::filter::Targets::new().with_default(tracing::Level::INFO)
-        });
-    tracing_subscriber::registry()
-        .with(
-            tracing_subscriber::fmt::layer()
-                .json()
-                .flatten_event(true)
-                .with_current_span(false)
-                .with_span_list(false)
-                .with_target(false)
-                .with_ansi(false)
-                .with_filter(filter),
-        )
-        .init();
 }

@@ -5,6 +5,7 @@ pub mod buffer;
 pub mod buffer_attributes;
 pub mod clients;
 pub mod error;
+pub mod logs;
 pub mod scan;
 pub mod table;
 pub mod values;
