@@ -556,11 +556,8 @@ async fn stop_token_and_overlapping_drains() {
     };
     let (report, ()) = tokio::join!(drain(&drainer), cancel);
     assert_eq!(report.stop_reason, StopReason::Stopped);
-    assert!(
-        t.elapsed() < Duration::from_millis(1800),
-        "{:?}",
-        t.elapsed()
-    );
+    // Well before the 20 s budget; generous, because a loaded CI machine stretches everything.
+    assert!(t.elapsed() < Duration::from_secs(8), "{:?}", t.elapsed());
 
     let records: Vec<_> = (0..300)
         .map(|i| record(&format!("v{i}"), 2000, "us-east-1", "x"))
@@ -574,9 +571,16 @@ async fn stop_token_and_overlapping_drains() {
     let mut total = a.clone();
     total.absorb(&b);
     total.absorb(&drain_until_empty(&pair, &one, 3).await);
-    // A write that timed out under the load may have landed: it is stale when retried.
-    assert_eq!(total.applied + total.stale, 300, "{total:?}");
+    // Every record received was settled as done: applied once, or stale when it came again — a
+    // write that timed out under load may have landed, and a standard queue (moto's too, under
+    // concurrent receives) may deliver a message twice. Nothing is lost: every key is there.
+    assert_eq!(total.records, total.applied + total.stale, "{total:?}");
+    assert!(total.applied <= 300 && total.records >= 300, "{total:?}");
     assert_eq!(total.dlq(), 0);
     assert!(a.received > 0 && b.received > 0, "both took a share");
-    assert_eq!(total.max_receive_count, 1);
+    assert!(total.max_receive_count <= 2, "{total:?}");
+    for i in 0..300 {
+        let item = pair.get(&format!("v{i}")).await;
+        assert_eq!(item.as_ref().and_then(data_of), Some("x"), "v{i}");
+    }
 }
