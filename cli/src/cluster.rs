@@ -191,6 +191,24 @@ impl Cluster {
             .collect()
     }
 
+    /// What `ferry local up` writes to its state file: every region's endpoints.
+    pub fn state(&self, pid: u32, control: String) -> crate::control::State {
+        crate::control::State {
+            pid,
+            control,
+            regions: self
+                .regions
+                .iter()
+                .map(|r| crate::control::RegionEndpoints {
+                    region: r.name.clone(),
+                    dynamodb: r.dynamo.endpoint(),
+                    sqs: self.moto.endpoint(),
+                    table: self.options.table.clone(),
+                })
+                .collect(),
+        }
+    }
+
     pub fn region_index(&self, name: &str) -> Result<usize, ClusterError> {
         self.regions
             .iter()
