@@ -317,7 +317,7 @@ struct Run<'a> {
 
 pub async fn run(target: &Target, options: &BackfillOptions) -> Result<BackfillReport, OpsError> {
     let started = Instant::now();
-    if options.to.iter().any(|t| *t == options.from) || options.to.is_empty() {
+    if options.to.contains(&options.from) || options.to.is_empty() {
         return Err(OpsError::Usage(
             "--to must name other regions than --from".into(),
         ));
