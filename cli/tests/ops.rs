@@ -189,10 +189,32 @@ async fn backfill_resume_verify_and_repair() {
         !checkpoint.exists(),
         "a complete backfill removes its checkpoint"
     );
-    // A second full run finds everything already there: stale, nothing stamped.
+    // A second full run, through a path that throttles a quarter of the writes, finds everything
+    // already there (stale, nothing stamped), slowed down by the throttling and not failed.
     opts.resume = false;
-    let again = backfill::run(&t, &opts).await.expect("again");
+    opts.page_size = None;
+    opts.concurrency = 16;
+    let mut throttled_state = cluster.state(0, String::new());
+    throttled_state.regions[1].dynamodb = cluster.regions[1].proxy.endpoint();
+    let throttled_target = Target::local(
+        &throttled_state,
+        &TargetArgs {
+            table: Some(FRESH.into()),
+            ..TargetArgs::default()
+        },
+    )
+    .expect("target");
+    cluster.regions[1]
+        .proxy
+        .set_mode(ferry_sandbox::FaultMode::Throttle { fraction: 0.25 });
+    let again = backfill::run(&throttled_target, &opts).await;
+    cluster.regions[1]
+        .proxy
+        .set_mode(ferry_sandbox::FaultMode::Pass);
+    let again = again.expect("a throttled backfill completes");
+    eprintln!("{}", backfill::render(&again));
     assert_eq!((again.stamped, again.applied, again.stale), (0, 0, total));
+    assert!(again.complete && again.throttled > 0, "{again:?}");
 
     let vopts = VerifyOptions {
         regions: vec![US.into(), EU.into()],

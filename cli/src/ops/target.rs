@@ -232,8 +232,9 @@ impl Target {
         s.connect_timeout = Some(Duration::from_secs(2));
         s.attempt_timeout = Some(Duration::from_secs(20));
         s.operation_timeout = Some(Duration::from_secs(60));
-        // The SDK retries throttling too; the tools add their own back-off on top.
-        s.max_attempts = Some(5);
+        // One SDK retry for a transient failure; throttling beyond that is retried without end
+        // by the tools' own back-off (`ferry_aws::retry`), so it slows them and never fails them.
+        s.max_attempts = Some(2);
         s
     }
 
