@@ -44,14 +44,15 @@ mod tests {
         }
     }
 
-    #[tokio::test(start_paused = true)]
+    /// Real time: two throttled answers cost 100 + 200 ms of back-off.
+    #[tokio::test]
     async fn retries_throttling_only() {
         let calls = AtomicU32::new(0);
         let throttles = AtomicU32::new(0);
         let out = while_throttled(
             || async {
                 let n = calls.fetch_add(1, Ordering::SeqCst);
-                if n < 3 {
+                if n < 2 {
                     Err(error(ErrorKind::Throttled))
                 } else {
                     Ok(n)
@@ -62,8 +63,8 @@ mod tests {
             },
         )
         .await;
-        assert_eq!(out.ok(), Some(3));
-        assert_eq!(throttles.load(Ordering::SeqCst), 3);
+        assert_eq!(out.ok(), Some(2));
+        assert_eq!(throttles.load(Ordering::SeqCst), 2);
         let out: Result<(), _> =
             while_throttled(|| async { Err(error(ErrorKind::Transport)) }, || {}).await;
         assert!(out.is_err_and(|e| e.is_transport()));
