@@ -178,7 +178,13 @@ pub async fn run(
             Ok(Err(e)) => RegionStatus {
                 region: r.clone(),
                 answers: false,
-                error: Some(e.to_string()),
+                // A transport error's text is the connector's whole debug output: say what it means.
+                error: Some(match e.kind {
+                    ferry_aws::ErrorKind::Transport => {
+                        format!("{}: no answer (transport)", e.operation)
+                    }
+                    _ => e.to_string(),
+                }),
                 stream_view_type: None,
             },
             Err(_) => RegionStatus {
