@@ -151,6 +151,7 @@ async fn backfill_resume_verify_and_repair() {
         resume: false,
         show_progress: false,
         stop_after_segments: Some(2),
+        interrupted: Default::default(),
     };
     let first = backfill::run(&t, &opts).await.expect("first backfill");
     eprintln!("{}", backfill::render(&first));

@@ -22,8 +22,8 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 #[derive(Args, Clone, Debug)]
@@ -69,6 +69,8 @@ pub struct BackfillOptions {
     pub show_progress: bool,
     /// Stop (as an interruption would) once this many segments have finished in this run.
     pub stop_after_segments: Option<usize>,
+    /// Set (by Ctrl-C) to stop at the next page boundary, checkpoint saved.
+    pub interrupted: Arc<AtomicBool>,
 }
 
 #[derive(Clone, Debug, Default, Serialize)]
@@ -469,10 +471,11 @@ impl Run<'_> {
         if next.is_none() {
             add(&self.finished_now, 1);
         }
-        let stop = self
-            .options
-            .stop_after_segments
-            .is_some_and(|k| get(&self.finished_now) as usize >= k);
+        let stop = self.options.interrupted.load(Ordering::SeqCst)
+            || self
+                .options
+                .stop_after_segments
+                .is_some_and(|k| get(&self.finished_now) as usize >= k);
         Ok(!stop)
     }
 
@@ -566,6 +569,20 @@ pub fn default_checkpoint(table: &str, from: &str) -> PathBuf {
 
 pub async fn main(args: BackfillArgs) -> ExitCode {
     let json = args.json;
+    // Ctrl-C stops at the next page boundary with the checkpoint saved; a second one quits.
+    let interrupted = Arc::new(AtomicBool::new(false));
+    {
+        let interrupted = interrupted.clone();
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                interrupted.store(true, Ordering::SeqCst);
+                eprintln!("interrupted: finishing the pages in flight and saving the checkpoint (Ctrl-C again to quit now; --resume redoes those pages)");
+                if tokio::signal::ctrl_c().await.is_ok() {
+                    std::process::exit(130);
+                }
+            }
+        });
+    }
     let result = async {
         let target = Target::connect(&args.target).await?;
         let options = BackfillOptions {
@@ -581,6 +598,7 @@ pub async fn main(args: BackfillArgs) -> ExitCode {
             resume: args.resume,
             show_progress: !json,
             stop_after_segments: None,
+            interrupted,
         };
         run(&target, &options).await
     }
