@@ -13,7 +13,6 @@ use aws_sdk_sqs::types::QueueAttributeName;
 use ferry_aws::{Buffer, ClientSettings, Table};
 use ferry_core::{clock, Clock, Config};
 use ferry_sandbox::{DynamoRegion, FaultMode, FaultProxy, Moto, StreamPoller, TableSpec};
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -190,6 +189,24 @@ impl Cluster {
                 )
             })
             .collect()
+    }
+
+    /// What `ferry local up` writes to its state file: every region's endpoints.
+    pub fn state(&self, pid: u32, control: String) -> crate::control::State {
+        crate::control::State {
+            pid,
+            control,
+            regions: self
+                .regions
+                .iter()
+                .map(|r| crate::control::RegionEndpoints {
+                    region: r.name.clone(),
+                    dynamodb: r.dynamo.endpoint(),
+                    sqs: self.moto.endpoint(),
+                    table: self.options.table.clone(),
+                })
+                .collect(),
+        }
     }
 
     pub fn region_index(&self, name: &str) -> Result<usize, ClusterError> {
@@ -389,18 +406,7 @@ async fn create_buffer_pair(
 
 /// Visible + in flight + delayed messages of a queue.
 pub async fn queue_depth(buffer: &Buffer) -> Option<u64> {
-    let out = buffer
-        .client
-        .get_queue_attributes()
-        .queue_url(&buffer.queue_url)
-        .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
-        .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
-        .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesDelayed)
-        .send()
-        .await
-        .ok()?;
-    let attrs: HashMap<QueueAttributeName, String> = out.attributes.unwrap_or_default();
-    Some(attrs.values().filter_map(|v| v.parse::<u64>().ok()).sum())
+    buffer.depth().await.ok().map(|d| d.total())
 }
 
 /// Lambda's stream trigger, emulated: read the stream in order, hand batches to the real

@@ -2,6 +2,7 @@ use clap::{Args, Parser, Subcommand};
 use ferry_cli::cluster::{Cluster, ClusterOptions};
 use ferry_cli::control;
 use ferry_cli::demo::{self, DemoOptions};
+use ferry_cli::ops;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -23,6 +24,17 @@ enum Command {
     },
     /// Runs the demo: live replication between emulated regions, an outage, the replay, a report.
     Demo(DemoArgs),
+    /// Bootstraps or re-seeds regions from one: stamps unversioned items, applies every item (LWW).
+    Backfill(ops::backfill::BackfillArgs),
+    /// Compares regions item by item (exit 1 on any difference); --repair fixes them (LWW).
+    Verify(ops::verify::VerifyArgs),
+    /// Lists, shows and redrives what sits in a buffer's dead-letter queue.
+    Dlq {
+        #[command(subcommand)]
+        command: ops::dlq::DlqCommand,
+    },
+    /// Replication health on one screen: buffers, DLQs, destinations, streams.
+    Status(ops::status::StatusArgs),
 }
 
 #[derive(Subcommand)]
@@ -118,6 +130,10 @@ async fn main() -> ExitCode {
             }
         },
         Command::Demo(a) => run_demo(a).await,
+        Command::Backfill(a) => ops::backfill::main(a).await,
+        Command::Verify(a) => ops::verify::main(a).await,
+        Command::Dlq { command } => ops::dlq::main(command).await,
+        Command::Status(a) => ops::status::main(a).await,
     }
 }
 
@@ -184,20 +200,7 @@ async fn local_up(a: UpArgs) -> ExitCode {
         .local_addr()
         .map(|a| a.to_string())
         .unwrap_or_default();
-    let state = control::State {
-        pid: std::process::id(),
-        control: control_addr,
-        regions: cluster
-            .regions
-            .iter()
-            .map(|r| control::RegionEndpoints {
-                region: r.name.clone(),
-                dynamodb: r.dynamo.endpoint(),
-                sqs: cluster.moto.endpoint(),
-                table: cluster.options.table.clone(),
-            })
-            .collect(),
-    };
+    let state = cluster.state(std::process::id(), control_addr);
     if let Err(e) = control::write_state(&state) {
         eprintln!(
             "ferry local up: writing {}: {e}",

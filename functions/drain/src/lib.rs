@@ -39,10 +39,10 @@ pub use report::{emf_line, percentile, ConflictSample, DrainReport, LagParts, St
 pub use settings::DrainSettings;
 
 use ferry_aws::ATTEMPTS_ATTRIBUTE;
-use ferry_aws::{AwsError, Buffer, ErrorKind, ReceivedWithAttributes, Table, WriteOutcome};
+use ferry_aws::{ApplyOutcome, AwsError, Buffer, ErrorKind, ReceivedWithAttributes, Table};
 use ferry_core::buffer::pack;
 use ferry_core::item::describe_key;
-use ferry_core::{apply_condition, judge, ChangeRecord, Clock, Config, Judgement};
+use ferry_core::{ChangeRecord, Clock, Config, Judgement};
 use futures::future::BoxFuture;
 use futures::stream::{FuturesUnordered, StreamExt};
 use std::collections::{BTreeMap, VecDeque};
@@ -544,7 +544,7 @@ impl Pacing {
     }
 }
 
-type PutResult = Result<Result<WriteOutcome, AwsError>, tokio::time::error::Elapsed>;
+type PutResult = Result<Result<ApplyOutcome, AwsError>, tokio::time::error::Elapsed>;
 
 /// Writes the take's winners; returns each record's outcome and why the take was halted, if it
 /// was.
@@ -563,10 +563,9 @@ async fn apply_take(
     let put = |i: usize| {
         let record = &take.records[i];
         async move {
-            let condition = apply_condition(record, &d.config);
+            // The one LWW apply path (ferry-aws), shared with the operator tools.
             let result: PutResult =
-                tokio::time::timeout_at(times.put_cut, d.table.put_if(&record.image, &condition))
-                    .await;
+                tokio::time::timeout_at(times.put_cut, d.table.apply(record, &d.config)).await;
             (i, result)
         }
     };
@@ -605,7 +604,7 @@ async fn apply_take(
                         outcomes[i] = Outcome::Failed;
                         raise(&mut halt, StopReason::Budget);
                     }
-                    Ok(Ok(WriteOutcome::Written)) => {
+                    Ok(Ok(ApplyOutcome::Written)) => {
                         pacing.on_answer();
                         report.applied += 1;
                         outcomes[i] = Outcome::Applied;
@@ -620,9 +619,9 @@ async fn apply_take(
                             retried: take.attempts_of(i) > 0,
                         });
                     }
-                    Ok(Ok(WriteOutcome::ConditionFailed(stored))) => {
+                    Ok(Ok(ApplyOutcome::Judged(judgement))) => {
                         pacing.on_answer();
-                        outcomes[i] = judged(d, record, stored.as_ref(), report);
+                        outcomes[i] = judged(d, record, judgement, report);
                     }
                     Ok(Err(e)) => match e.kind {
                         ErrorKind::Throttled => {
@@ -672,10 +671,10 @@ async fn apply_take(
 fn judged(
     d: &Drainer,
     record: &ChangeRecord,
-    stored: Option<&ferry_core::Item>,
+    judgement: Judgement,
     report: &mut DrainReport,
 ) -> Outcome {
-    match judge(record, stored, &d.config) {
+    match judgement {
         Judgement::Stale { .. } => {
             report.stale += 1;
             Outcome::Stale

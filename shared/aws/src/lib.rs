@@ -1,17 +1,22 @@
 //! Ferry's AWS adapter: the one place that talks to DynamoDB and SQS. The functions and the CLI
 //! share it; the replication decisions stay in `ferry-core`.
 
+pub mod apply;
 pub mod buffer;
 pub mod buffer_attributes;
 pub mod clients;
 pub mod error;
 pub mod logs;
+pub mod queue;
+pub mod retry;
 pub mod scan;
 pub mod table;
 pub mod values;
 
+pub use apply::ApplyOutcome;
 pub use buffer::{Buffer, Received};
 pub use buffer_attributes::{ReceivedWithAttributes, ATTEMPTS_ATTRIBUTE};
 pub use clients::{ClientSettings, Clients};
 pub use error::{AwsError, ErrorKind};
-pub use table::{Table, WriteOutcome};
+pub use queue::QueueDepth;
+pub use table::{Table, TableDescription, WriteOutcome};

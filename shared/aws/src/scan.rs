@@ -62,3 +62,50 @@ impl Table {
         }
     }
 }
+
+/// Where one segment of a parallel scan starts: from its beginning (`None`) or after a key
+/// (a checkpoint).
+pub type SegmentStart = (i32, Option<Item>);
+
+impl Table {
+    /// A parallel scan: the `segments` of `total` run concurrently, each page handed to
+    /// `on_page(segment, page)` and awaited before that segment reads on, so a caller that
+    /// records `page.next` after handling a page can resume exactly there. Throttled pages are
+    /// retried with back-off (`on_throttle` counts them). `on_page` returning `Ok(false)` stops
+    /// its segment; the first error stops the scan.
+    pub async fn scan_parallel<F, Fut, E>(
+        &self,
+        total: i32,
+        segments: Vec<SegmentStart>,
+        limit: Option<i32>,
+        on_page: F,
+        on_throttle: impl Fn() + Sync,
+    ) -> Result<(), E>
+    where
+        F: Fn(i32, ScanPage) -> Fut + Sync,
+        Fut: std::future::Future<Output = Result<bool, E>>,
+        E: From<AwsError>,
+    {
+        let on_page = &on_page;
+        let on_throttle = &on_throttle;
+        let runs = segments.into_iter().map(|(segment, mut start)| async move {
+            loop {
+                let from = start.clone();
+                let page = crate::retry::while_throttled(
+                    || self.scan_page(segment, total, from.clone(), limit),
+                    on_throttle,
+                )
+                .await?;
+                let next = page.next.clone();
+                if !on_page(segment, page).await? {
+                    return Ok(());
+                }
+                match next {
+                    Some(n) => start = Some(n),
+                    None => return Ok(()),
+                }
+            }
+        });
+        futures::future::try_join_all(runs).await.map(|_| ())
+    }
+}

@@ -164,3 +164,48 @@ impl AsConditionalCheckFailed for aws_sdk_dynamodb::operation::update_item::Upda
         }
     }
 }
+
+/// What `DescribeTable` says about a table, as the operator tools need it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TableDescription {
+    pub partition_key: Option<String>,
+    pub sort_key: Option<String>,
+    /// `NEW_AND_OLD_IMAGES` etc.; `None` when the stream is off.
+    pub stream_view_type: Option<String>,
+    /// DynamoDB's approximate item count (updated about every six hours on AWS).
+    pub item_count: Option<i64>,
+}
+
+impl Table {
+    /// The key schema, the stream's view type and the approximate item count.
+    pub async fn describe(&self) -> Result<TableDescription, AwsError> {
+        use aws_sdk_dynamodb::types::KeyType;
+        let out = self
+            .client
+            .describe_table()
+            .table_name(&self.name)
+            .send()
+            .await
+            .map_err(|e| classify_sdk_error("DescribeTable", &e))?;
+        let Some(t) = out.table else {
+            return Ok(TableDescription::default());
+        };
+        let key = |kind: KeyType| {
+            t.key_schema()
+                .iter()
+                .find(|k| *k.key_type() == kind)
+                .map(|k| k.attribute_name().to_string())
+        };
+        let stream = t
+            .stream_specification()
+            .filter(|s| s.stream_enabled())
+            .and_then(|s| s.stream_view_type())
+            .map(|v| v.as_str().to_string());
+        Ok(TableDescription {
+            partition_key: key(KeyType::Hash),
+            sort_key: key(KeyType::Range),
+            stream_view_type: stream,
+            item_count: t.item_count(),
+        })
+    }
+}

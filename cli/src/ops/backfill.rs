@@ -1,0 +1,724 @@
+//! `ferry backfill --from A --to B[,C…]`: bootstrap a new region or re-seed one after a long
+//! outage. A parallel scan of the source (`--segments`) stamps every unversioned item in place
+//! first (the contract's bootstrap pass: the case-4 stamp for "no version", conditional on the
+//! item still being unversioned, so it never overwrites a concurrent write), then applies every
+//! versioned item (tombstones too) to each destination through the drain's own LWW apply path
+//! — safe while replication runs. Throttling backs off and retries. After every page the
+//! checkpoint file records, per segment, the last key done or that the segment is finished;
+//! `--resume` continues from there without redoing a finished segment or page.
+
+use super::target::{Target, TargetArgs};
+use super::{finish, progress, rate, OpsError, EXIT_FOUND, EXIT_OK};
+use base64::Engine;
+use clap::Args;
+use ferry_aws::retry::while_throttled;
+use ferry_aws::{ApplyOutcome, Table, WriteOutcome};
+use ferry_core::classify::Hint;
+use ferry_core::codec::{decode_item, encode_item};
+use ferry_core::item::{describe_key, key_of};
+use ferry_core::{reconcile, Action, ChangeRecord, Config, Item, Judgement, Version};
+use futures::stream::TryStreamExt;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+#[derive(Args, Clone, Debug)]
+pub struct BackfillArgs {
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// The region whose table is read (and stamped where unversioned).
+    #[arg(long)]
+    pub from: String,
+    /// The regions written, comma-separated.
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub to: Vec<String>,
+    /// Parallel scan segments.
+    #[arg(long, default_value_t = 4)]
+    pub segments: u32,
+    /// Items in flight per segment.
+    #[arg(long, default_value_t = 16)]
+    pub concurrency: usize,
+    /// Items per scan page (DynamoDB's 1 MB page when unset).
+    #[arg(long)]
+    pub page_size: Option<i32>,
+    /// The checkpoint file (default `ferry-backfill-<table>-<from>.json` in the current folder).
+    #[arg(long)]
+    pub checkpoint: Option<PathBuf>,
+    /// Continue the backfill recorded in the checkpoint file.
+    #[arg(long)]
+    pub resume: bool,
+    /// Print one JSON object instead of the human report.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// What `run` needs besides the target.
+#[derive(Clone, Debug)]
+pub struct BackfillOptions {
+    pub from: String,
+    pub to: Vec<String>,
+    pub segments: u32,
+    pub concurrency: usize,
+    pub page_size: Option<i32>,
+    pub checkpoint: PathBuf,
+    pub resume: bool,
+    pub show_progress: bool,
+    /// Stop (as an interruption would) once this many segments have finished in this run.
+    pub stop_after_segments: Option<usize>,
+    /// Set (by Ctrl-C) to stop at the next page boundary, checkpoint saved.
+    pub interrupted: Arc<AtomicBool>,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct BackfillReport {
+    pub table: String,
+    pub from: String,
+    pub to: Vec<String>,
+    pub segments: u32,
+    /// Segments finished by an earlier run (skipped).
+    pub segments_skipped: usize,
+    /// Segments finished by this run.
+    pub segments_finished: usize,
+    /// Every segment is finished.
+    pub complete: bool,
+    pub scanned: u64,
+    /// Unversioned items stamped in the source.
+    pub stamped: u64,
+    /// Applications (item × destination) that wrote.
+    pub applied: u64,
+    /// Applications refused because the destination holds the same or a newer version.
+    pub stale: u64,
+    /// Of those, a newer version from another region (shown, as the drain shows them).
+    pub conflicts: u64,
+    /// Applications refused because the destination item is unversioned (stamp it there first).
+    pub pending: u64,
+    /// Up to 20 of the pending keys, with their region.
+    pub pending_keys: Vec<String>,
+    /// Items the configured filter does not replicate, or deleted while being stamped.
+    pub skipped: u64,
+    pub throttled: u64,
+    pub elapsed_s: f64,
+    pub scanned_per_s: f64,
+    pub stamped_per_s: f64,
+    pub applied_per_s: f64,
+    pub stale_per_s: f64,
+    /// The checkpoint file, kept while the backfill is incomplete.
+    pub checkpoint: Option<String>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// The checkpoint (pure bookkeeping)
+
+/// What a backfill has done, per segment. Written after every page: a page is recorded only
+/// once every one of its items is applied everywhere, so resuming never skips an item.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    pub table: String,
+    pub from: String,
+    pub to: Vec<String>,
+    pub segments: u32,
+    pub finished: BTreeSet<u32>,
+    /// Per unfinished segment, the last key done (base64 of Ferry's item encoding).
+    pub resume_after: BTreeMap<u32, String>,
+}
+
+impl Checkpoint {
+    pub fn new(table: &str, from: &str, to: &[String], segments: u32) -> Checkpoint {
+        Checkpoint {
+            table: table.into(),
+            from: from.into(),
+            to: to.to_vec(),
+            segments,
+            finished: BTreeSet::new(),
+            resume_after: BTreeMap::new(),
+        }
+    }
+
+    /// A checkpoint can only be resumed by the same backfill.
+    pub fn check_same(&self, other: &Checkpoint) -> Result<(), String> {
+        let mut mine = self.to.clone();
+        let mut theirs = other.to.clone();
+        mine.sort();
+        theirs.sort();
+        if self.table != other.table
+            || self.from != other.from
+            || mine != theirs
+            || self.segments != other.segments
+        {
+            return Err(format!(
+                "the checkpoint is for table {} from {} to {} in {} segments; this run is for table {} from {} to {} in {} segments",
+                self.table, self.from, self.to.join(","), self.segments,
+                other.table, other.from, other.to.join(","), other.segments
+            ));
+        }
+        Ok(())
+    }
+
+    /// The segments still to scan, each with the key to start after.
+    pub fn starts(&self) -> Result<Vec<(i32, Option<Item>)>, String> {
+        (0..self.segments)
+            .filter(|s| !self.finished.contains(s))
+            .map(|s| {
+                let start = match self.resume_after.get(&s) {
+                    None => None,
+                    Some(text) => {
+                        let bytes = base64::engine::general_purpose::STANDARD
+                            .decode(text)
+                            .map_err(|e| format!("checkpoint segment {s}: {e}"))?;
+                        Some(
+                            decode_item(&bytes)
+                                .map_err(|e| format!("checkpoint segment {s}: {e}"))?,
+                        )
+                    }
+                };
+                Ok((s as i32, start))
+            })
+            .collect()
+    }
+
+    /// Records a page of `segment` as done: the segment goes on after `next`, or is finished.
+    pub fn page_done(&mut self, segment: u32, next: Option<&Item>) {
+        match next {
+            Some(key) => {
+                let text = base64::engine::general_purpose::STANDARD.encode(encode_item(key));
+                self.resume_after.insert(segment, text);
+            }
+            None => {
+                self.resume_after.remove(&segment);
+                self.finished.insert(segment);
+            }
+        }
+    }
+
+    pub fn is_complete(&self) -> bool {
+        self.finished.len() as u32 >= self.segments
+    }
+
+    pub fn load(path: &Path) -> Result<Option<Checkpoint>, OpsError> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => serde_json::from_str(&text)
+                .map(Some)
+                .map_err(|e| OpsError::Data(format!("{}: {e}", path.display()))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(OpsError::io(path.display().to_string())(e)),
+        }
+    }
+
+    /// Written to a temporary file and renamed over the old one: never half written.
+    pub fn save(&self, path: &Path) -> Result<(), OpsError> {
+        let tmp = path.with_extension("tmp");
+        let text = serde_json::to_string_pretty(self).map_err(|e| OpsError::Data(e.to_string()))?;
+        std::fs::write(&tmp, text).map_err(OpsError::io(tmp.display().to_string()))?;
+        std::fs::rename(&tmp, path).map_err(OpsError::io(path.display().to_string()))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The decision per item (pure)
+
+/// What to do with one scanned (or re-read) source item.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Step {
+    /// Versioned: apply it everywhere.
+    Apply(ChangeRecord),
+    /// Unversioned: the contract's bootstrap stamp (conditional on it still being unversioned).
+    Stamp {
+        key: Item,
+        version: Version,
+        remove: Vec<String>,
+        ttl: Option<ferry_core::AttributeValue>,
+        condition: ferry_core::Condition,
+    },
+    /// Gone (deleted meanwhile), or not replicated by the item filter.
+    Skip,
+}
+
+/// The step for the source's current item (`None`: absent). `now_ms` is the source's clock:
+/// a stamp gets the version `(now, source)`, as enqueue's stamp of an unversioned write does.
+pub fn step_for(current: Option<&Item>, now_ms: u64, config: &Config) -> Result<Step, String> {
+    let Some(item) = current else {
+        return Ok(Step::Skip);
+    };
+    let key = key_of(item, &config.key).map_err(|k| format!("item lacks key attribute `{k}`"))?;
+    if !config.filter.admits(&key, &config.key, item, &Item::new()) {
+        return Ok(Step::Skip);
+    }
+    if let Some(record) = ChangeRecord::from_stored(item, &config.local_region, config)
+        .map_err(|e| format!("{}: {e}", describe_key(&key)))?
+    {
+        return Ok(Step::Apply(record));
+    }
+    // The hint of a write nobody has seen: reconcile's "no version" row.
+    let hint = Hint {
+        key: key.clone(),
+        seen: None,
+        new_version: None,
+        changed: Vec::new(),
+        tombstone_ttl: None,
+    };
+    match reconcile(&hint, Some(item), now_ms, config)
+        .map_err(|e| format!("{}: {e}", describe_key(&key)))?
+    {
+        Action::Stamp {
+            version,
+            remove,
+            ttl,
+            condition,
+        } => Ok(Step::Stamp {
+            key,
+            version,
+            remove,
+            ttl,
+            condition,
+        }),
+        other => Err(format!(
+            "{}: unexpected bootstrap action {other:?}",
+            describe_key(&key)
+        )),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The run
+
+#[derive(Default)]
+struct Counts {
+    scanned: AtomicU64,
+    stamped: AtomicU64,
+    applied: AtomicU64,
+    stale: AtomicU64,
+    conflicts: AtomicU64,
+    pending: AtomicU64,
+    skipped: AtomicU64,
+    throttled: AtomicU64,
+}
+
+fn add(c: &AtomicU64, n: u64) {
+    c.fetch_add(n, Ordering::Relaxed);
+}
+
+fn get(c: &AtomicU64) -> u64 {
+    c.load(Ordering::Relaxed)
+}
+
+struct Run<'a> {
+    config: Config,
+    source: Table,
+    destinations: Vec<(String, Table)>,
+    counts: Counts,
+    pending_keys: Mutex<Vec<String>>,
+    checkpoint: Mutex<Checkpoint>,
+    path: &'a Path,
+    options: &'a BackfillOptions,
+    finished_now: AtomicU64,
+}
+
+pub async fn run(target: &Target, options: &BackfillOptions) -> Result<BackfillReport, OpsError> {
+    let started = Instant::now();
+    if options.to.contains(&options.from) || options.to.is_empty() {
+        return Err(OpsError::Usage(
+            "--to must name other regions than --from".into(),
+        ));
+    }
+    if options.segments == 0 || options.segments > 1_000_000 {
+        return Err(OpsError::Usage("--segments must be 1..1000000".into()));
+    }
+    let mut regions = vec![options.from.clone()];
+    regions.extend(options.to.iter().cloned());
+    target.regions(&regions)?;
+    let source = target.table(&options.from).await;
+    let config = target.config(&options.from, &source).await?;
+    let mut destinations = Vec::new();
+    for d in &options.to {
+        let t = target.table(d).await;
+        t.ping().await?;
+        destinations.push((d.clone(), t));
+    }
+    let fresh = Checkpoint::new(
+        &target.table_name,
+        &options.from,
+        &options.to,
+        options.segments,
+    );
+    let checkpoint = match Checkpoint::load(&options.checkpoint)? {
+        Some(saved) if options.resume => {
+            saved.check_same(&fresh).map_err(OpsError::Usage)?;
+            saved
+        }
+        Some(_) => {
+            return Err(OpsError::Usage(format!(
+                "checkpoint {} exists: pass --resume to continue that backfill, or remove it",
+                options.checkpoint.display()
+            )))
+        }
+        None => fresh,
+    };
+    let starts = checkpoint.starts().map_err(OpsError::Data)?;
+    let skipped_segments = checkpoint.finished.len();
+    checkpoint.save(&options.checkpoint)?;
+    let run = Run {
+        config,
+        source,
+        destinations,
+        counts: Counts::default(),
+        pending_keys: Mutex::new(Vec::new()),
+        checkpoint: Mutex::new(checkpoint),
+        path: &options.checkpoint,
+        options,
+        finished_now: AtomicU64::new(0),
+    };
+    let estimate = run.source.describe().await.ok().and_then(|d| d.item_count);
+    let bar = progress(
+        options.show_progress,
+        estimate.filter(|n| *n > 0).map(|n| n as u64),
+        "{spinner} backfill [{elapsed_precise}] {bar:30} {pos}/{len} {msg}",
+    );
+    let scan = run.source.scan_parallel(
+        options.segments as i32,
+        starts,
+        options.page_size,
+        |segment, page| {
+            let run = &run;
+            let bar = &bar;
+            async move {
+                let n = page.items.len() as u64;
+                futures::stream::iter(page.items.into_iter().map(Ok::<Item, OpsError>))
+                    .map_ok(|item| run.item(item))
+                    .try_buffer_unordered(options.concurrency.max(1))
+                    .try_collect::<Vec<()>>()
+                    .await?;
+                add(&run.counts.scanned, n);
+                bar.inc(n);
+                bar.set_message(run.line(started));
+                run.page_done(segment as u32, page.next.as_ref())
+            }
+        },
+        || add(&run.counts.throttled, 1),
+    );
+    let result = scan.await;
+    bar.finish_and_clear();
+    result?;
+    let checkpoint = run
+        .checkpoint
+        .lock()
+        .map(|c| c.clone())
+        .map_err(|_| OpsError::Data("checkpoint lock poisoned".into()))?;
+    let complete = checkpoint.is_complete();
+    if complete {
+        std::fs::remove_file(&options.checkpoint)
+            .map_err(OpsError::io(options.checkpoint.display().to_string()))?;
+    }
+    let elapsed_s = started.elapsed().as_secs_f64();
+    let c = &run.counts;
+    Ok(BackfillReport {
+        table: target.table_name.clone(),
+        from: options.from.clone(),
+        to: options.to.clone(),
+        segments: options.segments,
+        segments_skipped: skipped_segments,
+        segments_finished: get(&run.finished_now) as usize,
+        complete,
+        scanned: get(&c.scanned),
+        stamped: get(&c.stamped),
+        applied: get(&c.applied),
+        stale: get(&c.stale),
+        conflicts: get(&c.conflicts),
+        pending: get(&c.pending),
+        pending_keys: run
+            .pending_keys
+            .lock()
+            .map(|k| k.clone())
+            .unwrap_or_default(),
+        skipped: get(&c.skipped),
+        throttled: get(&c.throttled),
+        elapsed_s: (elapsed_s * 100.0).round() / 100.0,
+        scanned_per_s: rate(get(&c.scanned), elapsed_s),
+        stamped_per_s: rate(get(&c.stamped), elapsed_s),
+        applied_per_s: rate(get(&c.applied), elapsed_s),
+        stale_per_s: rate(get(&c.stale), elapsed_s),
+        checkpoint: (!complete).then(|| options.checkpoint.display().to_string()),
+    })
+}
+
+impl Run<'_> {
+    fn line(&self, started: Instant) -> String {
+        let s = started.elapsed().as_secs_f64();
+        let c = &self.counts;
+        format!(
+            "scanned {} ({}/s) stamped {} applied {} ({}/s) stale {} pending {}",
+            get(&c.scanned),
+            rate(get(&c.scanned), s),
+            get(&c.stamped),
+            get(&c.applied),
+            rate(get(&c.applied), s),
+            get(&c.stale),
+            get(&c.pending)
+        )
+    }
+
+    /// Records the page; `Ok(false)` stops the segment (an interruption asked for by tests).
+    fn page_done(&self, segment: u32, next: Option<&Item>) -> Result<bool, OpsError> {
+        let mut c = self
+            .checkpoint
+            .lock()
+            .map_err(|_| OpsError::Data("checkpoint lock poisoned".into()))?;
+        c.page_done(segment, next);
+        c.save(self.path)?;
+        if next.is_none() {
+            add(&self.finished_now, 1);
+        }
+        let stop = self.options.interrupted.load(Ordering::SeqCst)
+            || self
+                .options
+                .stop_after_segments
+                .is_some_and(|k| get(&self.finished_now) as usize >= k);
+        Ok(!stop)
+    }
+
+    /// Stamps the item if it is unversioned, then applies it to every destination.
+    async fn item(&self, item: Item) -> Result<(), OpsError> {
+        let mut current = Some(item);
+        // Each failed stamp condition means a newer write; a handful of rounds settles any key.
+        for _ in 0..16 {
+            let now = ferry_core::clock::system_now_ms();
+            match step_for(current.as_ref(), now, &self.config).map_err(OpsError::Data)? {
+                Step::Skip => {
+                    add(&self.counts.skipped, 1);
+                    return Ok(());
+                }
+                Step::Apply(record) => return self.apply(&record).await,
+                Step::Stamp {
+                    key,
+                    version,
+                    remove,
+                    ttl,
+                    condition,
+                } => {
+                    let outcome = while_throttled(
+                        || {
+                            self.source.stamp_if(
+                                &key,
+                                &version,
+                                &remove,
+                                ttl.as_ref(),
+                                &condition,
+                                &self.config,
+                            )
+                        },
+                        || add(&self.counts.throttled, 1),
+                    )
+                    .await?;
+                    current = match outcome {
+                        WriteOutcome::Written => {
+                            add(&self.counts.stamped, 1);
+                            // Read back what is stored now (the stamp, or a write after it).
+                            while_throttled(
+                                || self.source.get(&key),
+                                || add(&self.counts.throttled, 1),
+                            )
+                            .await?
+                        }
+                        WriteOutcome::ConditionFailed(stored) => stored,
+                    };
+                }
+            }
+        }
+        Err(OpsError::Data(
+            "an item kept changing while being stamped".into(),
+        ))
+    }
+
+    async fn apply(&self, record: &ChangeRecord) -> Result<(), OpsError> {
+        for (region, table) in &self.destinations {
+            let outcome = while_throttled(
+                || table.apply(record, &self.config),
+                || add(&self.counts.throttled, 1),
+            )
+            .await?;
+            match outcome {
+                ApplyOutcome::Written => add(&self.counts.applied, 1),
+                ApplyOutcome::Judged(Judgement::Stale { .. }) => add(&self.counts.stale, 1),
+                ApplyOutcome::Judged(Judgement::Conflict { .. }) => {
+                    add(&self.counts.stale, 1);
+                    add(&self.counts.conflicts, 1);
+                }
+                ApplyOutcome::Judged(Judgement::Pending(reason)) => {
+                    add(&self.counts.pending, 1);
+                    if let Ok(mut keys) = self.pending_keys.lock() {
+                        if keys.len() < 20 {
+                            keys.push(format!(
+                                "{region}: {} ({reason:?})",
+                                describe_key(&record.key)
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+pub fn default_checkpoint(table: &str, from: &str) -> PathBuf {
+    PathBuf::from(format!("ferry-backfill-{table}-{from}.json"))
+}
+
+pub async fn main(args: BackfillArgs) -> ExitCode {
+    let json = args.json;
+    // Ctrl-C stops at the next page boundary with the checkpoint saved; a second one quits.
+    let interrupted = Arc::new(AtomicBool::new(false));
+    {
+        let interrupted = interrupted.clone();
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                interrupted.store(true, Ordering::SeqCst);
+                eprintln!("interrupted: finishing the pages in flight and saving the checkpoint (Ctrl-C again to quit now; --resume redoes those pages)");
+                if tokio::signal::ctrl_c().await.is_ok() {
+                    std::process::exit(130);
+                }
+            }
+        });
+    }
+    let result = async {
+        let target = Target::connect(&args.target).await?;
+        let options = BackfillOptions {
+            checkpoint: args
+                .checkpoint
+                .clone()
+                .unwrap_or_else(|| default_checkpoint(&target.table_name, &args.from)),
+            from: args.from,
+            to: args.to,
+            segments: args.segments,
+            concurrency: args.concurrency,
+            page_size: args.page_size,
+            resume: args.resume,
+            show_progress: !json,
+            stop_after_segments: None,
+            interrupted,
+        };
+        run(&target, &options).await
+    }
+    .await;
+    finish("backfill", json, result, render, |r| {
+        if r.complete && r.pending == 0 {
+            EXIT_OK
+        } else {
+            EXIT_FOUND
+        }
+    })
+}
+
+pub fn render(r: &BackfillReport) -> String {
+    let mut out = format!(
+        "backfill {} from {} to {}: {} in {:.1} s\n",
+        r.table,
+        r.from,
+        r.to.join(","),
+        if r.complete { "complete" } else { "INCOMPLETE" },
+        r.elapsed_s
+    );
+    out += &format!(
+        "  segments  {} finished now, {} earlier, of {}\n",
+        r.segments_finished, r.segments_skipped, r.segments
+    );
+    for (name, n, per_s) in [
+        ("scanned", r.scanned, r.scanned_per_s),
+        ("stamped", r.stamped, r.stamped_per_s),
+        ("applied", r.applied, r.applied_per_s),
+        ("stale", r.stale, r.stale_per_s),
+    ] {
+        out += &format!("  {name:<9} {n:>9}  ({per_s}/s)\n");
+    }
+    out += &format!(
+        "  conflicts {:>9}\n  pending   {:>9}\n  skipped   {:>9}\n  throttled {:>9}\n",
+        r.conflicts, r.pending, r.skipped, r.throttled
+    );
+    for k in &r.pending_keys {
+        out += &format!("  pending: {k}\n");
+    }
+    if r.pending > 0 {
+        out += "  pending keys are unversioned in the destination: stamp them there (backfill from that region, or let its enqueue catch up), then run again\n";
+    }
+    if let Some(c) = &r.checkpoint {
+        out += &format!("  checkpoint {c}: continue with --resume\n");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ferry_core::AttributeValue;
+
+    fn item(pk: &str) -> Item {
+        [
+            ("pk".to_string(), AttributeValue::S(pk.into())),
+            ("v".to_string(), AttributeValue::N("1".into())),
+        ]
+        .into()
+    }
+
+    #[test]
+    fn checkpoint_records_pages_and_finished_segments() {
+        let to = vec!["b".to_string()];
+        let mut c = Checkpoint::new("t", "a", &to, 3);
+        assert_eq!(c.starts().unwrap().len(), 3);
+        c.page_done(1, Some(&item("k7")));
+        c.page_done(2, None);
+        let starts = c.starts().unwrap();
+        assert_eq!(starts.len(), 2);
+        assert_eq!(starts[0], (0, None));
+        assert_eq!(starts[1].0, 1);
+        assert_eq!(starts[1].1.as_ref(), Some(&item("k7")));
+        c.page_done(1, None);
+        c.page_done(0, None);
+        assert!(c.is_complete());
+        assert!(c.resume_after.is_empty());
+        // Round trip through JSON, and only the same backfill may resume it.
+        let back: Checkpoint = serde_json::from_str(&serde_json::to_string(&c).unwrap()).unwrap();
+        assert_eq!(back, c);
+        assert!(c.check_same(&Checkpoint::new("t", "a", &to, 3)).is_ok());
+        assert!(c.check_same(&Checkpoint::new("t", "a", &to, 4)).is_err());
+        assert!(c.check_same(&Checkpoint::new("t", "c", &to, 3)).is_err());
+    }
+
+    #[test]
+    fn unversioned_items_are_stamped_conditionally_versioned_ones_applied() {
+        let config = Config::new("us-east-1", "pk");
+        let plain = item("a");
+        match step_for(Some(&plain), 1_000, &config).unwrap() {
+            Step::Stamp {
+                version, condition, ..
+            } => {
+                assert_eq!(version, Version::new(1_000, "us-east-1"));
+                // Never overwrites a concurrent write: only while still unversioned.
+                assert!(condition.holds(Some(&plain)));
+                let mut stamped = plain.clone();
+                Version::new(999, "eu-west-1").stamp_into(&mut stamped, &config.names);
+                assert!(!condition.holds(Some(&stamped)));
+                assert!(!condition.holds(None));
+            }
+            other => panic!("{other:?}"),
+        }
+        let mut versioned = item("b");
+        Version::new(5, "eu-west-1").stamp_into(&mut versioned, &config.names);
+        match step_for(Some(&versioned), 1_000, &config).unwrap() {
+            Step::Apply(r) => {
+                assert_eq!(r.version, Version::new(5, "eu-west-1"));
+                assert_eq!(r.image, versioned);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(step_for(None, 1_000, &config).unwrap(), Step::Skip);
+        let mut filtered = config.clone();
+        filtered.filter = ferry_core::ItemFilter::PartitionKeyPrefix("user#".into());
+        assert_eq!(
+            step_for(Some(&plain), 1_000, &filtered).unwrap(),
+            Step::Skip
+        );
+    }
+}

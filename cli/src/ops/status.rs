@@ -1,0 +1,337 @@
+//! `ferry status`: a one-screen view of replication health. Per region: whether its table
+//! answers and its stream's view type. Per buffer (source → destination): messages visible,
+//! in flight and delayed, the DLQ's depth, and with `--peek` the age of the oldest message seen
+//! and an estimate of the records queued.
+//!
+//! SQS's API has no "age of the oldest message" (ApproximateAgeOfOldestMessage is a CloudWatch
+//! metric, and the emulator has none): `--peek` receives up to 10 messages of each queue with a
+//! zero visibility timeout and reports the oldest `SentTimestamp` among them (a lower bound on
+//! a standard queue, which hands out a sample) and records ≈ messages × the mean `ferry-records`
+//! of the sample. A peek counts as a receive towards the buffer's maxReceiveCount, which is why
+//! it is not the default.
+
+use super::target::{Target, TargetArgs};
+use super::{finish, OpsError, EXIT_FOUND, EXIT_OK};
+use clap::Args;
+use ferry_aws::buffer::RECORDS_ATTRIBUTE;
+use ferry_aws::{Buffer, QueueDepth};
+use serde::Serialize;
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// The view type Ferry's enqueue needs.
+pub const NEEDED_VIEW_TYPE: &str = "NEW_AND_OLD_IMAGES";
+
+#[derive(Args, Clone, Debug)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// The regions, comma-separated (with --local: every sandbox region).
+    #[arg(long, value_delimiter = ',')]
+    pub regions: Vec<String>,
+    /// Sample each queue (zero visibility timeout) for the oldest message's age and records.
+    #[arg(long)]
+    pub peek: bool,
+    /// Print one JSON object instead of the table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct RegionStatus {
+    pub region: String,
+    pub answers: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub stream_view_type: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct BufferStatus {
+    pub source: String,
+    pub destination: String,
+    pub buffer: QueueDepth,
+    pub dlq: QueueDepth,
+    /// With `--peek`: the oldest sampled message's age.
+    pub oldest_age_s: Option<u64>,
+    /// With `--peek`: messages × mean records per sampled message.
+    pub approx_records: Option<u64>,
+    pub destination_answers: bool,
+}
+
+#[derive(Clone, Debug, Serialize, Default)]
+pub struct StatusReport {
+    pub table: String,
+    pub regions: Vec<RegionStatus>,
+    pub buffers: Vec<BufferStatus>,
+    pub healthy: bool,
+    pub problems: Vec<String>,
+    pub oldest_age_source: String,
+}
+
+/// What a peek sample says: the oldest send time and records per message.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Sample {
+    pub oldest_sent_ms: Option<u64>,
+    pub messages: u64,
+    pub records: u64,
+}
+
+/// Estimates from a sample (pure).
+pub fn estimate(depth: &QueueDepth, sample: &Sample, now_ms: u64) -> (Option<u64>, Option<u64>) {
+    let age = sample
+        .oldest_sent_ms
+        .map(|t| now_ms.saturating_sub(t) / 1000);
+    let records = (sample.messages > 0).then(|| {
+        (depth.total() as f64 * sample.records as f64 / sample.messages as f64).round() as u64
+    });
+    (age, records)
+}
+
+/// The health verdict (pure): problems an operator must look at.
+pub fn problems(regions: &[RegionStatus], buffers: &[BufferStatus]) -> Vec<String> {
+    let mut out = Vec::new();
+    for r in regions {
+        if !r.answers {
+            out.push(format!(
+                "{}: table not answering{}",
+                r.region,
+                r.error
+                    .as_deref()
+                    .map(|e| format!(" ({e})"))
+                    .unwrap_or_default()
+            ));
+        } else if r.stream_view_type.as_deref() != Some(NEEDED_VIEW_TYPE) {
+            out.push(format!(
+                "{}: stream view type is {} (Ferry needs {NEEDED_VIEW_TYPE})",
+                r.region,
+                r.stream_view_type.as_deref().unwrap_or("none (stream off)")
+            ));
+        }
+    }
+    for b in buffers {
+        if b.dlq.total() > 0 {
+            out.push(format!(
+                "{} → {}: {} message(s) in the DLQ (ferry dlq list --from {} --to {})",
+                b.source,
+                b.destination,
+                b.dlq.total(),
+                b.source,
+                b.destination
+            ));
+        }
+        if b.buffer.total() > 0 && !b.destination_answers {
+            out.push(format!(
+                "{} → {}: {} message(s) waiting for an unreachable destination",
+                b.source,
+                b.destination,
+                b.buffer.total()
+            ));
+        }
+    }
+    out
+}
+
+async fn peek(queue: &Buffer) -> Result<Sample, OpsError> {
+    let got = queue
+        .receive_with_attributes(10, 0, Some(0), &[RECORDS_ATTRIBUTE])
+        .await?;
+    Ok(Sample {
+        oldest_sent_ms: got
+            .iter()
+            .map(|m| m.message.sent_at_ms)
+            .filter(|t| *t > 0)
+            .min(),
+        messages: got.len() as u64,
+        records: got
+            .iter()
+            .map(|m| m.number(RECORDS_ATTRIBUTE).unwrap_or(1))
+            .sum(),
+    })
+}
+
+pub async fn run(
+    target: &Target,
+    regions: &[String],
+    with_peek: bool,
+) -> Result<StatusReport, OpsError> {
+    let regions = target.regions(regions)?;
+    let mut report = StatusReport {
+        table: target.table_name.clone(),
+        oldest_age_source: if with_peek {
+            "oldest SentTimestamp among up to 10 peeked messages (SQS has no such attribute)".into()
+        } else {
+            "not measured: SQS exposes it only as a CloudWatch metric; --peek samples it".into()
+        },
+        ..Default::default()
+    };
+    for r in &regions {
+        let table = target.table(r).await;
+        let described = tokio::time::timeout(Duration::from_secs(5), table.describe()).await;
+        report.regions.push(match described {
+            Ok(Ok(d)) => RegionStatus {
+                region: r.clone(),
+                answers: true,
+                error: None,
+                stream_view_type: d.stream_view_type,
+            },
+            Ok(Err(e)) => RegionStatus {
+                region: r.clone(),
+                answers: false,
+                // A transport error's text is the connector's whole debug output: say what it means.
+                error: Some(match e.kind {
+                    ferry_aws::ErrorKind::Transport => {
+                        format!("{}: no answer (transport)", e.operation)
+                    }
+                    _ => e.to_string(),
+                }),
+                stream_view_type: None,
+            },
+            Err(_) => RegionStatus {
+                region: r.clone(),
+                answers: false,
+                error: Some("timed out".into()),
+                stream_view_type: None,
+            },
+        });
+    }
+    let now = ferry_core::clock::system_now_ms();
+    for s in &regions {
+        for d in regions.iter().filter(|d| *d != s) {
+            let (buffer, dlq) = target.queues(s, d).await?;
+            let depth = buffer.depth().await?;
+            let dlq_depth = dlq.depth().await?;
+            let (oldest_age_s, approx_records) = if with_peek {
+                estimate(&depth, &peek(&buffer).await?, now)
+            } else {
+                (None, None)
+            };
+            report.buffers.push(BufferStatus {
+                source: s.clone(),
+                destination: d.clone(),
+                buffer: depth,
+                dlq: dlq_depth,
+                oldest_age_s,
+                approx_records,
+                destination_answers: report.regions.iter().any(|r| r.region == *d && r.answers),
+            });
+        }
+    }
+    report.problems = problems(&report.regions, &report.buffers);
+    report.healthy = report.problems.is_empty();
+    Ok(report)
+}
+
+pub async fn main(args: StatusArgs) -> ExitCode {
+    let json = args.json;
+    let result = async {
+        let target = Target::connect(&args.target).await?;
+        run(&target, &args.regions, args.peek).await
+    }
+    .await;
+    finish("status", json, result, render, |r| {
+        if r.healthy {
+            EXIT_OK
+        } else {
+            EXIT_FOUND
+        }
+    })
+}
+
+pub fn render(r: &StatusReport) -> String {
+    let mut out = format!("ferry status: table {}\n", r.table);
+    for g in &r.regions {
+        out += &format!(
+            "  {:<16} {}  stream {}\n",
+            g.region,
+            if g.answers {
+                "answers"
+            } else {
+                "NOT ANSWERING"
+            },
+            g.stream_view_type.as_deref().unwrap_or("-")
+        );
+    }
+    out += &format!(
+        "  {:<36} {:>8} {:>9} {:>8} {:>8} {:>10} {:>6}  dest\n",
+        "buffer", "visible", "in flight", "delayed", "records", "oldest", "dlq"
+    );
+    let opt = |v: Option<u64>, unit: &str| v.map(|v| format!("{v}{unit}")).unwrap_or("-".into());
+    for b in &r.buffers {
+        out += &format!(
+            "  {:<36} {:>8} {:>9} {:>8} {:>8} {:>10} {:>6}  {}\n",
+            format!("{} → {}", b.source, b.destination),
+            b.buffer.visible,
+            b.buffer.in_flight,
+            b.buffer.delayed,
+            opt(b.approx_records, ""),
+            opt(b.oldest_age_s, " s"),
+            b.dlq.total(),
+            if b.destination_answers { "up" } else { "DOWN" }
+        );
+    }
+    out += &format!("  (oldest: {})\n", r.oldest_age_source);
+    if r.healthy {
+        out += "  healthy\n";
+    }
+    for p in &r.problems {
+        out += &format!("  problem: {p}\n");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn estimates_from_a_sample() {
+        let depth = QueueDepth {
+            visible: 8,
+            in_flight: 2,
+            delayed: 0,
+        };
+        let sample = Sample {
+            oldest_sent_ms: Some(10_000),
+            messages: 4,
+            records: 100,
+        };
+        assert_eq!(estimate(&depth, &sample, 70_000), (Some(60), Some(250)));
+        assert_eq!(estimate(&depth, &Sample::default(), 70_000), (None, None));
+    }
+
+    #[test]
+    fn problems_name_what_to_look_at() {
+        let up = |r: &str, view: Option<&str>| RegionStatus {
+            region: r.into(),
+            answers: true,
+            error: None,
+            stream_view_type: view.map(str::to_string),
+        };
+        let buffer = |dlq: u64, waiting: u64, answers: bool| BufferStatus {
+            source: "a".into(),
+            destination: "b".into(),
+            buffer: QueueDepth {
+                visible: waiting,
+                ..Default::default()
+            },
+            dlq: QueueDepth {
+                visible: dlq,
+                ..Default::default()
+            },
+            oldest_age_s: None,
+            approx_records: None,
+            destination_answers: answers,
+        };
+        let good = [
+            up("a", Some(NEEDED_VIEW_TYPE)),
+            up("b", Some(NEEDED_VIEW_TYPE)),
+        ];
+        assert!(problems(&good, &[buffer(0, 5, true)]).is_empty());
+        let p = problems(&[up("a", Some("KEYS_ONLY"))], &[buffer(2, 5, false)]);
+        assert_eq!(p.len(), 3, "{p:?}");
+        assert!(p[0].contains("KEYS_ONLY"));
+        assert!(p[1].contains("DLQ"));
+        assert!(p[2].contains("unreachable"));
+    }
+}

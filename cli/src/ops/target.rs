@@ -1,0 +1,338 @@
+//! Where the tools act: a running `ferry local up` (`--local`: its state file gives every
+//! region's endpoints), or AWS (the default credential chain, `--profile`, `--region`, and
+//! `--endpoint-url` per region for VPC endpoints or emulators). Queue names follow
+//! `ferry-{src}-to-{dst}` and `…-dlq` unless overridden.
+
+use super::OpsError;
+use crate::control::State;
+use clap::Args;
+use ferry_aws::{Buffer, ClientSettings, Table};
+use ferry_core::Config;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+#[derive(Args, Clone, Debug)]
+pub struct TargetArgs {
+    /// Act on the running `ferry local up` (endpoints, table and regions from its state file).
+    #[arg(long)]
+    pub local: bool,
+    /// Region for the credential look-up (each region's clients use their own region).
+    #[arg(long)]
+    pub region: Option<String>,
+    /// Named profile of the default credential chain.
+    #[arg(long)]
+    pub profile: Option<String>,
+    /// `REGION=URL` for both DynamoDB and SQS of a region, or `dynamodb:REGION=URL` /
+    /// `sqs:REGION=URL`; repeatable.
+    #[arg(long = "endpoint-url", value_name = "[SERVICE:]REGION=URL")]
+    pub endpoint_urls: Vec<String>,
+    /// The replicated table's name (the same in every region).
+    #[arg(long)]
+    pub table: Option<String>,
+    /// Buffer queue name; `{src}` and `{dst}` are replaced by the regions.
+    #[arg(long, default_value = "ferry-{src}-to-{dst}")]
+    pub buffer_name: String,
+    /// Dead-letter queue name.
+    #[arg(long, default_value = "ferry-{src}-to-{dst}-dlq")]
+    pub dlq_name: String,
+}
+
+impl Default for TargetArgs {
+    fn default() -> Self {
+        TargetArgs {
+            local: false,
+            region: None,
+            profile: None,
+            endpoint_urls: Vec::new(),
+            table: None,
+            buffer_name: "ferry-{src}-to-{dst}".into(),
+            dlq_name: "ferry-{src}-to-{dst}-dlq".into(),
+        }
+    }
+}
+
+/// One `--endpoint-url` value.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EndpointOverride {
+    /// `None`: both services.
+    pub service: Option<Service>,
+    pub region: String,
+    pub url: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Service {
+    DynamoDb,
+    Sqs,
+}
+
+/// Parses `[dynamodb:|sqs:]REGION=URL`.
+pub fn parse_endpoint(text: &str) -> Result<EndpointOverride, String> {
+    let (left, url) = text
+        .split_once('=')
+        .ok_or_else(|| format!("--endpoint-url `{text}`: expected [SERVICE:]REGION=URL"))?;
+    let (service, region) = match left.split_once(':') {
+        Some(("dynamodb", r)) => (Some(Service::DynamoDb), r),
+        Some(("sqs", r)) => (Some(Service::Sqs), r),
+        Some((s, _)) => {
+            return Err(format!(
+                "--endpoint-url `{text}`: unknown service `{s}` (dynamodb or sqs)"
+            ))
+        }
+        None => (None, left),
+    };
+    let url = url.trim();
+    if region.trim().is_empty() || !(url.starts_with("http://") || url.starts_with("https://")) {
+        return Err(format!(
+            "--endpoint-url `{text}`: expected [SERVICE:]REGION=http(s)://…"
+        ));
+    }
+    Ok(EndpointOverride {
+        service,
+        region: region.trim().to_string(),
+        url: url.to_string(),
+    })
+}
+
+/// The queue name for a pair from a `{src}`/`{dst}` template.
+pub fn queue_name(template: &str, source: &str, destination: &str) -> String {
+    template
+        .replace("{src}", source)
+        .replace("{dst}", destination)
+}
+
+/// Resolved endpoints of one region.
+#[derive(Clone, Debug, Default)]
+struct RegionEndpoints {
+    dynamodb: Option<String>,
+    sqs: Option<String>,
+}
+
+/// What the tools act on.
+pub struct Target {
+    pub table_name: String,
+    /// The regions the sandbox runs (with `--local`); the user names them otherwise.
+    pub known_regions: Vec<String>,
+    base: aws_config::SdkConfig,
+    endpoints: BTreeMap<String, RegionEndpoints>,
+    buffer_name: String,
+    dlq_name: String,
+}
+
+impl Target {
+    /// Resolves the arguments: reads the sandbox's state with `--local`, else loads the
+    /// default credential chain.
+    pub async fn connect(args: &TargetArgs) -> Result<Target, OpsError> {
+        if args.local {
+            let state = crate::control::read_state().map_err(OpsError::Usage)?;
+            return Target::local(&state, args);
+        }
+        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+        if let Some(p) = &args.profile {
+            loader = loader.profile_name(p);
+        }
+        if let Some(r) = &args.region {
+            loader = loader.region(aws_config::Region::new(r.clone()));
+        }
+        let base = loader.load().await;
+        let table_name = args
+            .table
+            .clone()
+            .ok_or_else(|| OpsError::Usage("--table is required (or --local)".into()))?;
+        let mut target = Target {
+            table_name,
+            known_regions: Vec::new(),
+            base,
+            endpoints: BTreeMap::new(),
+            buffer_name: args.buffer_name.clone(),
+            dlq_name: args.dlq_name.clone(),
+        };
+        target.apply_overrides(&args.endpoint_urls)?;
+        Ok(target)
+    }
+
+    /// A target for a sandbox described by `state` (static test credentials).
+    pub fn local(state: &State, args: &TargetArgs) -> Result<Target, OpsError> {
+        // The sandbox takes any credentials; each region's clients set their own endpoint.
+        let base = aws_config::SdkConfig::builder()
+            .behavior_version(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new("us-east-1"))
+            .credentials_provider(aws_sdk_dynamodb::config::SharedCredentialsProvider::new(
+                ferry_sandbox::test_credentials(),
+            ))
+            .build();
+        let mut target = Target {
+            table_name: args
+                .table
+                .clone()
+                .or_else(|| state.regions.first().map(|r| r.table.clone()))
+                .ok_or_else(|| OpsError::Usage("the sandbox's state lists no region".into()))?,
+            known_regions: state.regions.iter().map(|r| r.region.clone()).collect(),
+            base,
+            endpoints: state
+                .regions
+                .iter()
+                .map(|r| {
+                    (
+                        r.region.clone(),
+                        RegionEndpoints {
+                            dynamodb: Some(r.dynamodb.clone()),
+                            sqs: Some(r.sqs.clone()),
+                        },
+                    )
+                })
+                .collect(),
+            buffer_name: args.buffer_name.clone(),
+            dlq_name: args.dlq_name.clone(),
+        };
+        target.apply_overrides(&args.endpoint_urls)?;
+        Ok(target)
+    }
+
+    fn apply_overrides(&mut self, urls: &[String]) -> Result<(), OpsError> {
+        for text in urls {
+            let o = parse_endpoint(text).map_err(OpsError::Usage)?;
+            let e = self.endpoints.entry(o.region).or_default();
+            if o.service != Some(Service::Sqs) {
+                e.dynamodb = Some(o.url.clone());
+            }
+            if o.service != Some(Service::DynamoDb) {
+                e.sqs = Some(o.url);
+            }
+        }
+        Ok(())
+    }
+
+    /// The regions to act on: those given, else (with `--local`) every sandbox region.
+    pub fn regions(&self, given: &[String]) -> Result<Vec<String>, OpsError> {
+        let regions: Vec<String> = if given.is_empty() {
+            self.known_regions.clone()
+        } else {
+            given.to_vec()
+        };
+        if regions.is_empty() {
+            return Err(OpsError::Usage("name the regions (--regions a,b)".into()));
+        }
+        if !self.known_regions.is_empty() {
+            if let Some(r) = regions.iter().find(|r| !self.known_regions.contains(r)) {
+                return Err(OpsError::Usage(format!(
+                    "region `{r}` is not one of the sandbox's: {}",
+                    self.known_regions.join(", ")
+                )));
+            }
+        }
+        Ok(regions)
+    }
+
+    fn settings(&self, region: &str) -> ClientSettings {
+        let e = self.endpoints.get(region).cloned().unwrap_or_default();
+        let mut s = ClientSettings::new(region);
+        s.dynamodb_endpoint = e.dynamodb;
+        s.sqs_endpoint = e.sqs;
+        s.connect_timeout = Some(Duration::from_secs(2));
+        s.attempt_timeout = Some(Duration::from_secs(20));
+        s.operation_timeout = Some(Duration::from_secs(60));
+        // One SDK retry for a transient failure; throttling beyond that is retried without end
+        // by the tools' own back-off (`ferry_aws::retry`), so it slows them and never fails them.
+        s.max_attempts = Some(2);
+        s
+    }
+
+    /// The table in `region`.
+    pub async fn table(&self, region: &str) -> Table {
+        Table::new(
+            self.settings(region).dynamodb(&self.base).await,
+            self.table_name.clone(),
+        )
+    }
+
+    /// The buffer and DLQ from `source` to `destination` (both live in the source region).
+    pub async fn queues(
+        &self,
+        source: &str,
+        destination: &str,
+    ) -> Result<(Buffer, Buffer), OpsError> {
+        let sqs = self.settings(source).sqs(&self.base);
+        let buffer = Buffer::by_name(
+            sqs.clone(),
+            &queue_name(&self.buffer_name, source, destination),
+        )
+        .await?;
+        let dlq = Buffer::by_name(sqs, &queue_name(&self.dlq_name, source, destination)).await?;
+        Ok((buffer, dlq))
+    }
+
+    /// Ferry's config as seen from `region`: the key schema from `DescribeTable`, attribute
+    /// names, tombstone lifetime and item filter from the same `FERRY_*` variables the
+    /// functions read (defaults otherwise).
+    pub async fn config(&self, region: &str, table: &Table) -> Result<Config, OpsError> {
+        let d = table.describe().await?;
+        let pk = d.partition_key.ok_or_else(|| {
+            OpsError::Data(format!(
+                "{region}: table {} has no partition key",
+                table.name
+            ))
+        })?;
+        config_for(region, &pk, d.sort_key.as_deref(), |k| {
+            std::env::var(k).ok()
+        })
+    }
+}
+
+/// The config for `region` with this key schema; the rest from `lookup` (`FERRY_*`), except
+/// the destinations (not the tools' business).
+pub fn config_for(
+    region: &str,
+    partition: &str,
+    sort: Option<&str>,
+    lookup: impl Fn(&str) -> Option<String>,
+) -> Result<Config, OpsError> {
+    Config::from_lookup(|k| match k {
+        "FERRY_LOCAL_REGION" => Some(region.to_string()),
+        "FERRY_PARTITION_KEY" => Some(partition.to_string()),
+        "FERRY_SORT_KEY" => sort.map(str::to_string),
+        "FERRY_DESTINATIONS" | "AWS_REGION" => None,
+        other => lookup(other),
+    })
+    .map_err(|e| OpsError::Usage(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoint_overrides() {
+        assert_eq!(
+            parse_endpoint("eu-west-1=http://127.0.0.1:4566"),
+            Ok(EndpointOverride {
+                service: None,
+                region: "eu-west-1".into(),
+                url: "http://127.0.0.1:4566".into()
+            })
+        );
+        assert_eq!(
+            parse_endpoint("sqs:us-east-1=https://sqs.example").map(|o| o.service),
+            Ok(Some(Service::Sqs))
+        );
+        assert!(parse_endpoint("us-east-1").is_err());
+        assert!(parse_endpoint("s3:us-east-1=http://x").is_err());
+        assert!(parse_endpoint("us-east-1=localhost:1").is_err());
+    }
+
+    #[test]
+    fn queue_names_and_config() {
+        assert_eq!(
+            queue_name("ferry-{src}-to-{dst}-dlq", "a", "b"),
+            "ferry-a-to-b-dlq"
+        );
+        let c = config_for("eu-west-1", "id", Some("sk"), |k| {
+            (k == "FERRY_ATTR_TS").then(|| "v_ts".to_string())
+        })
+        .unwrap();
+        assert_eq!(c.local_region, "eu-west-1");
+        assert_eq!(c.key.sort.as_deref(), Some("sk"));
+        assert_eq!(c.names.ts, "v_ts");
+        assert!(c.destinations.is_empty());
+    }
+}

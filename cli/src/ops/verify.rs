@@ -1,0 +1,598 @@
+//! `ferry verify --regions a,b[,c]`: compares every region's table item by item (exact
+//! attribute equality as DynamoDB defines it, versions included, tombstones read as absent).
+//!
+//! It scales past memory by **hash partitioning**: every region is scanned in parallel
+//! (`--segments` per region) and each item is appended to a spill file on disk chosen by
+//! `hash(key) % P` (`--partitions`); then partition p of every region is loaded and compared
+//! with `ferry_core::compare`, one partition at a time. Memory is about (table size / P) per
+//! region; disk holds one copy of every table. A key that differs is read again (consistent
+//! GetItem in every region) before it is reported, so replication still in flight during a
+//! long scan is not reported as a difference. `--repair` re-applies the newest version of each
+//! differing key (tombstones included) to every region through the drain's LWW apply path.
+
+use super::target::{Target, TargetArgs};
+use super::{finish, progress, OpsError, EXIT_FOUND, EXIT_OK};
+use clap::Args;
+use ferry_aws::retry::while_throttled;
+use ferry_aws::{ApplyOutcome, Table};
+use ferry_core::codec::{decode_item, encode_item};
+use ferry_core::compare::{compare, Comparison, Snapshot};
+use ferry_core::item::{describe_key, key_of};
+use ferry_core::{ChangeRecord, Config, Item, ItemKey, Judgement, Version};
+use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufReader, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Instant;
+
+#[derive(Args, Clone, Debug)]
+pub struct VerifyArgs {
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// The regions to compare, comma-separated (with --local: every sandbox region).
+    #[arg(long, value_delimiter = ',')]
+    pub regions: Vec<String>,
+    /// Parallel scan segments per region.
+    #[arg(long, default_value_t = 4)]
+    pub segments: u32,
+    /// Spill partitions: memory is about table size / partitions.
+    #[arg(long, default_value_t = 16)]
+    pub partitions: u32,
+    /// Where the spill files go (a temporary folder inside it, removed at the end).
+    #[arg(long)]
+    pub work_dir: Option<PathBuf>,
+    /// Re-apply the newest version of every differing key everywhere (LWW).
+    #[arg(long)]
+    pub repair: bool,
+    /// Print one JSON object (with every differing key) instead of the human report.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Clone, Debug)]
+pub struct VerifyOptions {
+    pub regions: Vec<String>,
+    pub segments: u32,
+    pub partitions: u32,
+    pub work_dir: Option<PathBuf>,
+    pub repair: bool,
+    pub show_progress: bool,
+}
+
+/// One key that differs.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct Difference {
+    pub key: String,
+    /// `missing` (absent or a tombstone somewhere, present elsewhere) or `differing`.
+    pub kind: String,
+    /// Per region: the version held, `absent`, or `unversioned`.
+    pub regions: BTreeMap<String, String>,
+    /// What `--repair` did: `repaired`, or why not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub repair: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct VerifyReport {
+    pub table: String,
+    pub regions: Vec<String>,
+    pub scheme: String,
+    /// Items scanned per region (tombstones and filtered items included).
+    pub scanned: BTreeMap<String, u64>,
+    pub matching: u64,
+    /// Per region, keys present elsewhere and absent there.
+    pub missing: BTreeMap<String, u64>,
+    pub differing: u64,
+    /// Keys that differed in the scan and matched when read again (replication in flight).
+    pub settled_on_recheck: u64,
+    pub differences: Vec<Difference>,
+    pub repaired: u64,
+    pub unrepaired: u64,
+    pub elapsed_s: f64,
+}
+
+impl VerifyReport {
+    /// Differences left: after `--repair`, those it could not fix.
+    pub fn clean(&self) -> bool {
+        self.differences.len() as u64 == self.repaired
+    }
+}
+
+/// The spill partition of a key: FNV-1a over its canonical bytes (stable across runs and
+/// machines, unlike std's hasher).
+pub fn partition_of(key: &ItemKey, partitions: u32) -> u32 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in key.as_bytes() {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    (h % u64::from(partitions.max(1))) as u32
+}
+
+/// How one region holds a key, for the report.
+pub fn describe_state(item: Option<&Item>, config: &Config) -> String {
+    match item {
+        None => "absent".into(),
+        Some(i) => {
+            let v = match Version::of(i, &config.names) {
+                Ok(Some(v)) => v.to_string(),
+                Ok(None) => "unversioned".into(),
+                Err(e) => format!("bad version ({e})"),
+            };
+            if config.is_tombstone(i) {
+                format!("tombstone {v}")
+            } else {
+                v
+            }
+        }
+    }
+}
+
+/// The newest versioned state of a key among the regions (tombstones included), with the
+/// region holding it.
+pub fn newest<'a>(
+    states: &[(&'a str, Option<&'a Item>)],
+    config: &Config,
+) -> Option<(&'a str, &'a Item)> {
+    states
+        .iter()
+        .filter_map(|(r, i)| {
+            let i = (*i)?;
+            let v = Version::of(i, &config.names).ok()??;
+            Some((v, *r, i))
+        })
+        .max_by(|a, b| a.0.cmp(&b.0))
+        .map(|(_, r, i)| (r, i))
+}
+
+/// Adds one partition's comparison to the totals.
+pub fn merge(total: &mut VerifyReport, part: &Comparison) {
+    total.matching += part.matching as u64;
+    for (region, keys) in &part.missing {
+        *total.missing.entry(region.clone()).or_default() += keys.len() as u64;
+    }
+    total.differing += part.differing.len() as u64;
+}
+
+struct Spill {
+    /// Per partition, the open file.
+    files: Vec<Mutex<BufWriter<std::fs::File>>>,
+}
+
+fn spill_path(dir: &Path, region: &str, p: u32) -> PathBuf {
+    dir.join(format!("{region}.{p}.bin"))
+}
+
+impl Spill {
+    fn create(dir: &Path, region: &str, partitions: u32) -> Result<Spill, OpsError> {
+        let files = (0..partitions)
+            .map(|p| {
+                let path = spill_path(dir, region, p);
+                std::fs::File::create(&path)
+                    .map(|f| Mutex::new(BufWriter::new(f)))
+                    .map_err(OpsError::io(path.display().to_string()))
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Spill { files })
+    }
+
+    fn append(&self, p: u32, item: &Item) -> Result<(), OpsError> {
+        let bytes = encode_item(item);
+        let mut f = self.files[p as usize]
+            .lock()
+            .map_err(|_| OpsError::Data("spill lock poisoned".into()))?;
+        f.write_all(&(bytes.len() as u32).to_le_bytes())
+            .and_then(|_| f.write_all(&bytes))
+            .map_err(OpsError::io("writing a spill file"))
+    }
+
+    fn flush(&self) -> Result<(), OpsError> {
+        for f in &self.files {
+            f.lock()
+                .map_err(|_| OpsError::Data("spill lock poisoned".into()))?
+                .flush()
+                .map_err(OpsError::io("writing a spill file"))?;
+        }
+        Ok(())
+    }
+}
+
+/// Reads one spill file back: key → item (tombstones included).
+fn load(path: &Path, config: &Config) -> Result<BTreeMap<ItemKey, Item>, OpsError> {
+    let f = std::fs::File::open(path).map_err(OpsError::io(path.display().to_string()))?;
+    let mut r = BufReader::new(f);
+    let mut out = BTreeMap::new();
+    let mut len = [0u8; 4];
+    loop {
+        match r.read_exact(&mut len) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(out),
+            Err(e) => return Err(OpsError::io(path.display().to_string())(e)),
+        }
+        let mut buf = vec![0u8; u32::from_le_bytes(len) as usize];
+        r.read_exact(&mut buf)
+            .map_err(OpsError::io(path.display().to_string()))?;
+        let item = decode_item(&buf).map_err(|e| OpsError::Data(format!("spill file: {e}")))?;
+        if let Ok(key) = key_of(&item, &config.key) {
+            out.insert(ItemKey::of(&key), item);
+        }
+    }
+}
+
+fn visible(full: &BTreeMap<ItemKey, Item>, config: &Config) -> Snapshot {
+    full.iter()
+        .filter(|(_, i)| !config.is_tombstone(i))
+        .map(|(k, i)| (k.clone(), i.clone()))
+        .collect()
+}
+
+pub async fn run(target: &Target, options: &VerifyOptions) -> Result<VerifyReport, OpsError> {
+    let started = Instant::now();
+    let regions = target.regions(&options.regions)?;
+    if regions.len() < 2 {
+        return Err(OpsError::Usage("verify needs at least two regions".into()));
+    }
+    let partitions = options.partitions.clamp(1, 4096);
+    let mut tables = Vec::new();
+    for r in &regions {
+        tables.push(target.table(r).await);
+    }
+    let config = target.config(&regions[0], &tables[0]).await?;
+    let dir = match &options.work_dir {
+        Some(d) => tempfile::Builder::new()
+            .prefix("ferry-verify-")
+            .tempdir_in(d),
+        None => tempfile::Builder::new().prefix("ferry-verify-").tempdir(),
+    }
+    .map_err(OpsError::io("creating the spill folder"))?;
+    let bar = progress(
+        options.show_progress,
+        None,
+        "{spinner} verify [{elapsed_precise}] {msg}",
+    );
+    // Scan every region in parallel into its spill files.
+    let scanned: Vec<AtomicU64> = regions.iter().map(|_| AtomicU64::new(0)).collect();
+    let scans = regions
+        .iter()
+        .zip(&tables)
+        .enumerate()
+        .map(|(i, (region, table))| {
+            let (dir, config, scanned, bar, regions) =
+                (dir.path(), &config, &scanned, &bar, &regions);
+            async move {
+                let spill = Spill::create(dir, region, partitions)?;
+                let starts = (0..options.segments.max(1) as i32)
+                    .map(|s| (s, None))
+                    .collect();
+                table
+                    .scan_parallel(
+                        options.segments.max(1) as i32,
+                        starts,
+                        None,
+                        |_, page| {
+                            let spill = &spill;
+                            async move {
+                                for item in &page.items {
+                                    let Ok(key) = key_of(item, &config.key) else {
+                                        continue;
+                                    };
+                                    if !config.filter.admits(&key, &config.key, item, &Item::new())
+                                    {
+                                        continue;
+                                    }
+                                    spill.append(
+                                        partition_of(&ItemKey::of(&key), partitions),
+                                        item,
+                                    )?;
+                                }
+                                scanned[i].fetch_add(page.items.len() as u64, Ordering::Relaxed);
+                                let counts: Vec<String> = regions
+                                    .iter()
+                                    .zip(scanned)
+                                    .map(|(r, n)| format!("{r} {}", n.load(Ordering::Relaxed)))
+                                    .collect();
+                                bar.set_message(format!("scanned {}", counts.join(", ")));
+                                Ok::<bool, OpsError>(true)
+                            }
+                        },
+                        || {},
+                    )
+                    .await?;
+                spill.flush()
+            }
+        });
+    futures::future::try_join_all(scans).await?;
+    let mut report = VerifyReport {
+        table: target.table_name.clone(),
+        regions: regions.clone(),
+        scheme: format!(
+            "hash-partitioned spill: every region scanned in {} segments into {} partitions on disk by FNV-1a(key) % {}, compared partition by partition; differing keys re-read before reporting",
+            options.segments.max(1), partitions, partitions
+        ),
+        scanned: regions
+            .iter()
+            .zip(&scanned)
+            .map(|(r, n)| (r.clone(), n.load(Ordering::Relaxed)))
+            .collect(),
+        ..Default::default()
+    };
+    for p in 0..partitions {
+        bar.set_message(format!("comparing partition {}/{partitions}", p + 1));
+        let mut full = Vec::new();
+        for r in &regions {
+            full.push(load(&spill_path(dir.path(), r, p), &config)?);
+        }
+        let snapshots: Vec<(String, Snapshot)> = regions
+            .iter()
+            .zip(&full)
+            .map(|(r, f)| (r.clone(), visible(f, &config)))
+            .collect();
+        let part = compare(&snapshots);
+        let mut divergent: BTreeSet<ItemKey> = part.differing.iter().cloned().collect();
+        for keys in part.missing.values() {
+            divergent.extend(keys.iter().cloned());
+        }
+        // Re-read each divergent key everywhere: the scan is not a snapshot in time.
+        let mut confirmed = Comparison {
+            matching: part.matching,
+            ..Default::default()
+        };
+        for k in divergent {
+            let Some(key) = full
+                .iter()
+                .find_map(|f| f.get(&k))
+                .and_then(|i| key_of(i, &config.key).ok())
+            else {
+                continue;
+            };
+            let mut now: Vec<Option<Item>> = Vec::new();
+            for t in &tables {
+                now.push(while_throttled(|| t.get(&key), || {}).await?);
+            }
+            let single: Vec<(String, Snapshot)> = regions
+                .iter()
+                .zip(&now)
+                .map(|(r, i)| (r.clone(), ferry_core::compare::snapshot(i.clone(), &config)))
+                .collect();
+            let again = compare(&single);
+            if again.is_converged() {
+                report.settled_on_recheck += 1;
+                confirmed.matching += 1;
+                continue;
+            }
+            let kind = if again.differing.is_empty() {
+                "missing"
+            } else {
+                "differing"
+            };
+            for (r, keys) in &again.missing {
+                confirmed
+                    .missing
+                    .entry(r.clone())
+                    .or_default()
+                    .extend(keys.iter().cloned());
+            }
+            confirmed.differing.extend(again.differing.iter().cloned());
+            let states: Vec<(&str, Option<&Item>)> = regions
+                .iter()
+                .map(String::as_str)
+                .zip(now.iter().map(Option::as_ref))
+                .collect();
+            let mut d = Difference {
+                key: describe_key(&key),
+                kind: kind.into(),
+                regions: states
+                    .iter()
+                    .map(|(r, i)| (r.to_string(), describe_state(*i, &config)))
+                    .collect(),
+                repair: None,
+            };
+            if options.repair {
+                let outcome = repair(&regions, &tables, &states, &config).await?;
+                if outcome == "repaired" {
+                    report.repaired += 1;
+                } else {
+                    report.unrepaired += 1;
+                }
+                d.repair = Some(outcome);
+            }
+            report.differences.push(d);
+        }
+        merge(&mut report, &confirmed);
+    }
+    bar.finish_and_clear();
+    report.elapsed_s = (started.elapsed().as_secs_f64() * 100.0).round() / 100.0;
+    Ok(report)
+}
+
+/// Applies the newest versioned state of a key to every region (LWW), then checks that every
+/// region now reads the same.
+async fn repair(
+    regions: &[String],
+    tables: &[Table],
+    states: &[(&str, Option<&Item>)],
+    config: &Config,
+) -> Result<String, OpsError> {
+    let Some((holder, item)) = newest(states, config) else {
+        return Ok(
+            "not repaired: no region holds a versioned copy (stamp them first: ferry backfill)"
+                .into(),
+        );
+    };
+    let record = ChangeRecord::from_stored(item, holder, config)
+        .map_err(|e| OpsError::Data(e.to_string()))?
+        .ok_or_else(|| OpsError::Data("newest copy lost its version".into()))?;
+    let mut pending = Vec::new();
+    for (region, table) in regions.iter().zip(tables) {
+        if region == holder {
+            continue;
+        }
+        match while_throttled(|| table.apply(&record, config), || {}).await? {
+            ApplyOutcome::Written | ApplyOutcome::Judged(Judgement::Stale { .. }) => {}
+            ApplyOutcome::Judged(Judgement::Conflict { .. }) => {}
+            ApplyOutcome::Judged(Judgement::Pending(reason)) => {
+                pending.push(format!("{region} ({reason:?})"))
+            }
+        }
+    }
+    if !pending.is_empty() {
+        return Ok(format!(
+            "not repaired: unversioned in {} (stamp it there first)",
+            pending.join(", ")
+        ));
+    }
+    // What every region holds now.
+    let mut after = Vec::new();
+    for (r, t) in regions.iter().zip(tables) {
+        let i = while_throttled(|| t.get(&record.key), || {}).await?;
+        after.push((r.clone(), ferry_core::compare::snapshot(i, config)));
+    }
+    Ok(if compare(&after).is_converged() {
+        "repaired".into()
+    } else {
+        "not repaired: a newer write arrived meanwhile (run verify again)".into()
+    })
+}
+
+pub async fn main(args: VerifyArgs) -> ExitCode {
+    let json = args.json;
+    let result = async {
+        let target = Target::connect(&args.target).await?;
+        run(
+            &target,
+            &VerifyOptions {
+                regions: args.regions,
+                segments: args.segments,
+                partitions: args.partitions,
+                work_dir: args.work_dir,
+                repair: args.repair,
+                show_progress: !json,
+            },
+        )
+        .await
+    }
+    .await;
+    finish("verify", json, result, render, |r| {
+        if r.clean() {
+            EXIT_OK
+        } else {
+            EXIT_FOUND
+        }
+    })
+}
+
+pub fn render(r: &VerifyReport) -> String {
+    let mut out = format!(
+        "verify {} across {} in {:.1} s: {}\n",
+        r.table,
+        r.regions.join(", "),
+        r.elapsed_s,
+        if r.differences.is_empty() {
+            "identical".to_string()
+        } else {
+            format!("{} differing keys", r.differences.len())
+        }
+    );
+    for (region, n) in &r.scanned {
+        out += &format!("  scanned in {region:<16} {n}\n");
+    }
+    out += &format!("  matching                  {}\n", r.matching);
+    for (region, n) in &r.missing {
+        out += &format!("  missing in {region:<14} {n}\n");
+    }
+    out += &format!("  differing                 {}\n", r.differing);
+    if r.settled_on_recheck > 0 {
+        out += &format!(
+            "  settled on re-read        {} (replication in flight during the scan)\n",
+            r.settled_on_recheck
+        );
+    }
+    for d in r.differences.iter().take(20) {
+        let states: Vec<String> = d.regions.iter().map(|(r, s)| format!("{r}={s}")).collect();
+        out += &format!("  {} {}: {}", d.kind, d.key, states.join(" "));
+        if let Some(rep) = &d.repair {
+            out += &format!(" → {rep}");
+        }
+        out.push('\n');
+    }
+    if r.differences.len() > 20 {
+        out += &format!("  … {} more (--json lists all)\n", r.differences.len() - 20);
+    }
+    if r.repaired + r.unrepaired > 0 {
+        out += &format!(
+            "  repaired {} of {}\n",
+            r.repaired,
+            r.repaired + r.unrepaired
+        );
+    }
+    out += &format!("  ({})\n", r.scheme);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ferry_core::AttributeValue;
+
+    fn item(pk: &str, v: Option<(u64, &str)>) -> Item {
+        let mut i: Item = [("pk".to_string(), AttributeValue::S(pk.into()))].into();
+        if let Some((ts, o)) = v {
+            Version::new(ts, o).stamp_into(&mut i, &Default::default());
+        }
+        i
+    }
+
+    #[test]
+    fn partitions_are_stable_and_spread() {
+        let keys: Vec<ItemKey> = (0..1000)
+            .map(|i| ItemKey::of(&item(&format!("k{i}"), None)))
+            .collect();
+        let mut counts = [0u32; 8];
+        for k in &keys {
+            let p = partition_of(k, 8);
+            assert_eq!(p, partition_of(k, 8));
+            counts[p as usize] += 1;
+        }
+        assert!(counts.iter().all(|&c| c > 60), "{counts:?}");
+        assert_eq!(partition_of(&keys[0], 1), 0);
+    }
+
+    #[test]
+    fn newest_counts_tombstones_and_ignores_unversioned() {
+        let config = Config::new("r1", "pk");
+        let a = item("k", Some((5, "r1")));
+        let mut tomb = item("k", Some((7, "r2")));
+        tomb.insert(config.names.tombstone.clone(), AttributeValue::Bool(true));
+        let plain = item("k", None);
+        let states = [
+            ("r1", Some(&a)),
+            ("r2", Some(&tomb)),
+            ("r3", Some(&plain)),
+            ("r4", None),
+        ];
+        assert_eq!(newest(&states, &config), Some(("r2", &tomb)));
+        assert_eq!(describe_state(Some(&tomb), &config), "tombstone 7@r2");
+        assert_eq!(describe_state(Some(&plain), &config), "unversioned");
+        assert_eq!(describe_state(None, &config), "absent");
+        assert_eq!(newest(&[("r3", Some(&plain))], &config), None);
+    }
+
+    #[test]
+    fn merge_adds_partitions() {
+        let mut total = VerifyReport::default();
+        let k = ItemKey::of(&item("k", None));
+        let part = Comparison {
+            matching: 3,
+            missing: [("r2".to_string(), vec![k.clone()])].into(),
+            differing: vec![k],
+        };
+        merge(&mut total, &part);
+        merge(&mut total, &part);
+        assert_eq!(total.matching, 6);
+        assert_eq!(total.missing["r2"], 2);
+        assert_eq!(total.differing, 2);
+    }
+}

@@ -1,0 +1,485 @@
+//! The operator tools against the emulators: a whole sandbox (`Cluster`) in-process, the tools'
+//! `run` functions called directly, and the real `ferry` binary for exit codes and `--json`.
+//!
+//! - backfill into an empty region, interrupted after some segments and resumed (no page is
+//!   scanned twice), then verify clean; verify finds planted differences and `--repair` fixes
+//!   them; the binary's verify exits 0/1 with `--endpoint-url`, status answers with `--local`,
+//!   usage errors exit 2.
+//! - during an outage, status shows the backlog (and its age with --peek); a record that a
+//!   drain dead-lettered (pending on an unversioned item) is redriven once the cause is fixed
+//!   and then applied.
+
+use ferry_aws::{Table, WriteOutcome};
+use ferry_cli::cluster::{Cluster, ClusterOptions};
+use ferry_cli::ops::backfill::{self, BackfillOptions};
+use ferry_cli::ops::dlq;
+use ferry_cli::ops::status;
+use ferry_cli::ops::target::{Target, TargetArgs};
+use ferry_cli::ops::verify::{self, VerifyOptions};
+use ferry_core::{AttributeValue, ChangeRecord, Condition, Config, Item, Version};
+use ferry_sandbox::TableSpec;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const US: &str = "us-east-1";
+const EU: &str = "eu-west-1";
+
+fn options(table: &str) -> ClusterOptions {
+    ClusterOptions {
+        regions: 2,
+        table: table.into(),
+        partition_key: "pk".into(),
+        drain_budget: Duration::from_secs(4),
+        drain_period: Duration::from_secs(2),
+        ..ClusterOptions::default()
+    }
+}
+
+fn s(v: &str) -> AttributeValue {
+    AttributeValue::S(v.into())
+}
+
+fn item(pk: &str, v: &str) -> Item {
+    [("pk".to_string(), s(pk)), ("v".to_string(), s(v))].into()
+}
+
+fn target(cluster: &Cluster, table: &str) -> Target {
+    let args = TargetArgs {
+        table: Some(table.into()),
+        ..TargetArgs::default()
+    };
+    Target::local(&cluster.state(0, String::new()), &args).expect("a local target")
+}
+
+async fn put_new(table: &Table, item: &Item) {
+    let out = table
+        .put_if(item, &Condition::NotExists("pk".into()))
+        .await
+        .expect("PutItem");
+    assert_eq!(out, WriteOutcome::Written);
+}
+
+async fn eventually<T, F, Fut>(what: &str, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(v) = probe().await {
+            return v;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn ferry() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_ferry"));
+    c.env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env_remove("AWS_PROFILE")
+        .env_remove("FERRY_STATE_DIR");
+    c
+}
+
+/// Runs the binary; returns its exit code and its stdout parsed as JSON.
+async fn run_ferry(mut c: Command) -> (i32, serde_json::Value) {
+    let out = tokio::task::spawn_blocking(move || c.output())
+        .await
+        .expect("join")
+        .expect("running ferry");
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let json = serde_json::from_str(stdout.trim()).unwrap_or(serde_json::Value::Null);
+    eprintln!(
+        "ferry exited {:?}; stderr: {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code().unwrap_or(-1), json)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn backfill_resume_verify_and_repair() {
+    let started = Instant::now();
+    let cluster = Cluster::start(options("ferry-ops")).await.expect("cluster");
+    // A table no pipeline runs on: the source has items, the new region nothing.
+    const FRESH: &str = "ops-fresh";
+    for r in &cluster.regions {
+        r.dynamo
+            .create_table(&TableSpec::new(FRESH, "pk").with_ttl_attribute("ttl"))
+            .await
+            .expect("create table");
+    }
+    let config = Config::new(US, "pk");
+    let us = Table::new(cluster.regions[0].dynamo.client(), FRESH);
+    let eu = Table::new(cluster.regions[1].dynamo.client(), FRESH);
+    const PLAIN: usize = 120;
+    const STAMPED: usize = 30;
+    for i in 0..PLAIN {
+        put_new(&us, &item(&format!("u-{i}"), &format!("plain {i}"))).await;
+    }
+    for i in 0..STAMPED {
+        let mut it = item(&format!("v-{i}"), &format!("stamped {i}"));
+        Version::new(1_700_000_000_000 + i as u64, US).stamp_into(&mut it, &config.names);
+        put_new(&us, &it).await;
+    }
+    let tomb = ferry_core::reconcile::tombstone_item(
+        &[("pk".to_string(), s("gone"))].into(),
+        // Its TTL follows its version: a current one, or the sandbox's TTL sweep removes it.
+        &Version::new(ferry_core::clock::system_now_ms(), US),
+        0,
+        &config,
+    );
+    put_new(&us, &tomb).await;
+    let total = (PLAIN + STAMPED + 1) as u64;
+
+    let t = target(&cluster, FRESH);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let checkpoint = dir.path().join("backfill.json");
+    let mut opts = BackfillOptions {
+        from: US.into(),
+        to: vec![EU.into()],
+        segments: 8,
+        concurrency: 4,
+        page_size: Some(4),
+        checkpoint: checkpoint.clone(),
+        resume: false,
+        show_progress: false,
+        stop_after_segments: Some(2),
+        interrupted: Default::default(),
+    };
+    let first = backfill::run(&t, &opts).await.expect("first backfill");
+    eprintln!("{}", backfill::render(&first));
+    assert!(!first.complete, "the interruption stopped it early");
+    assert!(first.segments_finished >= 2 && first.segments_finished < 8);
+    assert!(
+        checkpoint.exists(),
+        "an interrupted backfill keeps its checkpoint"
+    );
+    // Starting over without --resume is refused: the checkpoint would be lost.
+    assert!(backfill::run(
+        &t,
+        &BackfillOptions {
+            stop_after_segments: None,
+            ..opts.clone()
+        }
+    )
+    .await
+    .is_err());
+    opts.resume = true;
+    opts.stop_after_segments = None;
+    let second = backfill::run(&t, &opts).await.expect("resumed backfill");
+    eprintln!("{}", backfill::render(&second));
+    assert!(second.complete);
+    assert_eq!(second.segments_skipped, first.segments_finished);
+    assert_eq!(second.segments_finished + second.segments_skipped, 8);
+    assert_eq!(
+        first.scanned + second.scanned,
+        total,
+        "no item scanned twice, none skipped"
+    );
+    assert_eq!(first.stamped + second.stamped, PLAIN as u64);
+    assert_eq!(first.applied + second.applied, total);
+    assert_eq!(first.pending + second.pending, 0);
+    assert!(
+        !checkpoint.exists(),
+        "a complete backfill removes its checkpoint"
+    );
+    // A second full run, through a path that throttles a quarter of the writes, finds everything
+    // already there (stale, nothing stamped), slowed down by the throttling and not failed.
+    opts.resume = false;
+    opts.page_size = None;
+    opts.concurrency = 16;
+    let mut throttled_state = cluster.state(0, String::new());
+    throttled_state.regions[1].dynamodb = cluster.regions[1].proxy.endpoint();
+    let throttled_target = Target::local(
+        &throttled_state,
+        &TargetArgs {
+            table: Some(FRESH.into()),
+            ..TargetArgs::default()
+        },
+    )
+    .expect("target");
+    cluster.regions[1]
+        .proxy
+        .set_mode(ferry_sandbox::FaultMode::Throttle { fraction: 0.25 });
+    let again = backfill::run(&throttled_target, &opts).await;
+    cluster.regions[1]
+        .proxy
+        .set_mode(ferry_sandbox::FaultMode::Pass);
+    let again = again.expect("a throttled backfill completes");
+    eprintln!("{}", backfill::render(&again));
+    assert_eq!((again.stamped, again.applied, again.stale), (0, 0, total));
+    assert!(again.complete && again.throttled > 0, "{again:?}");
+
+    let vopts = VerifyOptions {
+        regions: vec![US.into(), EU.into()],
+        segments: 3,
+        partitions: 4,
+        work_dir: Some(dir.path().to_path_buf()),
+        repair: false,
+        show_progress: false,
+    };
+    let clean = verify::run(&t, &vopts).await.expect("verify");
+    eprintln!("{}", verify::render(&clean));
+    assert!(clean.clean() && clean.differences.is_empty());
+    assert_eq!(clean.matching, total - 1, "the tombstone reads as absent");
+
+    // Plant differences: a newer version in eu only, and a key deleted from eu only.
+    let mut newer = eu
+        .get(
+            &item("v-3", "")
+                .into_iter()
+                .filter(|(k, _)| k == "pk")
+                .collect(),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    newer.insert("v".into(), s("changed in eu"));
+    Version::new(1_800_000_000_000, EU).stamp_into(&mut newer, &config.names);
+    eu.client
+        .put_item()
+        .table_name(FRESH)
+        .set_item(Some(ferry_aws::values::to_sdk(&newer)))
+        .send()
+        .await
+        .expect("put");
+    eu.client
+        .delete_item()
+        .table_name(FRESH)
+        .key(
+            "pk",
+            aws_sdk_dynamodb::types::AttributeValue::S("u-7".into()),
+        )
+        .send()
+        .await
+        .expect("delete");
+
+    let found = verify::run(&t, &vopts).await.expect("verify");
+    eprintln!("{}", verify::render(&found));
+    assert!(!found.clean());
+    assert_eq!(found.differing, 1);
+    assert_eq!(found.missing.get(EU), Some(&1));
+    assert_eq!(found.differences.len(), 2);
+    assert!(found
+        .differences
+        .iter()
+        .any(|d| d.key == "pk=S:v-3" && d.kind == "differing"));
+    assert!(found
+        .differences
+        .iter()
+        .any(|d| d.key == "pk=S:u-7" && d.regions[EU] == "absent"));
+
+    // The binary says the same: exit 1, every key in --json; with --endpoint-url per region.
+    let mut c = ferry();
+    c.args([
+        "verify",
+        "--table",
+        FRESH,
+        "--regions",
+        "us-east-1,eu-west-1",
+        "--json",
+    ])
+    .arg("--endpoint-url")
+    .arg(format!(
+        "dynamodb:{US}={}",
+        cluster.regions[0].dynamo.endpoint()
+    ))
+    .arg("--endpoint-url")
+    .arg(format!(
+        "dynamodb:{EU}={}",
+        cluster.regions[1].dynamo.endpoint()
+    ));
+    let (code, json) = run_ferry(c).await;
+    assert_eq!(code, 1);
+    assert_eq!(
+        json["differences"].as_array().map(Vec::len),
+        Some(2),
+        "{json}"
+    );
+
+    let repaired = verify::run(
+        &t,
+        &VerifyOptions {
+            repair: true,
+            ..vopts.clone()
+        },
+    )
+    .await
+    .expect("repair");
+    eprintln!("{}", verify::render(&repaired));
+    assert_eq!(repaired.repaired, 2);
+    assert!(repaired.clean());
+    // The newest version won everywhere.
+    let v3: Item = [("pk".to_string(), s("v-3"))].into();
+    assert_eq!(us.get(&v3).await.unwrap().unwrap()["v"], s("changed in eu"));
+    let after = verify::run(&t, &vopts).await.expect("verify");
+    assert!(after.differences.is_empty());
+
+    // Exit codes: clean 0 (also through --local and the state file), usage errors 2.
+    let state_dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        state_dir.path().join("state.json"),
+        serde_json::to_string(&cluster.state(0, String::new())).unwrap(),
+    )
+    .unwrap();
+    let mut c = ferry();
+    c.env("FERRY_STATE_DIR", state_dir.path())
+        .args(["verify", "--local", "--table", FRESH, "--json"]);
+    let (code, json) = run_ferry(c).await;
+    assert_eq!(code, 0, "{json}");
+    assert_eq!(json["matching"], serde_json::json!(total - 1));
+    let mut c = ferry();
+    c.env("FERRY_STATE_DIR", state_dir.path())
+        .args(["status", "--local", "--json"]);
+    let (code, json) = run_ferry(c).await;
+    assert!(code == 0 || code == 1, "status answers");
+    assert_eq!(json["buffers"].as_array().map(Vec::len), Some(2), "{json}");
+    assert_eq!(json["regions"][0]["stream_view_type"], "NEW_AND_OLD_IMAGES");
+    let mut c = ferry();
+    c.env("FERRY_STATE_DIR", state_dir.path())
+        .args(["backfill", "--local", "--from", US, "--to", US, "--json"]);
+    assert_eq!(run_ferry(c).await.0, 2);
+    let mut c = ferry();
+    c.args(["verify", "--regions", "us-east-1,eu-west-1"]);
+    assert_eq!(run_ferry(c).await.0, 2, "no --table and no --local");
+
+    cluster.shutdown().await;
+    eprintln!(
+        "[timing] backfill_resume_verify_and_repair: {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn status_shows_the_outage_and_dlq_redrive_after_the_fix() {
+    let started = Instant::now();
+    const TABLE: &str = "ferry-ops2";
+    let cluster = Cluster::start(options(TABLE)).await.expect("cluster");
+    // The tool looks at eu through the cross-region path (its proxy), as another region would.
+    let mut state = cluster.state(0, String::new());
+    state.regions[1].dynamodb = cluster.regions[1].proxy.endpoint();
+    let t = Target::local(&state, &TargetArgs::default()).expect("target");
+    let healthy = status::run(&t, &[], false).await.expect("status");
+    eprintln!("{}", status::render(&healthy));
+    assert!(healthy.healthy, "{:?}", healthy.problems);
+
+    cluster.begin_outage(1);
+    // Let invocations that started before the cut end.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let us = cluster.regions[0].table(TABLE);
+    for i in 0..15 {
+        put_new(&us, &item(&format!("o-{i}"), "written during the outage")).await;
+    }
+    let during = eventually("a backlog for eu", || async {
+        let r = status::run(&t, &[], true).await.expect("status");
+        let b = r.buffers.iter().find(|b| b.destination == EU)?;
+        (b.buffer.total() > 0 && b.approx_records.unwrap_or(0) >= 1).then_some(r)
+    })
+    .await;
+    eprintln!("{}", status::render(&during));
+    assert!(!during.healthy);
+    let b = during.buffers.iter().find(|b| b.destination == EU).unwrap();
+    assert!(!b.destination_answers);
+    assert!(b.oldest_age_s.is_some());
+    assert!(during.problems.iter().any(|p| p.contains("unreachable")));
+
+    // A record the drain cannot apply: eu holds the key unversioned (its own pipeline is
+    // stopped, so nothing stamps it), and the drain gives up after one pending attempt.
+    let eu_direct = cluster.regions[1].table(TABLE);
+    put_new(&eu_direct, &item("poison-1", "plain in eu")).await;
+    let config = cluster.regions[0].config.clone();
+    let mut image = item("poison-1", "from us");
+    let version = Version::new(ferry_core::clock::system_now_ms() + 120_000, US);
+    version.stamp_into(&mut image, &config.names);
+    let record = ChangeRecord::from_stored(&image, US, &config)
+        .unwrap()
+        .unwrap();
+    let pair = cluster
+        .buffers
+        .iter()
+        .find(|p| p.source == US && p.destination == EU)
+        .unwrap()
+        .clone();
+    for batch in ferry_core::buffer::pack(&[record]).unwrap() {
+        assert!(pair.buffer.send_batch(&batch).await.unwrap().is_empty());
+    }
+    let mut settings = ferry_drain::DrainSettings::with_budget(Duration::from_secs(8));
+    settings.max_pending_attempts = 1;
+    settings.return_when_idle = true;
+    let drainer = ferry_drain::Drainer {
+        config: config.clone(),
+        source_region: US.into(),
+        destination_region: EU.into(),
+        buffer: pair.buffer.clone(),
+        dlq: pair.dlq.clone(),
+        table: eu_direct.clone(),
+        settings,
+        clock: ferry_core::clock::system(),
+    };
+    let report = ferry_drain::drain(&drainer).await;
+    assert_eq!(report.dlq_records, 1, "{report:?}");
+
+    let listed = dlq::run(&t, US, EU, dlq::Action::List)
+        .await
+        .expect("dlq list");
+    eprintln!("{}", dlq::render(&listed, false));
+    assert_eq!(listed.messages.len(), 1);
+    let m = &listed.messages[0];
+    assert!(
+        m.reason.as_deref().unwrap_or("").contains("pending"),
+        "{m:?}"
+    );
+    assert!(m.keys[0].contains("poison-1"));
+    // Listing leaves it there; show gives the image.
+    let shown = dlq::run(&t, US, EU, dlq::Action::Show(vec![m.message_id.clone()]))
+        .await
+        .expect("dlq show");
+    assert_eq!(shown.messages.len(), 1);
+    assert_eq!(shown.messages[0].images.len(), 1);
+
+    // The fix: eu comes back, its pipeline stamps the item, the record can be judged again.
+    cluster.end_outage(1);
+    let key: Item = [("pk".to_string(), s("poison-1"))].into();
+    eventually("eu stamps its own write", || async {
+        let i = eu_direct.get(&key).await.ok()??;
+        Version::of(&i, &config.names).ok()?.map(|_| ())
+    })
+    .await;
+    let redriven = dlq::run(
+        &t,
+        US,
+        EU,
+        dlq::Action::Redrive {
+            all: true,
+            ids: vec![],
+        },
+    )
+    .await
+    .expect("redrive");
+    assert_eq!(redriven.redriven, 1);
+    assert_eq!(pair.dlq.depth().await.unwrap().total(), 0);
+    eventually("the redriven record applied in eu", || async {
+        let i = eu_direct.get(&key).await.ok()??;
+        (i.get("v") == Some(&s("from us"))).then_some(())
+    })
+    .await;
+    let after = eventually("the backlog drained", || async {
+        let r = status::run(&t, &[], false).await.expect("status");
+        r.buffers.iter().all(|b| b.buffer.total() == 0).then_some(r)
+    })
+    .await;
+    eprintln!("{}", status::render(&after));
+    assert!(after.healthy, "{:?}", after.problems);
+    cluster.shutdown().await;
+    eprintln!(
+        "[timing] status_and_dlq: {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+}
