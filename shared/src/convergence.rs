@@ -1110,6 +1110,9 @@ impl<'o> Sim<'o> {
                 Classified::Filtered => {
                     self.fail("classify filtered a record under filter All".into())
                 }
+                Classified::StampAttributes(_) => {
+                    self.fail("an attribute-mode hint in an item-mode history".into())
+                }
                 Classified::Forward(record) => {
                     self.trace(|| {
                         format!("{name} enqueue: forward {} {}", entry.key, record.version)
