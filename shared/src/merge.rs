@@ -404,6 +404,41 @@ pub fn stamp_delta(
     delta
 }
 
+/// What an application helper writes in this mode: each attribute in `changes` (a value, or
+/// `None` to remove it) with the entry `(max(now, its current entry + 1, the item tombstone + 1),
+/// local)`; `delete` makes a whole-item tombstone above everything the item holds. Merged into
+/// the item with [`plan_merge`] ([`Unversioned::Keep`]), like enqueue's stamps.
+pub fn write_delta(
+    current: Option<&Item>,
+    changes: &[(String, Option<AttributeValue>)],
+    delete: bool,
+    now_ms: u64,
+    config: &Config,
+) -> Result<AttrState, MergeError> {
+    let state = current
+        .map(|c| AttrState::read(c, config))
+        .transpose()?
+        .map(|r| r.state)
+        .unwrap_or_default();
+    let above = |v: Option<&Version>| v.map_or(now_ms, |v| now_ms.max(v.ts_ms + 1));
+    let local = &config.local_region;
+    let mut delta = AttrState::default();
+    if delete {
+        delta.deleted = Some(Version::new(above(state.newest()), local.clone()));
+        return Ok(delta);
+    }
+    for (name, value) in changes {
+        let ts = above(state.versions.get(name)).max(above(state.deleted.as_ref()));
+        delta
+            .versions
+            .insert(name.clone(), Version::new(ts, local.clone()));
+        if let Some(v) = value {
+            delta.values.insert(name.clone(), v.clone());
+        }
+    }
+    Ok(delta)
+}
+
 // ---------------------------------------------------------------------------------------------
 // Merging a state into a stored item.
 
