@@ -122,6 +122,21 @@ async fn lost_updates(mode: MergeMode) -> usize {
         );
     }
     eprintln!("{mode} mode: {lost} of {} attribute writes lost", 2 * ITEMS);
+    // The cost per replicated change: item mode writes each record once (one conditional put);
+    // attribute mode reads and updates (re-reading after a failed condition).
+    let totals = cluster.stats.drain_totals();
+    let done: u64 = totals.values().map(|t| t.applied + t.stale).sum();
+    let reads: u64 = totals.values().map(|t| t.merge_reads).sum();
+    let writes: u64 = totals.values().map(|t| t.merge_writes).sum();
+    if mode == MergeMode::Attribute {
+        eprintln!(
+            "attribute mode cost: {done} records applied or stale, {reads} reads, {writes} updates \
+             ({:.2} reads + {:.2} writes per record)",
+            reads as f64 / done.max(1) as f64,
+            writes as f64 / done.max(1) as f64
+        );
+        assert!(reads >= done, "every record is read before it is merged");
+    }
     assert_eq!(
         cluster.dlq_depth().await,
         0,
