@@ -47,6 +47,8 @@ pub struct ClusterOptions {
     pub drain_period: Duration,
     /// Run each region's TTL process (every 2 s); tests switch it off to sweep by hand.
     pub ttl_sweeps: bool,
+    /// Item-level or attribute-level merge (`docs/attribute-merge.md`), in every region.
+    pub merge_mode: ferry_core::MergeMode,
 }
 
 impl Default for ClusterOptions {
@@ -60,6 +62,7 @@ impl Default for ClusterOptions {
             drain_budget: Duration::from_secs(6),
             drain_period: Duration::from_secs(4),
             ttl_sweeps: true,
+            merge_mode: ferry_core::MergeMode::Item,
         }
     }
 }
@@ -141,6 +144,7 @@ impl Cluster {
             proxy.set_mode(normal_mode(options.rtt_ms));
             let mut config = Config::new(name.clone(), options.partition_key.clone());
             config.destinations = names.iter().filter(|n| *n != name).cloned().collect();
+            config.merge_mode = options.merge_mode;
             config
                 .validate()
                 .map_err(|e| ClusterError::Setup(e.to_string()))?;

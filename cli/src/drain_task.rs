@@ -97,5 +97,7 @@ fn record(task: &DrainTask, report: &ferry_drain::DrainReport) {
         t.dlq += report.dlq();
         t.sqs_requests += report.sqs_requests;
         t.unreachable += u64::from(!report.destination_reachable);
+        t.merge_reads += report.merge_reads;
+        t.merge_writes += report.merge_writes;
     });
 }

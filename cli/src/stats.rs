@@ -31,6 +31,9 @@ pub struct DrainTotals {
     pub dlq: u64,
     pub sqs_requests: u64,
     pub unreachable: u64,
+    /// Attribute merge mode's strongly consistent reads and conditional updates.
+    pub merge_reads: u64,
+    pub merge_writes: u64,
 }
 
 /// One applied record's lag: when it was applied (ms since the run started), into which

@@ -3,12 +3,13 @@
 //! Histories use seeds S, S+1, …, S+N-1; a failing seed replays alone with `--runs 1 --seed F`
 //! (add `--trace` to print what happened, step by step). Exit code 1 when any history fails.
 
-use ferry_core::convergence::{check, trace_history, CheckOptions, Hole, Summary};
+use ferry_core::convergence::{check, trace_history, AttributeHole, CheckOptions, Hole, Summary};
+use ferry_core::MergeMode;
 use std::process::ExitCode;
 use std::time::Instant;
 
 const USAGE: &str = "usage: check_convergence [--runs N] [--seed S] [--hole NAME]... [--skew MS] \
-[--steps N] [--ttl-share F] [--duplicates F] [--checkpoints F] [--keys 1-8] [--own-share F] [--stale-write-backs] [--early-ttl] [--threads T] [--trace]";
+[--merge item|attribute] [--steps N] [--ttl-share F] [--duplicates F] [--checkpoints F] [--keys 1-8] [--own-share F] [--stale-write-backs] [--early-ttl] [--unstamped-puts] [--threads T] [--trace]";
 
 fn main() -> ExitCode {
     match run() {
@@ -16,6 +17,9 @@ fn main() -> ExitCode {
         Err(message) => {
             eprintln!("{message}\n{USAGE}\nholes:");
             for hole in Hole::ALL {
+                eprintln!("  {:<24} {}", hole.name(), hole.describe());
+            }
+            for hole in AttributeHole::ALL {
                 eprintln!("  {:<24} {}", hole.name(), hole.describe());
             }
             ExitCode::from(2)
@@ -71,22 +75,35 @@ fn run() -> Result<ExitCode, String> {
                     .filter(|f| (0.0..=1.0).contains(f))
                     .ok_or(format!("--ttl-share {v}: not a share between 0 and 1"))?;
             }
+            "--merge" => {
+                let v = value("--merge")?;
+                options.merge_mode = MergeMode::parse(&v).map_err(|e| e.to_string())?;
+            }
             "--hole" => {
                 let name = value("--hole")?;
-                let hole = Hole::parse(&name).ok_or(format!("unknown hole `{name}`"))?;
-                options.holes.push(hole);
+                match (Hole::parse(&name), AttributeHole::parse(&name)) {
+                    (Some(hole), _) => options.holes.push(hole),
+                    (None, Some(hole)) => options.attribute_holes.push(hole),
+                    (None, None) => return Err(format!("unknown hole `{name}`")),
+                }
             }
             "--trace" => trace = true,
             "--stale-write-backs" => options.stale_write_backs = true,
             "--early-ttl" => options.early_ttl = true,
+            "--unstamped-puts" => options.unstamped_puts = true,
             "-h" | "--help" => return Err("the convergence checker".into()),
             other => return Err(format!("unknown argument `{other}`")),
         }
     }
-    let holes: Vec<&str> = options.holes.iter().map(|h| h.name()).collect();
+    let holes: Vec<&str> = options
+        .holes
+        .iter()
+        .map(|h| h.name())
+        .chain(options.attribute_holes.iter().map(|h| h.name()))
+        .collect();
     println!(
-        "checking {runs} histories from seed {seed} (skew {} ms, holes {holes:?})",
-        options.skew_ms
+        "checking {runs} histories from seed {seed} ({} merge, skew {} ms, holes {holes:?})",
+        options.merge_mode, options.skew_ms
     );
     let started = Instant::now();
     let summary = run_parallel(runs, seed, threads, &options);
@@ -137,7 +154,13 @@ fn run_parallel(runs: u64, seed: u64, threads: u64, options: &CheckOptions) -> S
 fn replay_flags(options: &CheckOptions) -> String {
     let defaults = CheckOptions::default();
     let mut flags = String::new();
+    if options.merge_mode != defaults.merge_mode {
+        flags.push_str(&format!(" --merge {}", options.merge_mode));
+    }
     for hole in &options.holes {
+        flags.push_str(&format!(" --hole {hole}"));
+    }
+    for hole in &options.attribute_holes {
         flags.push_str(&format!(" --hole {hole}"));
     }
     if options.skew_ms != defaults.skew_ms {
@@ -166,6 +189,9 @@ fn replay_flags(options: &CheckOptions) -> String {
     }
     if options.early_ttl {
         flags.push_str(" --early-ttl");
+    }
+    if options.unstamped_puts {
+        flags.push_str(" --unstamped-puts");
     }
     flags
 }

@@ -1,7 +1,8 @@
 //! `classify`: what enqueue does with one stream record (the contract's cases 1–4).
 
-use crate::config::{Config, ItemFilter};
+use crate::config::{Config, ItemFilter, MergeMode};
 use crate::item::{describe_key, key_of, AttributeValue, Item};
+use crate::merge::{self, MergeError, StampHint};
 use crate::record::ChangeRecord;
 use crate::version::{Version, VersionError};
 use aws_lambda_events::event::dynamodb::EventRecord;
@@ -20,6 +21,9 @@ pub enum Classified {
     /// Case 4: a local change that cannot be forwarded as it is; the record is a hint to make the
     /// key's current item carry a version above everything the record saw ([`crate::reconcile`]).
     Reconcile(Hint),
+    /// Attribute mode's case 4: a local change without new entries; the attributes it changed
+    /// get stamped ([`crate::merge::stamp_delta`]).
+    StampAttributes(StampHint),
 }
 
 /// What a case-4 record saw, which is all `reconcile` needs besides the current item.
@@ -47,6 +51,12 @@ pub enum ClassifyError {
         sequence: String,
         key: String,
         source: VersionError,
+    },
+    #[error("sequence {sequence}, key {key}: {source}")]
+    BadVersionMap {
+        sequence: String,
+        key: String,
+        source: MergeError,
     },
     #[error("sequence {sequence}: unknown event name `{name}`")]
     UnknownEvent { sequence: String, name: String },
@@ -183,6 +193,26 @@ fn decide(record: &EventRecord, config: &Config) -> Result<Decided, ClassifyErro
         return Ok(Done(Classified::Filtered));
     }
 
+    if config.merge_mode == MergeMode::Attribute {
+        let decision = merge::decide(&key, old, new, config).map_err(|source| {
+            ClassifyError::BadVersionMap {
+                sequence: sequence(),
+                key: describe_key(&key),
+                source,
+            }
+        })?;
+        return Ok(match decision {
+            merge::Decision::ReplicatedIn => Done(Classified::ReplicatedIn),
+            merge::Decision::Stamp(hint) => Done(Classified::StampAttributes(hint)),
+            merge::Decision::Forward { version, tombstone } => Decided::Forward(Forward {
+                key,
+                tombstone,
+                written_at_ms: created_ms(record).max(version.ts_ms),
+                version,
+            }),
+        });
+    }
+
     let version = |image: Option<&Item>| -> Result<Option<Version>, ClassifyError> {
         match image {
             None => Ok(None),
@@ -202,11 +232,7 @@ fn decide(record: &EventRecord, config: &Config) -> Result<Decided, ClassifyErro
             return Ok(Done(Classified::ReplicatedIn));
         }
         if vn.origin == config.local_region && vo.as_ref().is_none_or(|vo| vn > vo) {
-            let written_at_ms = (change
-                .approximate_creation_date_time
-                .timestamp_millis()
-                .max(0) as u64)
-                .max(vn.ts_ms);
+            let written_at_ms = created_ms(record).max(vn.ts_ms);
             forward = Some((config.is_tombstone(new), written_at_ms));
         }
     }
@@ -225,7 +251,10 @@ fn decide(record: &EventRecord, config: &Config) -> Result<Decided, ClassifyErro
     let seen = vo.iter().chain(vn.iter()).max().cloned();
     let changed = match new {
         None => Vec::new(),
-        Some(new) => diff(old.unwrap_or(&empty), new, config),
+        Some(new) => {
+            let is_version = |n: &str| n == config.names.ts || n == config.names.origin;
+            diff_by(old.unwrap_or(&empty), new, is_version)
+        }
     };
     let tombstone_ttl = [old, new]
         .into_iter()
@@ -259,16 +288,29 @@ fn admits(config: &Config, keys: &Item, new: &Item, old: &Item) -> bool {
     }
 }
 
-/// Non-version attributes whose value differs between `old` and `new`, with the new value.
-fn diff(old: &Item, new: &Item, config: &Config) -> Vec<(String, Option<AttributeValue>)> {
-    let is_version = |n: &str| n == config.names.ts || n == config.names.origin;
+/// When the stream record's write happened, in ms since the epoch.
+fn created_ms(record: &EventRecord) -> u64 {
+    record
+        .change
+        .approximate_creation_date_time
+        .timestamp_millis()
+        .max(0) as u64
+}
+
+/// Attributes (but those `skip` names) whose value differs between `old` and `new`, with the new
+/// value (`None`: removed), sorted by name.
+pub(crate) fn diff_by(
+    old: &Item,
+    new: &Item,
+    skip: impl Fn(&str) -> bool,
+) -> Vec<(String, Option<AttributeValue>)> {
     let mut changed: Vec<(String, Option<AttributeValue>)> = new
         .iter()
-        .filter(|(n, v)| !is_version(n) && old.get(*n) != Some(*v))
+        .filter(|(n, v)| !skip(n) && old.get(*n) != Some(*v))
         .map(|(n, v)| (n.clone(), Some(v.clone())))
         .chain(
             old.keys()
-                .filter(|n| !is_version(n) && !new.contains_key(*n))
+                .filter(|n| !skip(n) && !new.contains_key(*n))
                 .map(|n| (n.clone(), None)),
         )
         .collect();

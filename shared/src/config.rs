@@ -19,6 +19,9 @@ pub struct AttributeNames {
     pub tombstone: String,
     /// The table's TTL attribute (epoch seconds); tombstones set it so they expire.
     pub ttl: String,
+    /// Attribute merge mode's version map (attribute name → version). Reserved in both modes:
+    /// its presence in an image is what marks a record as one of attribute mode.
+    pub versions: String,
 }
 
 impl Default for AttributeNames {
@@ -28,14 +31,19 @@ impl Default for AttributeNames {
             origin: "ferry_origin".into(),
             tombstone: "ferry_deleted".into(),
             ttl: "ttl".into(),
+            versions: "ferry_versions".into(),
         }
     }
 }
 
 impl AttributeNames {
-    /// True for the attributes Ferry owns (the version, the marker and the TTL).
+    /// True for the attributes Ferry owns (the version, the marker, the TTL, the version map).
     pub fn is_ferry_attribute(&self, name: &str) -> bool {
-        name == self.ts || name == self.origin || name == self.tombstone || name == self.ttl
+        name == self.ts
+            || name == self.origin
+            || name == self.tombstone
+            || name == self.ttl
+            || name == self.versions
     }
 }
 
@@ -98,6 +106,41 @@ impl ItemFilter {
     }
 }
 
+/// How replicas settle concurrent writes to one item (`../docs/attribute-merge.md`). The same in
+/// every region: a drain refuses records of the other mode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum MergeMode {
+    /// Last-writer-wins on the whole item (`../shared/DESIGN.md`).
+    #[default]
+    Item,
+    /// Last-writer-wins per attribute: every attribute carries its own version.
+    Attribute,
+}
+
+impl MergeMode {
+    /// Parses `item` or `attribute`.
+    pub fn parse(text: &str) -> Result<Self, ConfigError> {
+        match text.trim() {
+            "" | "item" => Ok(MergeMode::Item),
+            "attribute" => Ok(MergeMode::Attribute),
+            other => Err(ConfigError::BadMergeMode(other.into())),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            MergeMode::Item => "item",
+            MergeMode::Attribute => "attribute",
+        }
+    }
+}
+
+impl std::fmt::Display for MergeMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct Config {
     pub local_region: String,
@@ -110,6 +153,8 @@ pub struct Config {
     /// Every other region this one replicates to.
     pub destinations: Vec<String>,
     pub filter: ItemFilter,
+    /// Item-level or attribute-level last-writer-wins.
+    pub merge_mode: MergeMode,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -128,6 +173,8 @@ pub enum ConfigError {
     NameClash(String),
     #[error("item filter `{0}` is not one of: all, pk-prefix:<prefix>, has:<attribute>")]
     BadFilter(String),
+    #[error("merge mode `{0}` is not one of: item, attribute")]
+    BadMergeMode(String),
     #[error("{name} = `{value}` is not a valid number")]
     BadNumber { name: &'static str, value: String },
 }
@@ -146,6 +193,7 @@ impl Config {
             drain_lag_allowance_s: 24 * 3600,
             destinations: Vec::new(),
             filter: ItemFilter::All,
+            merge_mode: MergeMode::Item,
         }
     }
 
@@ -153,7 +201,8 @@ impl Config {
     /// `FERRY_LOCAL_REGION` (else `AWS_REGION`), `FERRY_PARTITION_KEY`, `FERRY_SORT_KEY`,
     /// `FERRY_DESTINATIONS` (comma-separated regions), `FERRY_ATTR_TS`, `FERRY_ATTR_ORIGIN`,
     /// `FERRY_ATTR_TOMBSTONE`, `FERRY_ATTR_TTL`, `FERRY_TOMBSTONE_LIFETIME_S`,
-    /// `FERRY_DRAIN_LAG_ALLOWANCE_S`, `FERRY_FILTER`. The result is validated.
+    /// `FERRY_DRAIN_LAG_ALLOWANCE_S`, `FERRY_FILTER`, `FERRY_MERGE_MODE` (`item` or `attribute`),
+    /// `FERRY_ATTR_VERSIONS`. The result is validated.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let get = |k: &str| lookup(k).filter(|v| !v.trim().is_empty());
         let region = get("FERRY_LOCAL_REGION")
@@ -175,6 +224,7 @@ impl Config {
             origin: get("FERRY_ATTR_ORIGIN").unwrap_or(defaults.origin),
             tombstone: get("FERRY_ATTR_TOMBSTONE").unwrap_or(defaults.tombstone),
             ttl: get("FERRY_ATTR_TTL").unwrap_or(defaults.ttl),
+            versions: get("FERRY_ATTR_VERSIONS").unwrap_or(defaults.versions),
         };
         let number = |name: &'static str, default: u64| -> Result<u64, ConfigError> {
             match get(name) {
@@ -191,6 +241,9 @@ impl Config {
             number("FERRY_DRAIN_LAG_ALLOWANCE_S", config.drain_lag_allowance_s)?;
         if let Some(f) = get("FERRY_FILTER") {
             config.filter = ItemFilter::parse(&f)?;
+        }
+        if let Some(m) = get("FERRY_MERGE_MODE") {
+            config.merge_mode = MergeMode::parse(&m)?;
         }
         config.validate()?;
         Ok(config)
@@ -218,6 +271,7 @@ impl Config {
             n.origin.as_str(),
             n.tombstone.as_str(),
             n.ttl.as_str(),
+            n.versions.as_str(),
         ]) {
             if name.is_empty() {
                 return Err(ConfigError::Empty("attribute name"));
@@ -236,12 +290,16 @@ impl Config {
         Ok(())
     }
 
-    /// True if the item is a tombstone (reads as absent).
+    /// True if the item is a tombstone (reads as absent). In attribute mode: an item without any
+    /// application attribute (`../docs/attribute-merge.md`, visibility).
     pub fn is_tombstone(&self, item: &Item) -> bool {
-        matches!(
-            item.get(&self.names.tombstone),
-            Some(AttributeValue::Bool(true))
-        )
+        match self.merge_mode {
+            MergeMode::Item => matches!(
+                item.get(&self.names.tombstone),
+                Some(AttributeValue::Bool(true))
+            ),
+            MergeMode::Attribute => !self.has_application_attributes(item),
+        }
     }
 
     /// True if the item holds anything besides its key and Ferry's attributes.
@@ -326,5 +384,17 @@ mod tests {
             with(("FERRY_DESTINATIONS", "EU West")),
             Err(ConfigError::BadRegion(_))
         ));
+        assert_eq!(
+            with(("FERRY_MERGE_MODE", "attributes")),
+            Err(ConfigError::BadMergeMode("attributes".into()))
+        );
+        assert_eq!(
+            with(("FERRY_MERGE_MODE", "attribute")).map(|c| c.merge_mode),
+            Ok(MergeMode::Attribute)
+        );
+        assert_eq!(
+            with(("FERRY_ATTR_VERSIONS", "ttl")),
+            Err(ConfigError::NameClash("ttl".into()))
+        );
     }
 }

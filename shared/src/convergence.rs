@@ -38,12 +38,16 @@
 //! stands for: the helper's delete, or for a tombstone Ferry wrote, the local delete (or expiry)
 //! that left the key absent.
 
+mod attribute;
+pub use attribute::AttributeHole;
+
 use crate::apply::{apply_condition, judge, Judgement};
 use crate::buffer::{pack, unpack};
 use crate::classify::{classify, Classified, Hint};
 use crate::coalesce::coalesce;
 use crate::condition::Condition;
 use crate::config::Config;
+use crate::config::MergeMode;
 use crate::item::{AttributeValue, Item, ItemKey};
 use crate::reconcile::{reconcile, tombstone_item, Action};
 use crate::record::ChangeRecord;
@@ -191,6 +195,15 @@ pub struct CheckOptions {
     /// an expiry leaves no tombstone, so a record arriving after it resurrects the key in that
     /// region only.
     pub early_ttl: bool,
+    /// Item-level histories (the contract of `DESIGN.md`) or attribute merge mode's
+    /// (`docs/attribute-merge.md`), which [`attribute`] checks.
+    pub merge_mode: MergeMode,
+    /// Attribute mode's known-wrong rules put back.
+    pub attribute_holes: Vec<AttributeHole>,
+    /// Attribute mode: applications also replace items with unstamped puts, which drop the
+    /// version map. On, it shows a known limit (`docs/attribute-merge.md`): a helper write of the
+    /// same item in the same region before enqueue's stamp can let an older record back in.
+    pub unstamped_puts: bool,
 }
 
 impl Default for CheckOptions {
@@ -207,6 +220,9 @@ impl Default for CheckOptions {
             trace: false,
             stale_write_backs: false,
             early_ttl: false,
+            merge_mode: MergeMode::Item,
+            attribute_holes: Vec::new(),
+            unstamped_puts: false,
         }
     }
 }
@@ -254,6 +270,15 @@ pub enum Verdict {
         key: String,
         ops: Vec<usize>,
     },
+    /// Attribute mode: the key's state is not the merge of every application write (an
+    /// acknowledged attribute write is missing, or one came back).
+    LostUpdates {
+        key: String,
+        /// The attributes that differ from the merge of the writes.
+        attributes: Vec<String>,
+        shows: String,
+        expected: String,
+    },
     /// Records are still waiting when nothing else can happen.
     Undelivered {
         queue: String,
@@ -280,6 +305,7 @@ impl Verdict {
             } => "lost after (helper)",
             Verdict::LostAfter { .. } => "lost after (plain)",
             Verdict::LostAbsent { .. } => "lost after",
+            Verdict::LostUpdates { .. } => "lost updates",
             Verdict::Undelivered { .. } => "undelivered",
             Verdict::Anomaly(_) => "anomaly",
         }
@@ -315,6 +341,15 @@ impl fmt::Display for Verdict {
             Verdict::LostAbsent { key, ops } => write!(
                 f,
                 "lost after on key {key}: absent, but no delete or expiry explains it (last ops {ops:?})"
+            ),
+            Verdict::LostUpdates {
+                key,
+                attributes,
+                shows,
+                expected,
+            } => write!(
+                f,
+                "lost updates on key {key}: attributes {attributes:?}; it shows {shows}, the writes merge to {expected}"
             ),
             Verdict::Undelivered { queue, messages } => {
                 write!(f, "{messages} messages never delivered on {queue}")
@@ -420,6 +455,9 @@ pub fn find_failure(max_runs: u64, seed: u64, options: &CheckOptions) -> Summary
 
 /// One random history over `regions` regions (2 or 3), then the two properties.
 pub fn run_history(seed: u64, regions: usize, options: &CheckOptions) -> Verdict {
+    if options.merge_mode == MergeMode::Attribute {
+        return attribute::run(seed, regions, options).0;
+    }
     Sim::new(seed, regions, options).run().0
 }
 
@@ -430,6 +468,9 @@ pub fn trace_history(seed: u64, regions: usize, options: &CheckOptions) -> (Verd
         trace: true,
         ..options.clone()
     };
+    if options.merge_mode == MergeMode::Attribute {
+        return attribute::run(seed, regions, &options);
+    }
     Sim::new(seed, regions, &options).run()
 }
 
@@ -1109,6 +1150,9 @@ impl<'o> Sim<'o> {
                 Classified::ReplicatedIn | Classified::TtlExpiry => {}
                 Classified::Filtered => {
                     self.fail("classify filtered a record under filter All".into())
+                }
+                Classified::StampAttributes(_) => {
+                    self.fail("an attribute-mode hint in an item-mode history".into())
                 }
                 Classified::Forward(record) => {
                     self.trace(|| {

@@ -30,6 +30,7 @@
 //! is idempotent).
 
 pub mod env;
+mod merge_apply;
 pub mod report;
 pub mod settings;
 mod take;
@@ -398,7 +399,7 @@ async fn receive_stage(d: &Drainer, times: &Times, ping_due: bool) -> Received {
 
 async fn apply_stage(
     d: &Drainer,
-    take: Take,
+    mut take: Take,
     arrival: Arrival,
     times: &Times,
     mut pacing: Pacing,
@@ -406,7 +407,15 @@ async fn apply_stage(
 ) -> Applied {
     let started = Instant::now();
     let mut report = DrainReport::default();
-    let (outcomes, halt) = apply_take(d, &take, &arrival, times, &mut pacing, &mut report).await;
+    let (outcomes, halt) = match merge_apply::dispatch(d, &mut take) {
+        merge_apply::Dispatch::Item => {
+            apply_take(d, &take, &arrival, times, &mut pacing, &mut report).await
+        }
+        merge_apply::Dispatch::Attribute => {
+            merge_apply::apply_take(d, &take, &arrival, times, &mut pacing, &mut report).await
+        }
+        merge_apply::Dispatch::Refused(outcomes, halt) => (outcomes, halt),
+    };
     timing.apply_ms = started.elapsed().as_millis() as u64;
     Applied {
         take,

@@ -20,6 +20,10 @@ pub enum StopReason {
     DestinationError,
     /// The destination did not answer the ping, or writes failed for transport reasons.
     DestinationUnreachable,
+    /// A record of the other merge mode arrived (`docs/attribute-merge.md`): the regions'
+    /// configurations disagree. Nothing of the take is applied or dead-lettered; the pipeline
+    /// stops here until the configuration is fixed.
+    ModeMismatch,
 }
 
 /// One applied record's lag, cut where it can be measured from the drain: source write →
@@ -93,6 +97,10 @@ pub struct DrainReport {
     pub sqs_requests: u64,
     pub receives: u64,
     pub dynamodb_requests: u64,
+    /// Attribute merge mode: strongly consistent reads and conditional `UpdateItem`s sent
+    /// (a failed condition costs a read and a write and is merged again).
+    pub merge_reads: u64,
+    pub merge_writes: u64,
     /// Replication lag of the applied records: apply time − source write time.
     pub lag_p50_ms: Option<u64>,
     pub lag_p99_ms: Option<u64>,
@@ -147,6 +155,8 @@ impl DrainReport {
         self.sqs_requests += other.sqs_requests;
         self.receives += other.receives;
         self.dynamodb_requests += other.dynamodb_requests;
+        self.merge_reads += other.merge_reads;
+        self.merge_writes += other.merge_writes;
         self.lag_ms.extend_from_slice(&other.lag_ms);
         self.lag_parts_ms.extend_from_slice(&other.lag_parts_ms);
         self.conflict_samples

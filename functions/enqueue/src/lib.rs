@@ -62,6 +62,7 @@
 //! failures beyond the retry budget).
 
 pub mod input;
+mod merge_stamp;
 pub mod outcome;
 pub mod plan;
 pub mod settings;
@@ -195,7 +196,8 @@ fn earliest(a: Option<Failure>, b: Option<Failure>) -> Option<Failure> {
 async fn run(mut plan: Plan, enqueuer: &Enqueuer) -> EnqueueOutcome {
     let records = plan.slots.len();
 
-    let reconciled = reconcile_all(&plan.hints, enqueuer).await;
+    let mut reconciled = reconcile_all(&plan.hints, enqueuer).await;
+    reconciled.absorb(merge_stamp::stamp_all(&plan.stamp_hints, enqueuer).await);
     for (index, reason) in &reconciled.poison {
         plan.slots[*index].decision = Decision::Poison(reason.clone());
     }
@@ -306,6 +308,17 @@ struct Reconciled {
     condition_retries: usize,
     poison: Vec<(usize, String)>,
     failure: Option<Failure>,
+}
+
+impl Reconciled {
+    fn absorb(&mut self, other: Reconciled) {
+        self.stamped += other.stamped;
+        self.tombstoned += other.tombstoned;
+        self.unchanged += other.unchanged;
+        self.condition_retries += other.condition_retries;
+        self.poison.extend(other.poison);
+        self.failure = earliest(self.failure.take(), other.failure);
+    }
 }
 
 enum Done {

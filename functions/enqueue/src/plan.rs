@@ -5,6 +5,7 @@ use crate::input::{Input, InputRef, Undecodable};
 use aws_lambda_events::event::dynamodb::EventRecord;
 use ferry_core::buffer::{self, BufferBatch, PackError};
 use ferry_core::item::{describe_key, key_of};
+use ferry_core::merge::StampHint;
 use ferry_core::{classify, ChangeRecord, Classified, ClassifyError, Config, Hint};
 
 /// One input of [`Plan::new`]: borrowed ([`InputRef`]: a forwarded image is cloned out of the
@@ -87,6 +88,8 @@ pub struct Plan {
     pub forwards: Vec<ChangeRecord>,
     /// Case-4 hints with their batch index, in batch order.
     pub hints: Vec<(usize, Hint)>,
+    /// Attribute mode's case-4 hints (attributes to stamp) with their batch index.
+    pub stamp_hints: Vec<(usize, StampHint)>,
     /// The newest record's `ApproximateCreationDateTime`, ms since the epoch.
     pub newest_created_ms: Option<i64>,
 }
@@ -149,6 +152,10 @@ impl Plan {
                     }
                     Ok(Classified::Reconcile(hint)) => {
                         plan.hints.push((index, hint));
+                        Decision::Reconcile
+                    }
+                    Ok(Classified::StampAttributes(hint)) => {
+                        plan.stamp_hints.push((index, hint));
                         Decision::Reconcile
                     }
                     Ok(Classified::ReplicatedIn) => Decision::ReplicatedIn,

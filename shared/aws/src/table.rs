@@ -128,14 +128,16 @@ impl Table {
     }
 }
 
-fn non_empty<T>(
+pub(crate) fn non_empty<T>(
     m: std::collections::HashMap<String, T>,
 ) -> Option<std::collections::HashMap<String, T>> {
     (!m.is_empty()).then_some(m)
 }
 
 /// The stored item carried by a failed condition, if that is what the error is.
-fn condition_failed<E, R>(e: &aws_sdk_dynamodb::error::SdkError<E, R>) -> Option<Option<Item>>
+pub(crate) fn condition_failed<E, R>(
+    e: &aws_sdk_dynamodb::error::SdkError<E, R>,
+) -> Option<Option<Item>>
 where
     E: AsConditionalCheckFailed,
 {
@@ -143,7 +145,7 @@ where
 }
 
 /// The two operations' error types both carry the `ALL_OLD` item on a failed condition.
-trait AsConditionalCheckFailed {
+pub(crate) trait AsConditionalCheckFailed {
     fn conditional_item(&self) -> Option<Option<Item>>;
 }
 

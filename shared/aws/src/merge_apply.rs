@@ -1,0 +1,109 @@
+//! Attribute merge mode's write (`docs/attribute-merge.md`): a strongly consistent read, the
+//! core's pure merge ([`plan_merge`]), and an `UpdateItem` of the winning attributes and the
+//! version map under the condition that what was read is unchanged. A failed condition is a
+//! concurrent write: read and merge again, a bounded number of times — never an error.
+
+use crate::error::{classify_sdk_error, AwsError};
+use crate::table::{condition_failed, non_empty, Table, WriteOutcome};
+use crate::values::{into_sdk, to_sdk};
+use aws_sdk_dynamodb::types::ReturnValuesOnConditionCheckFailure;
+use ferry_core::condition::Expression;
+use ferry_core::merge::{plan_merge, AttrState, MergePlan, MergeWrite, Unversioned};
+use ferry_core::{Config, Item};
+
+/// Read–merge–write rounds before giving up for now (each failed round is a newer write).
+pub const MAX_MERGE_ROUNDS: u32 = 8;
+
+/// What merging a state into a table's item came to.
+#[derive(Clone, Debug, PartialEq)]
+pub enum MergeOutcome {
+    /// Written after `rounds` attempts (1: no concurrent write got in between).
+    Written {
+        rounds: u32,
+        changed_attributes: usize,
+    },
+    /// Nothing to change: stale (or nothing to stamp). A read, no write.
+    Unchanged { rounds: u32 },
+    /// The item holds attributes without versions (with [`Unversioned::Wait`]): retry later.
+    Pending { unversioned: Vec<String> },
+    /// Every round's condition failed: retry later.
+    Contended,
+    /// The stored item's version map cannot be read.
+    Invalid(String),
+}
+
+impl Table {
+    /// `UpdateItem` setting `set` and removing `remove` under `condition`.
+    pub async fn update_if(&self, write: &MergeWrite) -> Result<WriteOutcome, AwsError> {
+        let mut expr = Expression::default();
+        let condition = write.condition.render(&mut expr);
+        let mut update = Vec::new();
+        if !write.set.is_empty() {
+            let sets: Vec<String> = write
+                .set
+                .iter()
+                .map(|(n, v)| format!("{} = {}", expr.name(n), expr.value(v)))
+                .collect();
+            update.push(format!("SET {}", sets.join(", ")));
+        }
+        if !write.remove.is_empty() {
+            let names: Vec<String> = write.remove.iter().map(|n| expr.name(n)).collect();
+            update.push(format!("REMOVE {}", names.join(", ")));
+        }
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.name)
+            .set_key(Some(to_sdk(&write.key)))
+            .update_expression(update.join(" "))
+            .condition_expression(condition)
+            .set_expression_attribute_names(Some(expr.names))
+            .set_expression_attribute_values(non_empty(into_sdk(expr.values)))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(WriteOutcome::Written),
+            Err(e) => condition_failed(&e)
+                .ok_or_else(|| classify_sdk_error("UpdateItem", &e))
+                .map(WriteOutcome::ConditionFailed),
+        }
+    }
+
+    /// Merges into the item at `key` the state `incoming` computes from the current item (the
+    /// drain's is the record's state whatever the item; enqueue's stamp depends on the item).
+    /// Each round reads strongly consistent, so a round never works from a stale item.
+    pub async fn merge_into(
+        &self,
+        key: &Item,
+        incoming: impl Fn(Option<&Item>) -> AttrState,
+        unversioned: Unversioned,
+        config: &Config,
+    ) -> Result<MergeOutcome, AwsError> {
+        for round in 1..=MAX_MERGE_ROUNDS {
+            let current = self.get(key).await?;
+            let state = incoming(current.as_ref());
+            let plan = match plan_merge(key, current.as_ref(), &state, unversioned, config) {
+                Ok(plan) => plan,
+                Err(e) => return Ok(MergeOutcome::Invalid(e.to_string())),
+            };
+            let write = match plan {
+                MergePlan::Unchanged => return Ok(MergeOutcome::Unchanged { rounds: round }),
+                MergePlan::Pending { unversioned } => {
+                    return Ok(MergeOutcome::Pending { unversioned })
+                }
+                MergePlan::Write(write) => write,
+            };
+            match self.update_if(&write).await? {
+                WriteOutcome::Written => {
+                    return Ok(MergeOutcome::Written {
+                        rounds: round,
+                        changed_attributes: write.changed_attributes,
+                    })
+                }
+                WriteOutcome::ConditionFailed(_) => continue,
+            }
+        }
+        Ok(MergeOutcome::Contended)
+    }
+}
