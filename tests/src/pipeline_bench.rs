@@ -490,6 +490,15 @@ fn vm_hwm_kb() -> i64 {
         .unwrap_or(0)
 }
 
+/// The machine's 1-minute load average (`/proc/loadavg`): beside every figure, since the
+/// machine is shared.
+fn load_1min() -> f64 {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().and_then(|v| v.parse().ok()))
+        .unwrap_or(f64::NAN)
+}
+
 /// (user µs, system µs) of this process, all threads.
 fn rusage() -> (i64, i64) {
     // SAFETY: getrusage only writes the struct it is given.
@@ -527,8 +536,12 @@ async fn run(args: &Args) -> Value {
     let moto = Moto::start().await.expect("moto");
     let mut scenarios = serde_json::Map::new();
     for name in &args.scenarios {
+        let load_before = load_1min();
+        let started = ferry_core::clock::system_now_ms();
         if let Some(seconds) = name.strip_prefix("outage").and_then(|s| s.parse().ok()) {
-            let figures = outage(&moto, args, name, seconds).await;
+            let mut figures = outage(&moto, args, name, seconds).await;
+            figures["load_1min"] = json!([load_before, load_1min()]);
+            figures["started_ms"] = json!(started);
             scenarios.insert(name.clone(), figures);
             continue;
         }
@@ -552,7 +565,9 @@ async fn run(args: &Args) -> Value {
             ["__enqueue", "__drain"]
         };
         let (enq, drn) = run_children(&stage, roles, false, None).await;
-        let figures = figures(&stage, &enq, &drn, in_flight, delay);
+        let mut figures = figures(&stage, &enq, &drn, in_flight, delay);
+        figures["load_1min"] = json!([load_before, load_1min()]);
+        figures["started_ms"] = json!(started);
         print_scenario(&figures);
         scenarios.insert(name.clone(), figures);
     }
@@ -683,6 +698,10 @@ async fn stage(
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
+    // The caller's own FERRY_* settings (FERRY_TAKE_MESSAGES=2 …) override these, for A/B runs.
+    .chain(
+        std::env::vars().filter(|(k, _)| k.starts_with("FERRY_") && !k.starts_with("FERRY_BENCH_")),
+    )
     .collect();
     Stage {
         name: name.to_string(),
@@ -1065,6 +1084,7 @@ async fn instructions(moto: &Moto, args: &Args) -> Value {
             args.per_event,
         )
         .await;
+        let load = load_1min();
         let prefix = args.work_dir.join(format!("cg{events}"));
         let t = Instant::now();
         run_children(&stage, ["__enqueue", "__drain"], true, Some(&prefix)).await;
@@ -1075,7 +1095,7 @@ async fn instructions(moto: &Moto, args: &Args) -> Value {
             "  callgrind, {events} event(s): enqueue {e} instructions, drain {d} ({:.0} s)",
             t.elapsed().as_secs_f64()
         );
-        totals.push((e, d));
+        totals.push((e, d, load, load_1min()));
     }
     let records = 2.0 * args.per_event as f64;
     let per = |a: u64, b: u64| (b as f64 - a as f64) / records;
@@ -1086,7 +1106,10 @@ async fn instructions(moto: &Moto, args: &Args) -> Value {
         "drain_per_record": d,
         "total_per_record": e + d,
         "method": "valgrind --tool=callgrind, whole child process; (I(3 events) - I(1 event)) / 2000 records",
-        "totals": totals,
+        "totals_and_load": totals
+            .iter()
+            .map(|t| json!({"enqueue": t.0, "drain": t.1, "load_1min": [t.2, t.3]}))
+            .collect::<Vec<_>>(),
     })
 }
 
