@@ -316,7 +316,7 @@ def markdown(r):
     w("")
     w(f"**Cost** per million replicated 1 KB writes per destination, beyond the destination's own "
       f"write units, at list prices {PRICES['as_of']}: SQS ${PRICES['sqs_standard_per_million_requests']:.2f} per million "
-      f"requests (64 KiB chunks), Lambda arm64 ${PRICES['lambda_arm64_per_gb_s']} per GB-s and "
+      f"requests (64 KiB chunks), Lambda arm64 ${PRICES['lambda_arm64_per_gb_s']:.10f} per GB-s and "
       f"${PRICES['lambda_per_million_requests']:.2f} per million requests, against on-demand "
       f"${PRICES['dynamodb_on_demand_per_million_wru']} per million WRU:")
     w("")
