@@ -98,14 +98,19 @@ def step(name, cmd, steps, env=None):
     print(f"\n== {name}: {cmd}", flush=True)
     record = {"step": name, "command": cmd, "date": now_iso(), "load_1min_before": load1()}
     t = time.time()
-    p = subprocess.run(cmd, shell=True, env={**os.environ, **(env or {})},
-                       stdout=subprocess.PIPE, stderr=None, text=True)
-    sys.stdout.write(p.stdout)
-    record.update(seconds=round(time.time() - t, 1), load_1min_after=load1(), rc=p.returncode)
+    p = subprocess.Popen(cmd, shell=True, env={**os.environ, **(env or {})},
+                         stdout=subprocess.PIPE, stderr=None, text=True)
+    lines = []
+    for line in p.stdout:
+        sys.stdout.write(line)
+        sys.stdout.flush()
+        lines.append(line)
+    rc = p.wait()
+    record.update(seconds=round(time.time() - t, 1), load_1min_after=load1(), rc=rc)
     steps.append(record)
-    if p.returncode != 0:
-        sys.exit(f"{name} failed ({p.returncode}): {cmd}")
-    return p.stdout
+    if rc != 0:
+        sys.exit(f"{name} failed ({rc}): {cmd}")
+    return "".join(lines)
 
 
 def target_dir():
@@ -371,6 +376,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="a short pass (~3 min): fewer records, a 10 s outage, short demos, no callgrind, no Lambda build")
     ap.add_argument("--update", action="store_true", help="write the markdown into BENCHMARKS.md between its markers")
+    ap.add_argument("--scenarios", default="loopback,rtt60,naive,outage30,outage300",
+                    help="the pipeline bench's scenarios (full run)")
     ap.add_argument("--skip-sizes", action="store_true", help="report the last `make lambda-build`'s files instead of building")
     ap.add_argument("--report-only", action="store_true", help="rebuild report.json/.md from the last run's files")
     a = ap.parse_args()
@@ -383,7 +390,7 @@ def main():
         step("build", "cargo bench --no-run -q -p ferry-e2e --bench pipeline && "
              "cargo build -q --profile bench -p ferry-cli --bin ferry", steps)
         pipe_args = ("--events 5 --naive-records 300 --scenarios loopback,rtt60,naive,outage10"
-                     if a.quick else "--scenarios loopback,rtt60,naive,outage30,outage300 --instructions")
+                     if a.quick else f"--scenarios {a.scenarios} --instructions")
         step("pipeline", f"cargo bench -q -p ferry-e2e --bench pipeline -- {pipe_args} --out {OUT}/pipeline.json", steps)
         ferry = os.path.join(target_dir(), "release", "ferry")
         demo_extra = " --duration 20 --outage-s 5" if a.quick else ""
