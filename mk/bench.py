@@ -337,7 +337,7 @@ def markdown(r):
     sz = r.get("sizes")
     if sz:
         w("")
-        w(f"**Size and memory** (`{sz['command']}`): stripped arm64 bootstraps "
+        w(f"**Size and memory** ({sz['command']}): stripped arm64 bootstraps "
           + ", ".join(f"{b} {fmt(v['bytes'])} B ({v['bytes'] / 2**20:.2f} MiB, built {v['mtime']})" for b, v in sz["files"].items())
           + f" — ≤ 8 MB {verdict(all(v['bytes'] <= 8_000_000 for v in sz['files'].values()))}"
           + (f"; peak RSS at a 1 000-record batch (x86 bench build): enqueue {fmt(lb['enqueue']['peak_rss_first_batch_mib'], 1)} MiB after its first batch "
@@ -391,7 +391,8 @@ def main():
              "cargo build -q --profile bench -p ferry-cli --bin ferry", steps)
         pipe_args = ("--events 5 --naive-records 300 --scenarios loopback,rtt60,naive,outage10"
                      if a.quick else f"--scenarios {a.scenarios} --instructions")
-        step("pipeline", f"cargo bench -q -p ferry-e2e --bench pipeline -- {pipe_args} --out {OUT}/pipeline.json", steps)
+        # cargo runs a bench in its package's directory: the output path must be absolute.
+        step("pipeline", f"cargo bench -q -p ferry-e2e --bench pipeline -- {pipe_args} --out {os.path.abspath(OUT)}/pipeline.json", steps)
         ferry = os.path.join(target_dir(), "release", "ferry")
         demo_extra = " --duration 20 --outage-s 5" if a.quick else ""
         for name, extra in (("lag", ""), ("lag_rtt60", " --rtt-ms 60")):
@@ -424,7 +425,7 @@ def main():
         "steps": [{k: v for k, v in s.items() if k != "report"} for s in steps],
         "pipeline": pipeline,
         "lag": lag,
-        "sizes": {"command": "make lambda-build" if "sizes" in by else "(last `make lambda-build`)", "files": files} if files else None,
+        "sizes": {"command": "`make lambda-build`" if "sizes" in by else "the last `make lambda-build`, not re-run", "files": files} if files else None,
         "cost": c,
         "capacity": capacity(pipeline, c),
     }

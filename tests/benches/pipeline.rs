@@ -2,7 +2,7 @@
 
 fn main() {
     ferry_e2e::pipeline_bench::main_with(ferry_e2e::pipeline_bench::Args {
-        out: Some("out/bench/pipeline.json".into()),
+        out: Some(concat!(env!("CARGO_MANIFEST_DIR"), "/../out/bench/pipeline.json").into()),
         ..Default::default()
     });
 }
