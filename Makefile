@@ -48,5 +48,12 @@ local-up-check: venv
 check-convergence:
 	cargo run --release -p ferry-core --example check_convergence -- --runs $(N) --seed $(SEED)
 
-bench:
-	cargo bench -p ferry-core --bench core_path
+# The performance and cost report (issue #8; mk/bench.py says what it runs): ~15 min, dominated by
+# the 5-minute outage replay; QUICK=1 is a ~3 min pass with smaller sizes. Writes
+# out/bench/report.json and out/bench/report.md and prints the markdown; UPDATE=1 also writes it
+# into BENCHMARKS.md between its bench:begin/bench:end markers. Not part of `make test` (its
+# harness is: tests/pipeline_smoke.rs runs it with tiny sizes). The full run counts instructions
+# with valgrind (installed here on first use).
+bench: venv
+	@$(if $(QUICK),true,command -v valgrind >/dev/null || apt-get install -y -q valgrind)
+	python3 mk/bench.py $(if $(QUICK),--quick) $(if $(UPDATE),--update)

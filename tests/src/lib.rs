@@ -16,6 +16,8 @@
 //!   items (versions included, tombstones read as absent, every item versioned), several times
 //!   in a row; on timeout it panics with what differs.
 
+pub mod pipeline_bench;
+
 use aws_sdk_dynamodb::types::AttributeValue as SdkValue;
 use ferry_aws::values::{from_sdk, to_sdk};
 use ferry_aws::Table;

@@ -162,6 +162,35 @@ impl Enqueuer {
     }
 }
 
+/// Builds the SDK clients and the [`Enqueuer`] from the function's settings: what `main.rs` does
+/// once per Lambda instance (the pipeline bench does the same).
+pub async fn connect(
+    settings: &Settings,
+    base: &aws_config::SdkConfig,
+    clock: Clock,
+) -> Result<Enqueuer, SetupError> {
+    let mut clients = ferry_aws::ClientSettings::new(settings.config.local_region.clone());
+    clients.dynamodb_endpoint = settings.dynamodb_endpoint.clone();
+    clients.sqs_endpoint = settings.sqs_endpoint.clone();
+    clients.attempt_timeout = Some(settings.attempt_timeout);
+    clients.operation_timeout = Some(settings.operation_timeout);
+    let table = Table::new(clients.dynamodb(base).await, settings.table.clone());
+    // Every buffer lives in the local region: one SQS client serves them all.
+    let sqs = clients.sqs(base);
+    let buffers = settings
+        .buffers
+        .iter()
+        .map(|(region, url)| Destination {
+            region: region.clone(),
+            buffer: Buffer::new(sqs.clone(), url.clone()),
+        })
+        .collect();
+    Ok(
+        Enqueuer::new(settings.config.clone(), table, buffers, clock)?
+            .with_max_reconcile_attempts(settings.max_reconcile_attempts),
+    )
+}
+
 /// Processes one stream batch (see the crate docs for the order and the failure semantics).
 /// Never fails: a record that cannot be done now is reported in `batchItemFailures`.
 pub async fn handle(event: &Event, enqueuer: &Enqueuer) -> EnqueueOutcome {
