@@ -53,6 +53,7 @@ pub struct DrainEnv {
     pub destination_operation_timeout: Duration,
     pub destination_max_attempts: u32,
     /// `FERRY_DRAIN_BUDGET_S` (50), `FERRY_MAX_IN_FLIGHT` (64), `FERRY_TAKE_MESSAGES` (10),
+    /// `FERRY_TAKE_RECORDS` (2 000: a take's size in records, which bounds memory),
     /// `FERRY_TAKES_IN_FLIGHT` (2: the next take is received while one is applied/settled),
     /// `FERRY_RECEIVE_WAIT_S` (20), `FERRY_VISIBILITY_TIMEOUT_S` (budget + 30, at least 120),
     /// `FERRY_MAX_PENDING_ATTEMPTS` (20; 0 = never dead-letter a pending record).
@@ -101,6 +102,8 @@ impl DrainEnv {
         let mut settings = DrainSettings::with_budget(budget);
         settings.max_in_flight = number("FERRY_MAX_IN_FLIGHT", 64)?.clamp(1, 4096) as usize;
         settings.take_messages = number("FERRY_TAKE_MESSAGES", 10)?.clamp(1, 1000) as usize;
+        settings.take_records =
+            number("FERRY_TAKE_RECORDS", settings.take_records as u64)?.max(1) as usize;
         settings.takes_in_flight = number("FERRY_TAKES_IN_FLIGHT", 2)?.clamp(1, 8) as usize;
         settings.receive_wait_s =
             number("FERRY_RECEIVE_WAIT_S", settings.receive_wait_s as u64)?.min(20) as i32;

@@ -10,9 +10,10 @@
 //! 1. **Ping** the destination unless it answered within `ping_interval`. No answer: return
 //!    without receiving — no receive count is burnt and nothing can reach the DLQ while a
 //!    region is down. (A throttled ping counts as an answer.)
-//! 2. **Receive** up to `take_messages` messages (a long poll, then parallel short polls if the
-//!    first came back full), **unpack** them (an unreadable message is dead-lettered whole with
-//!    the reason), **coalesce** per key across the whole take.
+//! 2. **Receive** up to `take_messages` messages — fewer once a take has shown how many records
+//!    a message carries (`take_records` bounds a take's memory) — with a long poll, then
+//!    parallel short polls if the first came back full; **unpack** them (an unreadable message
+//!    is dead-lettered whole with the reason), **coalesce** per key across the whole take.
 //! 3. **Write** each key's winner with `Table::put_if(image, apply_condition(..))`, at most
 //!    `max_in_flight` at once. A refused write is **judged**: stale → done; conflict → done,
 //!    counted and logged with both versions; pending → not done. Throttling halves the
@@ -152,6 +153,8 @@ async fn pipeline(drainer: &Drainer, budget: Duration) -> DrainReport {
     let mut pacing = Some(Pacing::new(s));
     let mut last_answer: Option<Instant> = None;
     let mut transport_pause = s.transport_pause;
+    // Records per message in the last take: sizes the next one (`take_records`).
+    let mut records_per_message: Option<f64> = None;
     // The stages in flight. At most one receive, one apply and one settle run at a time.
     let mut receiving: Option<BoxFuture<'_, Received>> = None;
     let mut ready: Option<(Take, Instant, Arrival)> = None;
@@ -228,7 +231,8 @@ async fn pipeline(drainer: &Drainer, budget: Duration) -> DrainReport {
             && held < depth
         {
             let ping_due = last_answer.is_none_or(|t| now.duration_since(t) >= s.ping_interval);
-            receiving = Some(Box::pin(receive_stage(drainer, times, ping_due)));
+            let wanted = s.messages_for_next_take(records_per_message);
+            receiving = Some(Box::pin(receive_stage(drainer, times, ping_due, wanted)));
         }
         let idle = receiving.is_none()
             && applying.is_none()
@@ -270,7 +274,10 @@ async fn pipeline(drainer: &Drainer, budget: Duration) -> DrainReport {
                             .iter()
                             .map(|m| (m.message.message_id.clone(), m.message.sent_at_ms))
                             .collect();
+                        let count = messages.len();
                         let take = Take::build(messages);
+                        records_per_message =
+                            Some(take.records.len().max(1) as f64 / count as f64);
                         report.records += take.records.len() as u64;
                         report.coalesced += take.coalesced() as u64;
                         let arrival = Arrival {
@@ -352,7 +359,7 @@ async fn maybe<T>(f: &mut Option<BoxFuture<'_, T>>) -> T {
 
 /// Pings the destination if that is due (and receives nothing if it does not answer), then
 /// receives one take.
-async fn receive_stage(d: &Drainer, times: &Times, ping_due: bool) -> Received {
+async fn receive_stage(d: &Drainer, times: &Times, ping_due: bool, wanted: usize) -> Received {
     let started = Instant::now();
     let mut report = DrainReport::default();
     let mut ping = None;
@@ -388,7 +395,7 @@ async fn receive_stage(d: &Drainer, times: &Times, ping_due: bool) -> Received {
             };
         }
     }
-    let messages = receive_take(d, times, &mut report).await;
+    let messages = receive_take(d, times, wanted, &mut report).await;
     Received {
         ping,
         messages,
@@ -463,13 +470,14 @@ struct Times {
     put_cut: Instant,
 }
 
-/// Receives one take: a long poll for up to 10 messages and, if it came back full, short polls
-/// in parallel for the rest of `take_messages`. A receive call is never abandoned once sent
+/// Receives one take of `wanted` messages: a long poll for up to 10 and, if it came back full,
+/// short polls in parallel for the rest. A receive call is never abandoned once sent
 /// (the messages it took would stay invisible and come back with a burnt receive count), so
 /// its long poll is bounded instead, by `receive_wait_s` and the budget left.
 async fn receive_take(
     d: &Drainer,
     times: &Times,
+    wanted: usize,
     report: &mut DrainReport,
 ) -> Result<Vec<ReceivedWithAttributes>, AwsError> {
     let s = &d.settings;
@@ -482,12 +490,12 @@ async fn receive_take(
     let attributes = [ATTEMPTS_ATTRIBUTE];
     report.sqs_requests += 1;
     report.receives += 1;
-    let first = s.take_messages.clamp(1, 10);
+    let first = wanted.clamp(1, 10);
     let mut messages = d
         .buffer
         .receive_with_attributes(first as i32, wait_s, visibility, &attributes)
         .await?;
-    let more = s.take_messages.saturating_sub(10).div_ceil(10);
+    let more = wanted.saturating_sub(10).div_ceil(10);
     if messages.len() == first && more > 0 {
         let extra = futures::future::join_all((0..more).map(|_| {
             d.buffer
