@@ -2,17 +2,25 @@
 //! into every region (stamped and unstamped puts, updates, deletes, shared keys so conflicts
 //! happen), cuts one region off in the middle, brings it back, waits for convergence, verifies
 //! every region item by item, and reports.
+//!
+//! `--workload disjoint` (with `--merge item|attribute`) instead has every region update its own
+//! attribute of the same shared items and counts the acknowledged attribute writes lost
+//! everywhere (`lost_updates`): item mode loses some, attribute mode must lose none
+//! (`docs/attribute-merge.md`).
 
 use crate::cluster::{Cluster, ClusterOptions};
 use crate::plot::{self, Picture, Series};
 use crate::stats::percentile;
 use crate::workload::{
-    judge_losses, seen_write, Ledger, Made, Op, OpKind, Plan, PAYLOAD, WRITE_ID,
+    judge_losses, judge_lost_updates, own_attribute, seen_write, Ledger, Made, Op, OpKind, Plan,
+    Workload, PAYLOAD, WRITE_ID,
 };
 use aws_sdk_dynamodb::types::AttributeValue as SdkValue;
 use ferry_aws::values::to_sdk;
+use ferry_aws::MergeOutcome;
 use ferry_core::compare::{compare, snapshot};
-use ferry_core::{AttributeValue, Config, Item, Version};
+use ferry_core::merge::{write_delta, Unversioned};
+use ferry_core::{AttributeValue, Config, Item, MergeMode, Version};
 use serde::Serialize;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -32,6 +40,8 @@ pub struct DemoOptions {
     pub plot: Option<PathBuf>,
     pub out_dir: PathBuf,
     pub converge_timeout_s: u64,
+    pub merge_mode: MergeMode,
+    pub workload: Workload,
 }
 
 /// Where the normal-operation lag went, measured by the drain for each applied record.
@@ -64,6 +74,8 @@ pub struct DemoReport {
     pub rate: u64,
     pub rtt_ms: u64,
     pub clock_skew_ms: i64,
+    pub merge_mode: String,
+    pub workload: Workload,
     pub writes: u64,
     pub write_errors: u64,
     pub replicated: u64,
@@ -73,6 +85,10 @@ pub struct DemoReport {
     pub tombstones: u64,
     pub lost: u64,
     pub lost_examples: Vec<String>,
+    /// The disjoint workload: acknowledged attribute writes whose final value no region holds
+    /// (`None` for the mixed workload, which `lost` judges).
+    pub lost_updates: Option<u64>,
+    pub lost_update_examples: Vec<String>,
     pub divergent_keys: u64,
     pub items: u64,
     pub dlq: u64,
@@ -84,7 +100,26 @@ pub struct DemoReport {
     pub converge_s: f64,
     pub settle_s: f64,
     pub sqs_requests_per_1000_records: f64,
+    /// What applying a replicated change cost at the destination: records done (applied, stale
+    /// or conflicting), the DynamoDB requests the drains spent on them (pings left out), and
+    /// the ratio. Item mode: one conditional put each; attribute mode: a read and an update.
+    pub changes_done: u64,
+    pub apply_requests: u64,
+    pub merge_reads: u64,
+    pub merge_writes: u64,
+    pub requests_per_change: f64,
     pub plot: Option<String>,
+}
+
+impl DemoReport {
+    /// The demo's verdict: nothing lost, nothing divergent. Item mode's lost updates under the
+    /// disjoint workload are the point of that run (reported, not a failure).
+    pub fn passed(&self) -> bool {
+        let updates_ok = self.merge_mode == MergeMode::Item.name()
+            || self.lost_updates == Some(0)
+            || self.lost_updates.is_none();
+        self.lost == 0 && self.divergent_keys == 0 && updates_ok
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -97,6 +132,8 @@ pub enum DemoError {
     Plot(#[from] plot::PlotError),
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Usage(String),
 }
 
 struct Sampler {
@@ -104,6 +141,15 @@ struct Sampler {
 }
 
 pub async fn run(options: DemoOptions) -> Result<DemoReport, DemoError> {
+    if options.merge_mode == MergeMode::Attribute && options.workload == Workload::Mixed {
+        // Its stamped puts and tombstones carry item versions, which an attribute-mode drain
+        // refuses (a mode mismatch stops the pipeline).
+        return Err(DemoError::Usage(
+            "--merge attribute needs --workload disjoint (the mixed workload writes item-mode \
+             versions)"
+                .into(),
+        ));
+    }
     let say = |s: &str| {
         if !options.json {
             println!("{s}");
@@ -120,6 +166,7 @@ pub async fn run(options: DemoOptions) -> Result<DemoReport, DemoError> {
             regions: options.regions,
             rtt_ms: options.rtt_ms,
             clock_skew_ms: options.clock_skew_ms,
+            merge_mode: options.merge_mode,
             ..ClusterOptions::default()
         })
         .await?,
@@ -179,7 +226,10 @@ pub async fn run(options: DemoOptions) -> Result<DemoReport, DemoError> {
 
     // The workload.
     say(&format!(
-        "writing {} writes/s for {} s into every region; {} goes dark at {} s for {} s",
+        "{} workload, {} merge: {} writes/s for {} s into every region; {} goes dark at {} s \
+         for {} s",
+        options.workload.name(),
+        options.merge_mode,
         options.rate,
         options.duration_s,
         names[outage_region],
@@ -214,7 +264,10 @@ pub async fn run(options: DemoOptions) -> Result<DemoReport, DemoError> {
                 say(&format!("{} is back", names[outage_region]));
             }
         }
-        let op = plan.next_op();
+        let op = match options.workload {
+            Workload::Mixed => plan.next_op(),
+            Workload::Disjoint => plan.next_disjoint_op(),
+        };
         let payload = plan.payload(200);
         let permit = limit.clone().acquire_owned().await;
         // Writes to one key run one at a time, in order, so "the last write" means what it says.
@@ -285,12 +338,18 @@ pub async fn run(options: DemoOptions) -> Result<DemoReport, DemoError> {
     }
     sampling.abort();
 
-    let (comparison, raw_first) = compare_regions(&cluster, &config).await?;
+    let (comparison, raw) = compare_regions(&cluster, &config).await?;
     let ledger = match Arc::try_unwrap(ledger) {
         Ok(m) => m.into_inner().unwrap_or_else(|p| p.into_inner()),
         Err(shared) => std::mem::take(&mut *shared.lock().unwrap_or_else(|p| p.into_inner())),
     };
-    let losses = judge_losses(&ledger, &raw_first, &config);
+    let (losses, lost_updates) = match options.workload {
+        Workload::Mixed => (judge_losses(&ledger, &raw[0], &config), None),
+        Workload::Disjoint => (
+            Default::default(),
+            Some(judge_lost_updates(&ledger, &raw, &config)),
+        ),
+    };
     let dlq = cluster.dlq_depth().await;
 
     let enq = cluster.stats.enqueue_totals();
@@ -332,6 +391,11 @@ pub async fn run(options: DemoOptions) -> Result<DemoReport, DemoError> {
         enq.values().map(|e| e.forwarded).sum::<u64>() * (options.regions as u64 - 1);
     let sqs: u64 = enq.values().map(|e| e.sqs_requests).sum::<u64>()
         + dr.values().map(|d| d.sqs_requests).sum::<u64>();
+    let changes_done: u64 = dr.values().map(|d| d.applied + d.stale + d.conflicts).sum();
+    let apply_requests: u64 = dr
+        .values()
+        .map(|d| d.dynamodb_requests.saturating_sub(d.pings))
+        .sum();
 
     std::fs::create_dir_all(&options.out_dir)?;
     let plot_path = options
@@ -358,7 +422,9 @@ pub async fn run(options: DemoOptions) -> Result<DemoReport, DemoError> {
         rate: options.rate,
         rtt_ms: options.rtt_ms,
         clock_skew_ms: options.clock_skew_ms,
-        writes: ledger.made.len() as u64,
+        merge_mode: options.merge_mode.name().to_string(),
+        workload: options.workload,
+        writes: (ledger.made.len() + ledger.attribute_writes.len()) as u64,
         write_errors: errors.load(std::sync::atomic::Ordering::Relaxed),
         replicated: dr.values().map(|d| d.applied).sum(),
         conflicts: dr.values().map(|d| d.conflicts).sum(),
@@ -367,6 +433,8 @@ pub async fn run(options: DemoOptions) -> Result<DemoReport, DemoError> {
         tombstones: enq.values().map(|e| e.tombstoned).sum(),
         lost: losses.lost as u64,
         lost_examples: losses.examples,
+        lost_updates: lost_updates.as_ref().map(|l| l.lost as u64),
+        lost_update_examples: lost_updates.map(|l| l.examples).unwrap_or_default(),
         divergent_keys: comparison.divergent_keys() as u64,
         items: comparison.matching as u64,
         dlq,
@@ -392,6 +460,11 @@ pub async fn run(options: DemoOptions) -> Result<DemoReport, DemoError> {
         } else {
             0.0
         },
+        changes_done,
+        apply_requests,
+        merge_reads: dr.values().map(|d| d.merge_reads).sum(),
+        merge_writes: dr.values().map(|d| d.merge_writes).sum(),
+        requests_per_change: apply_requests as f64 / changes_done.max(1) as f64,
         plot: Some(plot_path.display().to_string()),
     };
     if let Ok(c) = Arc::try_unwrap(cluster) {
@@ -400,22 +473,113 @@ pub async fn run(options: DemoOptions) -> Result<DemoReport, DemoError> {
     Ok(report)
 }
 
-/// Scans every region and compares; also returns the first region's raw items (tombstones
-/// included) for the loss verdict.
+/// Scans every region and compares; also returns every region's raw items (tombstones
+/// included) for the loss verdicts.
 async fn compare_regions(
     cluster: &Cluster,
     config: &Config,
-) -> Result<(ferry_core::compare::Comparison, Vec<Item>), DemoError> {
+) -> Result<(ferry_core::compare::Comparison, Vec<Vec<Item>>), DemoError> {
     let mut snaps = Vec::new();
-    let mut first = Vec::new();
-    for (i, r) in cluster.regions.iter().enumerate() {
+    let mut raw = Vec::new();
+    for r in &cluster.regions {
         let items = r.table(&cluster.options.table).scan_all().await?;
-        if i == 0 {
-            first = items.clone();
-        }
-        snaps.push((r.name.clone(), snapshot(items, config)));
+        snaps.push((r.name.clone(), snapshot(items.clone(), config)));
+        raw.push(items);
     }
-    Ok((compare(&snaps), first))
+    Ok((compare(&snaps), raw))
+}
+
+/// The disjoint workload's write: `SET` of the region's own attribute to the write's id, as an
+/// application in the region's merge mode writes it — attribute mode through the helper's
+/// per-attribute stamp (`write_delta`, merged in with the drain's read–merge–update), item mode
+/// as a stamped (`max(now, previous + 1)`) or plain UpdateItem. Acknowledged writes go in the
+/// ledger.
+async fn set_own_attribute(
+    op: &Op,
+    stamped: bool,
+    region: &crate::cluster::Region,
+    table: &str,
+    ledger: &Mutex<Ledger>,
+) -> Result<(), ferry_aws::AwsError> {
+    let config = &region.config;
+    let attribute = own_attribute(op.region);
+    let value = AttributeValue::N(op.id.to_string());
+    let key: Item = [(
+        config.key.partition.clone(),
+        AttributeValue::S(op.key.clone()),
+    )]
+    .into();
+    let fail = |message: String| ferry_aws::AwsError {
+        operation: "demo write",
+        kind: ferry_aws::ErrorKind::Other,
+        code: None,
+        message,
+    };
+    match config.merge_mode {
+        MergeMode::Attribute => {
+            let changes = vec![(attribute.clone(), Some(value))];
+            // An unreadable version map ends the write (the closure cannot return an error).
+            let bad_map = Mutex::new(None);
+            let outcome = region
+                .table(table)
+                .merge_into(
+                    &key,
+                    |current| {
+                        write_delta(current, &changes, false, (region.clock)(), config)
+                            .unwrap_or_else(|e| {
+                                *bad_map.lock().unwrap_or_else(|p| p.into_inner()) =
+                                    Some(e.to_string());
+                                Default::default()
+                            })
+                    },
+                    Unversioned::Keep,
+                    config,
+                )
+                .await?;
+            if let Some(e) = bad_map.into_inner().unwrap_or_else(|p| p.into_inner()) {
+                return Err(fail(e));
+            }
+            if !matches!(outcome, MergeOutcome::Written { .. }) {
+                return Err(fail(format!("{}: {outcome:?}", op.key)));
+            }
+        }
+        MergeMode::Item => {
+            let client = region.dynamo.client();
+            let mut update = client
+                .update_item()
+                .table_name(table)
+                .set_key(Some(to_sdk(&key)))
+                .expression_attribute_names("#a", &attribute)
+                .expression_attribute_values(":a", SdkValue::N(op.id.to_string()));
+            update = if stamped {
+                let current = region.table(table).get(&key).await?;
+                let previous = current
+                    .as_ref()
+                    .and_then(|c| Version::of(c, &config.names).ok().flatten());
+                let now = (region.clock)();
+                let fresh = Version::new(
+                    previous.as_ref().map_or(now, |p| now.max(p.ts_ms + 1)),
+                    region.name.clone(),
+                );
+                let names = &config.names;
+                update
+                    .update_expression("SET #a = :a, #ts = :ts, #o = :o")
+                    .expression_attribute_names("#ts", &names.ts)
+                    .expression_attribute_names("#o", &names.origin)
+                    .expression_attribute_values(":ts", SdkValue::from(fresh.ts_value()))
+                    .expression_attribute_values(":o", SdkValue::from(fresh.origin_value()))
+            } else {
+                update.update_expression("SET #a = :a")
+            };
+            update.send().await.map_err(|e| fail(e.to_string()))?;
+        }
+    }
+    ledger
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .attribute_writes
+        .push((op.key.clone(), attribute, op.id));
+    Ok(())
 }
 
 /// Makes one application write the way an application would, with the plain SDK client, and
@@ -427,6 +591,9 @@ async fn execute(
     table: &str,
     ledger: &Mutex<Ledger>,
 ) -> Result<(), ferry_aws::AwsError> {
+    if let OpKind::SetOwnAttribute { stamped } = op.kind {
+        return set_own_attribute(op, stamped, region, table, ledger).await;
+    }
     let config = &region.config;
     let client = region.dynamo.client();
     let key: Item = [(
@@ -499,6 +666,7 @@ async fn execute(
                 .await
                 .map_err(|e| fail(&e))?;
         }
+        OpKind::SetOwnAttribute { .. } => unreachable!("written by set_own_attribute"),
         OpKind::Tombstone => {
             let tomb = ferry_core::reconcile::tombstone_item(&key, &fresh, now, config);
             client
@@ -528,15 +696,16 @@ async fn execute(
 
 /// The report a person reads at a glance.
 pub fn render(r: &DemoReport) -> String {
-    let verdict = if r.lost == 0 && r.divergent_keys == 0 {
-        "CONVERGED, nothing lost"
-    } else {
-        "FAILED"
+    let verdict = match (r.passed(), r.lost_updates) {
+        (true, Some(n)) if n > 0 => "CONVERGED, updates lost (item-level LWW)",
+        (true, _) => "CONVERGED, nothing lost",
+        (false, _) => "FAILED",
     };
     let mut out = String::new();
     out.push_str(&format!(
         "\n== Ferry demo: {verdict} ==\n\
          regions            {}\n\
+         mode               {} merge, {} workload\n\
          writes             {} ({} writes/s for {} s, seed {}; {} failed at the client)\n\
          replicated         {} records applied ({} stale, {} conflicts, visible in logs)\n\
          Ferry stamps       {} stamps, {} tombstones for unstamped writes and hard deletes\n\
@@ -548,9 +717,14 @@ pub fn render(r: &DemoReport) -> String {
          converged          {:.1} s after the workload ended\n\
          verified           {} items identical in every region; {} divergent keys\n\
          lost writes        {}\n\
+         lost updates       {}\n\
          DLQ                {} messages\n\
-         SQS requests       {:.1} per 1 000 replicated records\n",
+         SQS requests       {:.1} per 1 000 replicated records\n\
+         apply cost         {:.2} DynamoDB requests per replicated change ({} changes; {} \
+         merge reads, {} merge updates)\n",
         r.regions.join(", "),
+        r.merge_mode,
+        r.workload.name(),
         r.writes,
         r.rate,
         r.duration_s,
@@ -583,10 +757,18 @@ pub fn render(r: &DemoReport) -> String {
         r.items,
         r.divergent_keys,
         r.lost,
+        r.lost_updates
+            .map_or("not measured (mixed workload)".to_string(), |n| format!(
+                "{n} acknowledged attribute writes missing everywhere"
+            )),
         r.dlq,
         r.sqs_requests_per_1000_records,
+        r.requests_per_change,
+        r.changes_done,
+        r.merge_reads,
+        r.merge_writes,
     ));
-    for e in &r.lost_examples {
+    for e in r.lost_examples.iter().chain(&r.lost_update_examples) {
         out.push_str(&format!("  lost: {e}\n"));
     }
     if let Some(p) = &r.plot {

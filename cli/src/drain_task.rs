@@ -99,5 +99,7 @@ fn record(task: &DrainTask, report: &ferry_drain::DrainReport) {
         t.unreachable += u64::from(!report.destination_reachable);
         t.merge_reads += report.merge_reads;
         t.merge_writes += report.merge_writes;
+        t.dynamodb_requests += report.dynamodb_requests;
+        t.pings += report.pings;
     });
 }

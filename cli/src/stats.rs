@@ -34,6 +34,9 @@ pub struct DrainTotals {
     /// Attribute merge mode's strongly consistent reads and conditional updates.
     pub merge_reads: u64,
     pub merge_writes: u64,
+    /// DynamoDB requests (applying records, and destination pings).
+    pub dynamodb_requests: u64,
+    pub pings: u64,
 }
 
 /// One applied record's lag: when it was applied (ms since the run started), into which

@@ -7,6 +7,10 @@
 //!   have been seen by any other write (a write made after its region saw F must win over F —
 //!   the contract's causality property). Shared keys are deleted only through versioned
 //!   tombstones, so the surviving state always names its write.
+//!
+//! The *disjoint* workload (attribute merge, `docs/attribute-merge.md`) is different: every
+//! region updates only its own attribute ([`own_attribute`]) of the same shared items, so no
+//! write has to lose; [`judge_lost_updates`] counts the acknowledged ones that did.
 
 use ferry_core::item::describe_key;
 use ferry_core::{AttributeValue, Config, Item, Version};
@@ -31,6 +35,33 @@ pub enum OpKind {
     HardDelete,
     /// A versioned tombstone put by the application (shared keys' delete).
     Tombstone,
+    /// The disjoint workload: UpdateItem `SET` of the region's own attribute, stamped as the
+    /// merge mode's helper stamps (attribute mode always; item mode when `stamped`).
+    SetOwnAttribute { stamped: bool },
+}
+
+/// Which writes the demo makes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Workload {
+    /// Stamped and unstamped puts, updates and deletes on own and shared keys.
+    Mixed,
+    /// Every region updates its own attribute of the same shared items.
+    Disjoint,
+}
+
+impl Workload {
+    pub fn name(self) -> &'static str {
+        match self {
+            Workload::Mixed => "mixed",
+            Workload::Disjoint => "disjoint",
+        }
+    }
+}
+
+/// The attribute region `region` owns in the disjoint workload.
+pub fn own_attribute(region: usize) -> String {
+    format!("a{region}")
 }
 
 /// One planned write.
@@ -98,6 +129,23 @@ impl Plan {
         }
     }
 
+    /// The disjoint workload's next write: a random region sets its own attribute of a random
+    /// shared key; in item mode half the updates are stamped by the application.
+    pub fn next_disjoint_op(&mut self) -> Op {
+        let region = self.rng.gen_range(0..self.regions);
+        let key = format!("shared-{:03}", self.rng.gen_range(0..self.shared_keys));
+        let stamped = self.rng.gen_bool(0.5);
+        let id = self.next_id;
+        self.next_id += 1;
+        Op {
+            id,
+            region,
+            key,
+            shared: true,
+            kind: OpKind::SetOwnAttribute { stamped },
+        }
+    }
+
     pub fn payload(&mut self, bytes: usize) -> String {
         (0..bytes)
             .map(|_| char::from(b'a' + self.rng.gen_range(0..26u8)))
@@ -111,6 +159,9 @@ pub struct Ledger {
     pub made: Vec<Made>,
     /// (key, version) of an application tombstone → the write that made it.
     pub tombstones: HashMap<(String, Version), u64>,
+    /// The disjoint workload's acknowledged writes: (key, attribute, write id), in the order
+    /// they were acknowledged.
+    pub attribute_writes: Vec<(String, String, u64)>,
 }
 
 /// What the key showed a read: the write behind the current state, if any.
@@ -221,4 +272,77 @@ pub fn judge_losses(ledger: &Ledger, final_items: &[Item], config: &Config) -> L
         }
     }
     report
+}
+
+/// Attribute writes acknowledged to the application whose final value — the last acknowledged
+/// write per (key, attribute); only the owning region writes one — is held by no region
+/// (`regions`: each region's items after convergence).
+pub fn judge_lost_updates(ledger: &Ledger, regions: &[Vec<Item>], config: &Config) -> LossReport {
+    let mut last: HashMap<(&str, &str), u64> = HashMap::new();
+    for (key, attribute, id) in &ledger.attribute_writes {
+        let slot = last.entry((key.as_str(), attribute.as_str())).or_default();
+        *slot = (*slot).max(*id);
+    }
+    let key_name = &config.key.partition;
+    let holds = |key: &str, attribute: &str, id: u64| {
+        regions.iter().flatten().any(|item| {
+            item.get(key_name) == Some(&AttributeValue::S(key.to_string()))
+                && item.get(attribute) == Some(&AttributeValue::N(id.to_string()))
+        })
+    };
+    let mut lost: Vec<((&str, &str), u64)> = last
+        .into_iter()
+        .filter(|((key, attribute), id)| !holds(key, attribute, *id))
+        .collect();
+    lost.sort_unstable();
+    LossReport {
+        lost: lost.len(),
+        examples: lost
+            .iter()
+            .take(5)
+            .map(|((key, attribute), id)| {
+                format!("{key}: {attribute} = w{id} acknowledged, missing everywhere")
+            })
+            .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(key: &str, attrs: &[(&str, u64)]) -> Item {
+        let mut i: Item = [("pk".to_string(), AttributeValue::S(key.into()))].into();
+        for (a, v) in attrs {
+            i.insert(a.to_string(), AttributeValue::N(v.to_string()));
+        }
+        i
+    }
+
+    #[test]
+    fn a_lost_update_is_the_last_acknowledged_value_held_nowhere() {
+        let config = Config::new("us-east-1", "pk");
+        let ledger = Ledger {
+            attribute_writes: vec![
+                ("k".into(), "a0".into(), 1),
+                ("k".into(), "a1".into(), 2),
+                ("k".into(), "a0".into(), 3),
+                ("j".into(), "a1".into(), 4),
+            ],
+            ..Ledger::default()
+        };
+        // k.a0 holds an older write (lost), k.a1 survives, j is held by the second region only.
+        let regions = vec![
+            vec![item("k", &[("a0", 1), ("a1", 2)])],
+            vec![item("k", &[("a0", 1), ("a1", 2)]), item("j", &[("a1", 4)])],
+        ];
+        let report = judge_lost_updates(&ledger, &regions, &config);
+        assert_eq!(report.lost, 1, "{:?}", report.examples);
+        assert!(report.examples[0].starts_with("k: a0 = w3"));
+        let all = vec![vec![
+            item("k", &[("a0", 3), ("a1", 2)]),
+            item("j", &[("a1", 4)]),
+        ]];
+        assert_eq!(judge_lost_updates(&ledger, &all, &config).lost, 0);
+    }
 }

@@ -37,6 +37,9 @@ pub enum Error {
     /// value): Ferry cannot order a write against it.
     #[error("the stored item's Ferry version is unreadable: {0}")]
     StoredVersion(#[from] VersionError),
+    /// Attribute mode: the stored item's version map cannot be read.
+    #[error("the stored item's version map is unreadable: {0}")]
+    StoredVersionMap(#[from] ferry_core::merge::MergeError),
     /// DynamoDB (or the way to it) failed: transport, throttling, access, validation, ...
     #[error("DynamoDB {operation}: {source}")]
     Dynamo {
@@ -93,6 +96,14 @@ pub enum RequestError {
     /// The request writes one of the attributes Ferry owns (the version or the tombstone marker).
     #[error("the request writes `{0}`, an attribute Ferry owns")]
     FerryAttribute(String),
+    /// An attribute-mode write ([`Ferry::update_attributes`](crate::Ferry::update_attributes),
+    /// [`Ferry::put_attributes`](crate::Ferry::put_attributes)) with the helper configured for
+    /// item mode.
+    #[error("attribute writes need FERRY_MERGE_MODE=attribute")]
+    NotAttributeMode,
+    /// A write of a key attribute (keys never change).
+    #[error("`{0}` is a key attribute; keys never change")]
+    KeyAttribute(String),
     /// The update expression cannot be read.
     #[error("update expression: {0}")]
     UpdateExpression(String),

@@ -18,6 +18,11 @@
 //!   [`Ferry::hide_tombstones_in_query`], [`Ferry::hide_tombstones_in_scan`],
 //!   [`Ferry::tombstone_filter`]).
 //!
+//! In attribute merge mode (`FERRY_MERGE_MODE=attribute`, `docs/attribute-merge.md`) writes go
+//! through [`Ferry::update_attributes`] and [`Ferry::put_attributes`] instead: every attribute
+//! written gets its own version, so concurrent writes of different attributes in different
+//! regions all survive.
+//!
 //! Attribute names, key schema, tombstone lifetime and the local region come from ferry-core's
 //! [`Config`], the one the functions read ([`Ferry::from_env`] reads the same variables).
 //!
@@ -98,6 +103,7 @@
 //! contract's known limits). A hard `Delete` entry never replicates: use
 //! [`Ferry::tombstone_entry`].
 
+mod attribute;
 mod error;
 mod expr;
 mod ferry;
@@ -105,6 +111,7 @@ mod read;
 mod transact;
 mod write;
 
+pub use attribute::AttributesWritten;
 pub use error::{Error, RequestError};
 pub use ferry::{Ferry, Previous, DEFAULT_MAX_ATTEMPTS};
 pub use read::Filter;

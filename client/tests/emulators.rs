@@ -48,6 +48,7 @@ on_both_emulators!(
     transaction_entries_are_stamped,
     if_absent_treats_a_tombstone_as_absent,
     batch_items_are_stamped,
+    attribute_writes_version_each_attribute_they_change,
 );
 
 /// One DynamoDB Local for the whole binary (it takes seconds to start), started on a thread of
@@ -930,4 +931,139 @@ fn requests_are_send() {
     send(&ferry.delete(client.put_item(), key("a")).send());
     send(&ferry.get(client.get_item()));
     send(&ferry.read_previous(client.get_item()));
+}
+
+/// The version map entry `"<ts>@<origin>"` (`docs/attribute-merge.md`).
+fn entry(ts: u64, origin: &str) -> V {
+    s(&format!("{ts}@{origin}"))
+}
+
+fn version_map(entries: &[(&str, V)]) -> V {
+    V::M(
+        entries
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.clone()))
+            .collect(),
+    )
+}
+
+async fn attribute_writes_version_each_attribute_they_change(h: Harness) {
+    let mut config = h.config.clone();
+    config.merge_mode = ferry_core::MergeMode::Attribute;
+    let now = h.now.clone();
+    let ferry = Ferry::new(config)
+        .expect("config")
+        .with_clock(Arc::new(move || now.load(Ordering::SeqCst)));
+    let t = t0();
+    let set = |name: &str, v: V| vec![(name.to_string(), Some(v))];
+
+    // An update versions exactly the attribute it sets; a later one leaves the first's entry.
+    let w = ferry
+        .update_attributes(&h.client, &h.table, key("a"), set("address", s("x")))
+        .await
+        .expect("update");
+    assert_eq!(w.changed_attributes, 1);
+    h.set_clock(t + 5);
+    ferry
+        .update_attributes(
+            &h.client,
+            &h.table,
+            key("a"),
+            set("last_contacted", s("today")),
+        )
+        .await
+        .expect("update");
+    let stored = h.raw("a").await.expect("item");
+    assert_eq!(
+        stored,
+        item(
+            "a",
+            &[
+                ("address", s("x")),
+                ("last_contacted", s("today")),
+                (
+                    "ferry_versions",
+                    version_map(&[
+                        ("address", entry(t, LOCAL)),
+                        ("last_contacted", entry(t + 5, LOCAL))
+                    ])
+                ),
+            ]
+        )
+    );
+
+    // A put sets its attributes and removes the others, each removal an attribute tombstone.
+    h.set_clock(t + 6);
+    ferry
+        .put_attributes(&h.client, &h.table, item("a", &[("name", s("n"))]))
+        .await
+        .expect("put");
+    assert_eq!(
+        h.raw("a").await.expect("item"),
+        item(
+            "a",
+            &[
+                ("name", s("n")),
+                (
+                    "ferry_versions",
+                    version_map(&[
+                        ("address", entry(t + 6, LOCAL)),
+                        ("last_contacted", entry(t + 6, LOCAL)),
+                        ("name", entry(t + 6, LOCAL)),
+                    ])
+                ),
+            ]
+        )
+    );
+
+    // An entry ahead of the clock (another region's): the write goes above it, so it wins.
+    h.put_raw(item(
+        "b",
+        &[
+            ("name", s("theirs")),
+            (
+                "ferry_versions",
+                version_map(&[("name", entry(t + 100, "eu-west-1"))]),
+            ),
+        ],
+    ))
+    .await;
+    ferry
+        .update_attributes(&h.client, &h.table, key("b"), set("name", s("ours")))
+        .await
+        .expect("update");
+    let b = h.raw("b").await.expect("item");
+    assert_eq!(b.get("name"), Some(&s("ours")));
+    assert_eq!(
+        b.get("ferry_versions"),
+        Some(&version_map(&[("name", entry(t + 101, LOCAL))]))
+    );
+
+    // Refused before anything is sent: keys, Ferry's attributes, the helper in item mode.
+    for (name, want) in [
+        ("pk", RequestError::KeyAttribute("pk".into())),
+        (
+            "ferry_versions",
+            RequestError::FerryAttribute("ferry_versions".into()),
+        ),
+    ] {
+        let e = ferry
+            .update_attributes(&h.client, &h.table, key("c"), set(name, s("v")))
+            .await
+            .expect_err("refused");
+        assert!(
+            matches!(e, Error::Request(ref r) if *r == want),
+            "{name}: {e}"
+        );
+    }
+    let e = h
+        .ferry
+        .update_attributes(&h.client, &h.table, key("c"), set("x", s("v")))
+        .await
+        .expect_err("item mode");
+    assert!(
+        matches!(e, Error::Request(RequestError::NotAttributeMode)),
+        "{e}"
+    );
+    assert_eq!(h.raw("c").await, None);
 }

@@ -7,7 +7,7 @@
 //! ([`plan_merge`]). The adapter (`ferry_aws::merge_apply`) runs the read–merge–write loop.
 
 use crate::codec;
-use crate::condition::{values_equal, Condition};
+use crate::condition::{values_equal, Condition, Expression};
 use crate::config::{Config, MergeMode};
 use crate::item::{AttributeValue, Item};
 use crate::version::Version;
@@ -563,6 +563,41 @@ pub fn plan_merge(
         merged,
         changed_attributes,
     })))
+}
+
+/// A [`MergeWrite`] as `UpdateItem` parameters (the adapter and the application helper send
+/// the same request).
+#[derive(Clone, Debug, PartialEq)]
+pub struct UpdateParts {
+    pub update_expression: String,
+    pub condition_expression: String,
+    /// Placeholders of both expressions (values empty when nothing needs one).
+    pub expression: Expression,
+}
+
+impl MergeWrite {
+    pub fn update_parts(&self) -> UpdateParts {
+        let mut expr = Expression::default();
+        let condition_expression = self.condition.render(&mut expr);
+        let mut update = Vec::new();
+        if !self.set.is_empty() {
+            let sets: Vec<String> = self
+                .set
+                .iter()
+                .map(|(n, v)| format!("{} = {}", expr.name(n), expr.value(v)))
+                .collect();
+            update.push(format!("SET {}", sets.join(", ")));
+        }
+        if !self.remove.is_empty() {
+            let names: Vec<String> = self.remove.iter().map(|n| expr.name(n)).collect();
+            update.push(format!("REMOVE {}", names.join(", ")));
+        }
+        UpdateParts {
+            update_expression: update.join(" "),
+            condition_expression,
+            expression: expr,
+        }
+    }
 }
 
 /// Applies a [`MergeWrite`] to an item as DynamoDB's `UpdateItem` would (the convergence

@@ -64,11 +64,12 @@ SCENARIOS: dict[str, dict[str, str]] = {
         "ap-southeast-2=arn:aws:iam::333333333333:role/ferry-writer",
         "AlarmTopicArn": "arn:aws:sns:us-east-1:123456789012:ferry-alarms",
     },
-    # A third region, no sort key.
+    # A third region, no sort key, attribute merge.
     "three-destinations": {
         "TableName": "orders",
         "TableStreamArn": _STREAM,
         "PartitionKey": "pk",
+        "MergeMode": "attribute",
         "DestinationRegions": "eu-west-1,ap-southeast-2,us-west-2",
     },
 }

@@ -32,7 +32,8 @@ VALID_STARTING_POSITIONS = {"TRIM_HORIZON", "LATEST"}  # AT_TIMESTAMP is not for
 SHARED_ENV = {
     "FERRY_LOCAL_REGION", "FERRY_PARTITION_KEY", "FERRY_SORT_KEY", "FERRY_DESTINATIONS",
     "FERRY_ATTR_TS", "FERRY_ATTR_ORIGIN", "FERRY_ATTR_TOMBSTONE", "FERRY_ATTR_TTL",
-    "FERRY_TOMBSTONE_LIFETIME_S", "FERRY_DRAIN_LAG_ALLOWANCE_S", "FERRY_FILTER", "RUST_LOG",
+    "FERRY_TOMBSTONE_LIFETIME_S", "FERRY_DRAIN_LAG_ALLOWANCE_S", "FERRY_FILTER", "FERRY_MERGE_MODE",
+    "RUST_LOG",
 }
 ENQUEUE_ENV = SHARED_ENV | {"FERRY_TABLE", "FERRY_BUFFERS"}
 DRAIN_ENV = SHARED_ENV | {
@@ -340,9 +341,11 @@ def test_each_drain_touches_only_its_own_things(raw, scenario):
             assert "DestinationRole" not in by_sid
             table = names.get(region, overrides["TableName"])
             assert by_sid["DestinationTable"]["Resource"] == f"arn:aws:dynamodb:{region}:123456789012:table/{table}"
+            # Attribute merge also updates (read, merge, conditional UpdateItem).
+            merge = {"dynamodb:UpdateItem"} if overrides.get("MergeMode") == "attribute" else set()
             assert set(by_sid["DestinationTable"]["Action"]) == {
                 "dynamodb:PutItem", "dynamodb:GetItem", "dynamodb:DescribeTable"
-            }
+            } | merge
 
 
 def test_enqueue_role(raw, scenario):

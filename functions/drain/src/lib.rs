@@ -365,6 +365,7 @@ async fn receive_stage(d: &Drainer, times: &Times, ping_due: bool, wanted: usize
     let mut ping = None;
     if ping_due {
         report.dynamodb_requests += 1;
+        report.pings += 1;
         let timeout = d
             .settings
             .ping_timeout

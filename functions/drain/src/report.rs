@@ -97,6 +97,8 @@ pub struct DrainReport {
     pub sqs_requests: u64,
     pub receives: u64,
     pub dynamodb_requests: u64,
+    /// Of those, the destination pings (the rest applied records).
+    pub pings: u64,
     /// Attribute merge mode: strongly consistent reads and conditional `UpdateItem`s sent
     /// (a failed condition costs a read and a write and is merged again).
     pub merge_reads: u64,
@@ -155,6 +157,7 @@ impl DrainReport {
         self.sqs_requests += other.sqs_requests;
         self.receives += other.receives;
         self.dynamodb_requests += other.dynamodb_requests;
+        self.pings += other.pings;
         self.merge_reads += other.merge_reads;
         self.merge_writes += other.merge_writes;
         self.lag_ms.extend_from_slice(&other.lag_ms);

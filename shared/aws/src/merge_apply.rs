@@ -7,7 +7,6 @@ use crate::error::{classify_sdk_error, AwsError};
 use crate::table::{condition_failed, non_empty, Table, WriteOutcome};
 use crate::values::{into_sdk, to_sdk};
 use aws_sdk_dynamodb::types::ReturnValuesOnConditionCheckFailure;
-use ferry_core::condition::Expression;
 use ferry_core::merge::{plan_merge, AttrState, MergePlan, MergeWrite, Unversioned};
 use ferry_core::{Config, Item};
 
@@ -35,28 +34,15 @@ pub enum MergeOutcome {
 impl Table {
     /// `UpdateItem` setting `set` and removing `remove` under `condition`.
     pub async fn update_if(&self, write: &MergeWrite) -> Result<WriteOutcome, AwsError> {
-        let mut expr = Expression::default();
-        let condition = write.condition.render(&mut expr);
-        let mut update = Vec::new();
-        if !write.set.is_empty() {
-            let sets: Vec<String> = write
-                .set
-                .iter()
-                .map(|(n, v)| format!("{} = {}", expr.name(n), expr.value(v)))
-                .collect();
-            update.push(format!("SET {}", sets.join(", ")));
-        }
-        if !write.remove.is_empty() {
-            let names: Vec<String> = write.remove.iter().map(|n| expr.name(n)).collect();
-            update.push(format!("REMOVE {}", names.join(", ")));
-        }
+        let parts = write.update_parts();
+        let expr = parts.expression;
         let result = self
             .client
             .update_item()
             .table_name(&self.name)
             .set_key(Some(to_sdk(&write.key)))
-            .update_expression(update.join(" "))
-            .condition_expression(condition)
+            .update_expression(parts.update_expression)
+            .condition_expression(parts.condition_expression)
             .set_expression_attribute_names(Some(expr.names))
             .set_expression_attribute_values(non_empty(into_sdk(expr.values)))
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
