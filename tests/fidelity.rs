@@ -1045,6 +1045,7 @@ async fn pipeline(
                 table: b.table(d, table),
                 settings,
                 clock: ferry_core::clock::system(),
+                peer: Default::default(),
             };
             p.tasks.push(tokio::spawn(async move {
                 loop {

@@ -207,6 +207,74 @@ async fn a_record_of_the_other_mode_stops_the_drain() {
     cluster.shutdown().await;
 }
 
+/// Regions deployed in different merge modes: each region publishes its settings on its table
+/// at start-up, and each drain reads its destination's before receiving anything — so both
+/// pairs stop at once, loudly, with nothing applied, nothing received (no receive count burnt),
+/// nothing dead-lettered; every write stays in its own region and on its buffer until the
+/// configuration is fixed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn regions_in_different_modes_stop_before_replicating() {
+    let _t = timer("regions_in_different_modes_stop_before_replicating");
+    let cluster = start(ClusterOptions {
+        merge_mode: MergeMode::Item,
+        merge_mode_overrides: [(EU, MergeMode::Attribute)].into(),
+        ..options(2)
+    })
+    .await;
+    update_all(&cluster, MergeMode::Item, US, "address", "us").await;
+    update_all(&cluster, MergeMode::Attribute, EU, "last_contacted", "eu").await;
+    // Several drain periods (options(2): a drain starts every second or so).
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let (us, eu) = (App::of(&cluster.regions[US]), App::of(&cluster.regions[EU]));
+    for i in 0..ITEMS {
+        let pk = format!("item-{i}");
+        let here = us
+            .get_raw(&pk)
+            .await
+            .expect("us-east-1 keeps its own write");
+        assert!(
+            !here.contains_key("last_contacted"),
+            "{pk}: nothing came from eu-west-1"
+        );
+        assert!(
+            !here.contains_key(&us.config.names.versions),
+            "{pk}: no version map in item mode"
+        );
+        let there = eu
+            .get_raw(&pk)
+            .await
+            .expect("eu-west-1 keeps its own write");
+        assert!(
+            !there.contains_key("address"),
+            "{pk}: nothing came from us-east-1"
+        );
+        assert!(
+            !there.contains_key(&eu.config.names.ts),
+            "{pk}: no item version in attribute mode"
+        );
+    }
+    let totals = cluster.stats.drain_totals();
+    for region in [US, EU] {
+        let t = &totals[&cluster.regions[region].name];
+        assert!(
+            t.invocations > 0 && t.mismatched == t.invocations,
+            "{region}: {t:?}"
+        );
+        assert_eq!(
+            (t.messages, t.applied, t.dlq),
+            (0, 0, 0),
+            "{region}: stopped before receiving"
+        );
+    }
+    assert_eq!(cluster.dlq_depth().await, 0, "nothing dead-lettered");
+    let backlog = cluster.backlog().await;
+    assert!(
+        backlog.len() == 2 && backlog.iter().all(|(_, _, n)| *n > 0),
+        "every write waits on its buffer (in messages): {backlog:?}"
+    );
+    cluster.shutdown().await;
+}
+
 /// `ferry demo --merge <mode> --workload disjoint --duration 8 --rate 20 --outage-s 3`.
 async fn disjoint_demo(mode: MergeMode) -> ferry_cli::demo::DemoReport {
     init_tracing();

@@ -49,6 +49,8 @@ pub struct ClusterOptions {
     pub ttl_sweeps: bool,
     /// Item-level or attribute-level merge (`docs/attribute-merge.md`), in every region.
     pub merge_mode: ferry_core::MergeMode,
+    /// A misconfigured deployment, for tests: region index → its own merge mode.
+    pub merge_mode_overrides: std::collections::BTreeMap<usize, ferry_core::MergeMode>,
 }
 
 impl Default for ClusterOptions {
@@ -63,6 +65,7 @@ impl Default for ClusterOptions {
             drain_period: Duration::from_secs(4),
             ttl_sweeps: true,
             merge_mode: ferry_core::MergeMode::Item,
+            merge_mode_overrides: Default::default(),
         }
     }
 }
@@ -144,7 +147,11 @@ impl Cluster {
             proxy.set_mode(normal_mode(options.rtt_ms));
             let mut config = Config::new(name.clone(), options.partition_key.clone());
             config.destinations = names.iter().filter(|n| *n != name).cloned().collect();
-            config.merge_mode = options.merge_mode;
+            config.merge_mode = options
+                .merge_mode_overrides
+                .get(&i)
+                .copied()
+                .unwrap_or(options.merge_mode);
             config
                 .validate()
                 .map_err(|e| ClusterError::Setup(e.to_string()))?;
@@ -275,6 +282,8 @@ impl Cluster {
                 region.clock.clone(),
             )
             .map_err(|e| ClusterError::Setup(e.to_string()))?;
+            // As the Lambda does at start-up: every drain towards this region checks these.
+            enqueuer.publish_settings().await;
             let poller = StreamPoller::for_table(
                 &region.dynamo.endpoint(),
                 &region.name,

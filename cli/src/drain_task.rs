@@ -45,6 +45,7 @@ pub async fn run(task: DrainTask, mut stop: watch::Receiver<bool>) {
         table: task.table.clone(),
         settings,
         clock: task.clock.clone(),
+        peer: Default::default(),
     });
     let task = Arc::new(task);
     let mut ticks = tokio::time::interval(task.period);
@@ -101,5 +102,9 @@ fn record(task: &DrainTask, report: &ferry_drain::DrainReport) {
         t.merge_writes += report.merge_writes;
         t.dynamodb_requests += report.dynamodb_requests;
         t.pings += report.pings;
+        t.mismatched += u64::from(matches!(
+            report.stop_reason,
+            ferry_drain::StopReason::ModeMismatch | ferry_drain::StopReason::SettingsMismatch
+        ));
     });
 }

@@ -37,6 +37,8 @@ pub struct DrainTotals {
     /// DynamoDB requests (applying records, and destination pings).
     pub dynamodb_requests: u64,
     pub pings: u64,
+    /// Invocations stopped on a settings or merge-mode mismatch with the destination.
+    pub mismatched: u64,
 }
 
 /// One applied record's lag: when it was applied (ms since the run started), into which

@@ -422,6 +422,7 @@ async fn status_shows_the_outage_and_dlq_redrive_after_the_fix() {
         table: eu_direct.clone(),
         settings,
         clock: ferry_core::clock::system(),
+        peer: Default::default(),
     };
     let report = ferry_drain::drain(&drainer).await;
     assert_eq!(report.dlq_records, 1, "{report:?}");

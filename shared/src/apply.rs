@@ -38,6 +38,9 @@ pub enum PendingReason {
     Unversioned,
     /// The stored item carries a version Ferry cannot read.
     InvalidStoredVersion(String),
+    /// The stored item carries attribute mode's version map instead of an item version: the
+    /// destination runs the other merge mode. A configuration error: the drain stops.
+    OtherMode,
     /// The condition failed yet nothing newer is stored (the item vanished or was older in
     /// between): try again.
     Raced,
@@ -55,6 +58,9 @@ pub fn judge(record: &ChangeRecord, stored: Option<&Item>, config: &Config) -> J
     };
     match Version::of(stored, &config.names) {
         Err(e) => Judgement::Pending(PendingReason::InvalidStoredVersion(e.to_string())),
+        Ok(None) if stored.contains_key(&config.names.versions) => {
+            Judgement::Pending(PendingReason::OtherMode)
+        }
         Ok(None) => Judgement::Pending(PendingReason::Unversioned),
         Ok(Some(v)) if v < record.version => Judgement::Pending(PendingReason::Raced),
         Ok(Some(v)) if v != record.version && v.origin != record.version.origin => {

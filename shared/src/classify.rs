@@ -60,6 +60,16 @@ pub enum ClassifyError {
     },
     #[error("sequence {sequence}: unknown event name `{name}`")]
     UnknownEvent { sequence: String, name: String },
+    /// The write set what only the other merge mode writes: a region, drain or helper runs the
+    /// other mode against this table. A configuration error, not a bad record: the caller must
+    /// stop (enqueue fails the batch from here) rather than skip it.
+    #[error("sequence {sequence}, key {key}: merge mode mismatch: this region runs `{local}` mode but the write {what}; FERRY_MERGE_MODE must be the same in every region and in the helper")]
+    ModeMismatch {
+        sequence: String,
+        key: String,
+        local: MergeMode,
+        what: String,
+    },
     #[error("sequence {sequence}, key {key}: the {image} image is missing; the stream must be NEW_AND_OLD_IMAGES")]
     MissingImage {
         sequence: String,
@@ -193,6 +203,15 @@ fn decide(record: &EventRecord, config: &Config) -> Result<Decided, ClassifyErro
         return Ok(Done(Classified::Filtered));
     }
 
+    if let Some(what) = other_mode_write(old, new, config) {
+        return Err(ClassifyError::ModeMismatch {
+            sequence: sequence(),
+            key: describe_key(&key),
+            local: config.merge_mode,
+            what,
+        });
+    }
+
     if config.merge_mode == MergeMode::Attribute {
         let decision = merge::decide(&key, old, new, config).map_err(|source| {
             ClassifyError::BadVersionMap {
@@ -277,6 +296,25 @@ pub fn is_ttl_removal(record: &EventRecord) -> bool {
             .user_identity
             .as_ref()
             .is_some_and(|u| u.type_ == "Service" && u.principal_id == "dynamodb.amazonaws.com")
+}
+
+/// What the write did that only the other mode's writers do, if anything: in item mode, set or
+/// change the version map; in attribute mode, set or change the item version. (An attribute-mode
+/// item may still hold an item version from before a migration: only a write that changes it
+/// betrays an item-mode writer.)
+fn other_mode_write(old: Option<&Item>, new: Option<&Item>, config: &Config) -> Option<String> {
+    let new = new?;
+    let changed = |name: &str| {
+        new.get(name)
+            .is_some_and(|v| old.and_then(|o| o.get(name)) != Some(v))
+    };
+    let n = &config.names;
+    match config.merge_mode {
+        MergeMode::Item => changed(&n.versions)
+            .then(|| format!("set the version map `{}` (attribute mode)", n.versions)),
+        MergeMode::Attribute => (changed(&n.ts) || changed(&n.origin))
+            .then(|| format!("set the item version `{}`/`{}` (item mode)", n.ts, n.origin)),
+    }
 }
 
 fn admits(config: &Config, keys: &Item, new: &Item, old: &Item) -> bool {

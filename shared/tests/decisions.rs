@@ -330,6 +330,66 @@ fn classify_errors_are_typed() {
     ));
 }
 
+/// A write only the other merge mode makes is a configuration error (issue #10: stop loudly,
+/// never a silent divergence): item mode refuses a write of the version map, attribute mode a
+/// write of the item version — but not an item version merely kept from before a migration.
+#[test]
+fn a_write_of_the_other_mode_is_a_mode_mismatch() {
+    let item_mode = config();
+    let mut attribute_mode = config();
+    attribute_mode.merge_mode = ferry_core::MergeMode::Attribute;
+    let map = |entry: &str| {
+        AttributeValue::M(
+            [("a".to_string(), s(entry))]
+                .into_iter()
+                .collect::<HashMap<_, _>>(),
+        )
+    };
+    // An attribute-mode drain's write lands in an item-mode region.
+    let merged = item(&[
+        ("pk", s("k")),
+        ("a", n("1")),
+        ("ferry_versions", map("5@eu-west-1")),
+    ]);
+    for old in [None, Some(item(&[("pk", s("k")), ("a", n("0"))]))] {
+        let name = if old.is_some() { "MODIFY" } else { "INSERT" };
+        match classify_with(&item_mode, name, old.as_ref(), Some(&merged), None) {
+            Err(e @ ClassifyError::ModeMismatch { .. }) => {
+                assert!(e.to_string().contains("merge mode mismatch"), "{e}");
+                assert!(e.to_string().contains("ferry_versions"), "{e}");
+            }
+            other => panic!("expected a mode mismatch, got {other:?}"),
+        }
+    }
+    // An item-mode drain's (or helper's) write lands in an attribute-mode region.
+    let versioned = image("k", &[("a", n("1"))], Some(&v(200, FOREIGN)));
+    assert!(matches!(
+        classify_with(&attribute_mode, "INSERT", None, Some(&versioned), None),
+        Err(ClassifyError::ModeMismatch { .. })
+    ));
+    // An item that kept its item version from before the switch is not one: the application's
+    // update changed `a` only (attribute mode then stamps it).
+    let mut updated = versioned.clone();
+    updated.insert("a".into(), n("2"));
+    assert!(matches!(
+        classify_with(
+            &attribute_mode,
+            "MODIFY",
+            Some(&versioned),
+            Some(&updated),
+            None
+        ),
+        Ok(Classified::StampAttributes(_))
+    ));
+    // Nor is a version map an item-mode region's update left untouched.
+    let mut kept = merged.clone();
+    kept.insert("b".into(), n("3"));
+    assert!(!matches!(
+        classify_with(&item_mode, "MODIFY", Some(&merged), Some(&kept), None),
+        Err(ClassifyError::ModeMismatch { .. })
+    ));
+}
+
 // ---------------------------------------------------------------- reconcile (case 4's table)
 
 const NOW: u64 = 1_000_000;
@@ -788,6 +848,21 @@ fn judge_pending_on_an_unversioned_item() {
     let rec = change(&v(500, LOCAL));
     let j = judge(&rec, Some(&image("k", &[("a", n("1"))], None)), &config());
     assert_eq!(j, Judgement::Pending(PendingReason::Unversioned));
+    assert!(!j.is_done());
+}
+
+/// An item with attribute mode's version map and no item version is not "a local write not
+/// stamped yet": the destination runs the other mode, which the drain must stop on.
+#[test]
+fn judge_names_a_destination_in_the_other_mode() {
+    let rec = change(&v(500, LOCAL));
+    let mut merged = image("k", &[("a", n("1"))], None);
+    merged.insert(
+        "ferry_versions".into(),
+        AttributeValue::M([("a".to_string(), s("5@eu-west-1"))].into_iter().collect()),
+    );
+    let j = judge(&rec, Some(&merged), &config());
+    assert_eq!(j, Judgement::Pending(PendingReason::OtherMode));
     assert!(!j.is_done());
 }
 

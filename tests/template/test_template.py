@@ -344,7 +344,8 @@ def test_each_drain_touches_only_its_own_things(raw, scenario):
             # Attribute merge also updates (read, merge, conditional UpdateItem).
             merge = {"dynamodb:UpdateItem"} if overrides.get("MergeMode") == "attribute" else set()
             assert set(by_sid["DestinationTable"]["Action"]) == {
-                "dynamodb:PutItem", "dynamodb:GetItem", "dynamodb:DescribeTable"
+                "dynamodb:PutItem", "dynamodb:GetItem", "dynamodb:DescribeTable",
+                "dynamodb:ListTagsOfResource",
             } | merge
 
 
@@ -352,6 +353,11 @@ def test_enqueue_role(raw, scenario):
     by_sid = {st["Sid"]: st for st in statements(scenario["final"]["Resources"]["EnqueueRole"])}
     assert set(by_sid["StampAndTombstone"]["Action"]) == {"dynamodb:GetItem", "dynamodb:UpdateItem", "dynamodb:PutItem"}
     assert by_sid["StampAndTombstone"]["Resource"] == "arn:aws:dynamodb:us-east-1:123456789012:table/orders"
+    # Publishing the settings other regions' drains check: tags on its own table only.
+    assert set(by_sid["PublishSettings"]["Action"]) == {
+        "dynamodb:DescribeTable", "dynamodb:ListTagsOfResource", "dynamodb:TagResource"
+    }
+    assert by_sid["PublishSettings"]["Resource"] == "arn:aws:dynamodb:us-east-1:123456789012:table/orders"
     assert set(by_sid["ReadStream"]["Action"]) == {
         "dynamodb:DescribeStream", "dynamodb:GetRecords", "dynamodb:GetShardIterator"
     }

@@ -176,6 +176,7 @@ impl DrainEnv {
             destination_region: self.destination_region,
             settings: self.settings,
             clock,
+            peer: Default::default(),
         }
     }
 }

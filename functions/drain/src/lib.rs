@@ -32,16 +32,19 @@
 
 pub mod env;
 mod merge_apply;
+pub mod peer_gate;
 pub mod report;
 pub mod settings;
 mod take;
 
 pub use env::{DrainEnv, EnvError};
+pub use peer_gate::PeerGate;
 pub use report::{emf_line, percentile, ConflictSample, DrainReport, LagParts, StopReason};
 pub use settings::DrainSettings;
 
 use ferry_aws::ATTEMPTS_ATTRIBUTE;
 use ferry_aws::{ApplyOutcome, AwsError, Buffer, ErrorKind, ReceivedWithAttributes, Table};
+use ferry_core::apply::PendingReason;
 use ferry_core::buffer::pack;
 use ferry_core::item::describe_key;
 use ferry_core::{ChangeRecord, Clock, Config, Judgement};
@@ -64,6 +67,8 @@ pub struct Drainer {
     pub table: Table,
     pub settings: DrainSettings,
     pub clock: Clock,
+    /// The destination's published settings, as last checked (start with `Default`).
+    pub peer: PeerGate,
 }
 
 impl std::fmt::Debug for Drainer {
@@ -149,6 +154,12 @@ async fn pipeline(drainer: &Drainer, budget: Duration) -> DrainReport {
         destination_reachable: true,
         ..Default::default()
     };
+    // Boxed: inlining this future into the pipeline's overflows the compiler's layout depth.
+    if let Some((reason, _)) = Box::pin(peer_gate::check(drainer)).await {
+        report.stop_reason = reason;
+        report.elapsed_ms = start.elapsed().as_millis() as u64;
+        return report;
+    }
     let depth = s.takes_in_flight.max(1);
     let mut pacing = Some(Pacing::new(s));
     let mut last_answer: Option<Instant> = None;
@@ -636,6 +647,18 @@ async fn apply_take(
                             in_drain: applied_at.saturating_sub(received),
                             retried: take.attempts_of(i) > 0,
                         });
+                    }
+                    Ok(Ok(ApplyOutcome::Judged(Judgement::Pending(PendingReason::OtherMode)))) => {
+                        pacing.on_answer();
+                        let why = format!(
+                            "merge mode mismatch: this drain is in item mode, but the destination item {} holds attribute mode's version map `{}`; FERRY_MERGE_MODE must be the same in every region",
+                            describe_key(&record.key),
+                            d.config.names.versions
+                        );
+                        tracing::error!(mismatch = true, reason = %why, "merge mode mismatch: stopping");
+                        d.peer.stop(StopReason::ModeMismatch, why);
+                        outcomes[i] = Outcome::Failed;
+                        raise(&mut halt, StopReason::ModeMismatch);
                     }
                     Ok(Ok(ApplyOutcome::Judged(judgement))) => {
                         pacing.on_answer();

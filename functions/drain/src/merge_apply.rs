@@ -32,13 +32,32 @@ pub(crate) fn check_modes(d: &Drainer, take: &Take) -> Result<(), String> {
 }
 
 /// Merges each key's records into its winner's image, so that what is written, and what is
-/// re-queued if it is not done, stands for every record of the key.
-pub(crate) fn coalesce_by_merge(d: &Drainer, take: &mut Take) -> Result<(), String> {
+/// re-queued if it is not done, stands for every record of the key. A record whose version map
+/// cannot be read is poison of its own: it becomes a winner alone (its write then fails to read
+/// it and dead-letters it) and the key's other records are merged without it.
+pub(crate) fn coalesce_by_merge(d: &Drainer, take: &mut Take) {
+    let states: Vec<Option<AttrState>> = take
+        .records
+        .iter()
+        .map(|r| AttrState::read(&r.image, &d.config).ok().map(|r| r.state))
+        .collect();
+    if states.iter().any(Option::is_none) {
+        // New winners: the first readable record of each key; unreadable ones stand alone.
+        let mut first_readable: std::collections::HashMap<usize, usize> = Default::default();
+        for (i, state) in states.iter().enumerate() {
+            let old = take.winner_of[i];
+            take.winner_of[i] = match state {
+                None => i,
+                Some(_) => *first_readable.entry(old).or_insert(i),
+            };
+        }
+        take.winners = (0..take.records.len())
+            .filter(|&i| take.winner_of[i] == i)
+            .collect();
+    }
     let mut merged: Vec<Option<AttrState>> = vec![None; take.records.len()];
-    for (i, record) in take.records.iter().enumerate() {
-        let state = AttrState::read(&record.image, &d.config)
-            .map_err(|e| format!("key {}: {e}", describe_key(&record.key)))?
-            .state;
+    for (i, state) in states.into_iter().enumerate() {
+        let Some(state) = state else { continue };
         let slot = &mut merged[take.winner_of[i]];
         match slot {
             Some(s) => merge_into(s, &state),
@@ -56,12 +75,13 @@ pub(crate) fn coalesce_by_merge(d: &Drainer, take: &mut Take) -> Result<(), Stri
             }
         }
     }
-    Ok(())
 }
 
 enum Attempt {
     /// The budget ran out (or a stop came) before the key's turn.
     NotStarted,
+    /// The record's own version map cannot be read: poison, dead-lettered with the reason.
+    Unreadable(String),
     /// Abandoned at the budget's end.
     Cut,
     Done(Result<MergeOutcome, ferry_aws::AwsError>),
@@ -88,7 +108,7 @@ pub(crate) async fn apply_take(
             let record = &take.records[w];
             let incoming = match AttrState::read(&record.image, &d.config) {
                 Ok(r) => r.state,
-                Err(e) => return (w, Attempt::Done(Ok(MergeOutcome::Invalid(e.to_string())))),
+                Err(e) => return (w, Attempt::Unreadable(e.to_string())),
             };
             let merged = d.table.merge_into(
                 &record.key,
@@ -109,6 +129,11 @@ pub(crate) async fn apply_take(
         let result = match attempt {
             Attempt::NotStarted => {
                 halt.get_or_insert(StopReason::Budget);
+                continue;
+            }
+            Attempt::Unreadable(reason) => {
+                tracing::warn!(key = %describe_key(&record.key), reason = %reason, "unreadable version map: dead-lettering the record");
+                outcomes[w] = Outcome::Invalid(format!("unreadable version map: {reason}"));
                 continue;
             }
             Attempt::Cut => {
@@ -213,6 +238,7 @@ pub(crate) fn dispatch(d: &Drainer, take: &mut Take) -> Dispatch {
     let records = take.records.len();
     let refused = |why: String| {
         tracing::error!(mismatch = true, reason = %why, "merge mode mismatch: stopping");
+        d.peer.stop(StopReason::ModeMismatch, why);
         Dispatch::Refused(
             vec![Outcome::Failed; records],
             Some(StopReason::ModeMismatch),
@@ -223,9 +249,9 @@ pub(crate) fn dispatch(d: &Drainer, take: &mut Take) -> Dispatch {
     }
     match d.config.merge_mode {
         MergeMode::Item => Dispatch::Item,
-        MergeMode::Attribute => match coalesce_by_merge(d, take) {
-            Ok(()) => Dispatch::Attribute,
-            Err(why) => refused(why),
-        },
+        MergeMode::Attribute => {
+            coalesce_by_merge(d, take);
+            Dispatch::Attribute
+        }
     }
 }

@@ -24,6 +24,9 @@ pub enum StopReason {
     /// configurations disagree. Nothing of the take is applied or dead-lettered; the pipeline
     /// stops here until the configuration is fixed.
     ModeMismatch,
+    /// The destination's table publishes other shared settings (key schema, attribute names,
+    /// tombstone lifetime, filter): stopped before receiving, like [`StopReason::ModeMismatch`].
+    SettingsMismatch,
 }
 
 /// One applied record's lag, cut where it can be measured from the drain: source write →
@@ -209,6 +212,15 @@ pub fn emf_line(
             "None",
             u64::from(report.destination_reachable),
         ),
+        // 1: stopped because the destination runs other settings (an alarm fires on it).
+        (
+            "SettingsMismatch",
+            "None",
+            u64::from(matches!(
+                report.stop_reason,
+                StopReason::ModeMismatch | StopReason::SettingsMismatch
+            )),
+        ),
     ];
     if let (Some(p50), Some(p99)) = (report.lag_p50_ms, report.lag_p99_ms) {
         metrics.push(("LagP50", "Milliseconds", p50));
@@ -273,6 +285,11 @@ mod tests {
         assert_eq!(v["Applied"], 3);
         assert_eq!(v["LagP99"], 100);
         assert_eq!(v["DestinationReachable"], 1);
+        assert_eq!(v["SettingsMismatch"], 0);
+        r.stop_reason = StopReason::ModeMismatch;
+        let v: serde_json::Value =
+            serde_json::from_str(&emf_line(&r, "us-east-1", "eu-west-1", 0)).expect("json");
+        assert_eq!(v["SettingsMismatch"], 1);
         assert_eq!(v["Destination"], "eu-west-1");
     }
 }

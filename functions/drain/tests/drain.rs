@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use ferry_core::Version;
+use ferry_core::{ChangeRecord, Version};
 use ferry_drain::{drain, StopReason};
 use ferry_sandbox::{FaultMode, FaultProxy};
 use rand::seq::SliceRandom;
@@ -582,4 +582,157 @@ async fn stop_token_and_overlapping_drains() {
         let item = pair.get(&format!("v{i}")).await;
         assert_eq!(item.as_ref().and_then(data_of), Some("x"), "v{i}");
     }
+}
+
+/// The destination runs the other merge mode. Published on its table (its enqueue does that at
+/// start-up): the drain stops before receiving anything, every call, and nothing is applied,
+/// received or dead-lettered. Not published, but an item there holds attribute mode's version
+/// map: the drain stops at that item and stays stopped. Other shared settings that differ stop
+/// it the same way. An unpublished destination of the same mode drains normally.
+#[tokio::test]
+async fn a_destination_in_the_other_mode_stops_the_drain_before_anything_is_lost() {
+    use ferry_core::peer::tags;
+    use ferry_core::{AttributeValue, Config, MergeMode};
+    let us = "us-east-1";
+
+    // 1. Published mismatch.
+    let pair = Pair::new().await;
+    pair.send(&[record("a", 2000, us, "x"), record("b", 2000, us, "y")])
+        .await;
+    let mut theirs = Config::new("eu-west-1", "pk");
+    theirs.merge_mode = MergeMode::Attribute;
+    let table = pair.table();
+    let arn = table.arn().await.expect("arn");
+    table.tag(&arn, &tags(&theirs)).await.expect("tag");
+    let drainer = pair.drainer().await;
+    for _ in 0..2 {
+        let report = drain(&drainer).await;
+        assert_eq!(report.stop_reason, StopReason::ModeMismatch, "{report:?}");
+        assert_eq!((report.received, report.applied, report.dlq()), (0, 0, 0));
+    }
+    let (reason, why) = drainer.peer.mismatch().expect("stopped");
+    assert_eq!(reason, StopReason::ModeMismatch);
+    assert!(why.contains("`attribute`"), "{why}");
+    assert_eq!(
+        pair.depth(&pair.buffer_url).await.0,
+        1,
+        "the message waits, never received"
+    );
+    assert_eq!(pair.get("a").await, None);
+
+    // Same mode, other attribute names: a settings mismatch.
+    let mut renamed = Config::new("eu-west-1", "pk");
+    renamed.names.ts = "version_ms".into();
+    table.tag(&arn, &tags(&renamed)).await.expect("tag");
+    let fresh = pair.drainer().await;
+    let report = drain(&fresh).await;
+    assert_eq!(
+        report.stop_reason,
+        StopReason::SettingsMismatch,
+        "{report:?}"
+    );
+    assert_eq!(report.received, 0);
+
+    // Agreeing tags: the same backlog drains.
+    table
+        .tag(&arn, &tags(&Config::new("eu-west-1", "pk")))
+        .await
+        .expect("tag");
+    let agreeing = pair.drainer().await;
+    let report = drain(&agreeing).await;
+    assert_eq!(
+        (report.applied, report.stop_reason),
+        (2, StopReason::Idle),
+        "{report:?}"
+    );
+
+    // 2. Unpublished, but the destination item is one of attribute mode.
+    let pair = Pair::new().await;
+    let mut merged = item("m", None, "theirs");
+    merged.insert(
+        "ferry_versions".into(),
+        AttributeValue::M(
+            [("data".to_string(), AttributeValue::S("5@eu-west-1".into()))]
+                .into_iter()
+                .collect(),
+        ),
+    );
+    pair.put_local(&merged).await;
+    pair.send(&[record("m", 2000, us, "ours")]).await;
+    let drainer = pair.drainer().await;
+    let report = drain(&drainer).await;
+    assert_eq!(report.stop_reason, StopReason::ModeMismatch, "{report:?}");
+    assert_eq!((report.applied, report.dlq()), (0, 0));
+    assert_eq!(
+        pair.get("m").await,
+        Some(merged),
+        "the item is left as it is"
+    );
+    // Stopped for good: the next call takes nothing (the record waits on the buffer).
+    let again = drain(&drainer).await;
+    assert_eq!(
+        (again.stop_reason, again.received),
+        (StopReason::ModeMismatch, 0)
+    );
+    let (visible, inflight, delayed) = pair.depth(&pair.buffer_url).await;
+    assert_eq!(visible + inflight + delayed, 1, "nothing lost");
+    assert!(pair.dlq_messages().await.is_empty());
+}
+
+/// Attribute mode: a record whose own version map cannot be read is poison — it alone goes to
+/// the DLQ with the reason — while the other records of the same key are merged and applied.
+#[tokio::test]
+async fn an_unreadable_version_map_dead_letters_that_record_alone() {
+    use ferry_core::AttributeValue;
+    let pair = Pair::new().await;
+    let attribute_record = |pk: &str, attr: &str, entry: AttributeValue| {
+        let mut image = key(pk);
+        image.insert(attr.into(), AttributeValue::S(format!("{attr}-value")));
+        image.insert(
+            "ferry_versions".into(),
+            AttributeValue::M([(attr.to_string(), entry)].into_iter().collect()),
+        );
+        ChangeRecord {
+            key: key(pk),
+            image,
+            tombstone: false,
+            version: Version::new(2000, "us-east-1"),
+            source_region: "us-east-1".into(),
+            written_at_ms: ferry_core::clock::system_now_ms(),
+        }
+    };
+    let good = |pk: &str, attr: &str, ts: u64| {
+        attribute_record(pk, attr, AttributeValue::S(format!("{ts}@us-east-1")))
+    };
+    // One message: key x's three records (one unreadable), and key y.
+    pair.send(&[
+        good("x", "a", 1000),
+        attribute_record("x", "b", AttributeValue::N("12".into())),
+        good("x", "c", 3000),
+        good("y", "a", 1000),
+    ])
+    .await;
+    let drainer = pair
+        .drainer_via(
+            &pair.region.endpoint(),
+            &[("FERRY_MERGE_MODE", "attribute")],
+        )
+        .await;
+    let report = drain(&drainer).await;
+    assert_eq!((report.applied, report.dlq()), (2, 1), "{report:?}");
+    assert_ne!(report.stop_reason, StopReason::ModeMismatch);
+    let x = pair.get("x").await.expect("x");
+    assert!(
+        x.contains_key("a") && x.contains_key("c") && !x.contains_key("b"),
+        "{x:?}"
+    );
+    assert!(pair.get("y").await.is_some());
+    let dead = pair.dlq_messages().await;
+    assert_eq!(dead.len(), 1);
+    assert!(
+        dead[0].1.contains("unreadable version map"),
+        "{:?}",
+        dead[0]
+    );
+    assert_eq!(pair.depth(&pair.buffer_url).await, (0, 0, 0));
 }

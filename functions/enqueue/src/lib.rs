@@ -149,6 +149,24 @@ impl Enqueuer {
         &self.config
     }
 
+    /// Publishes this region's shared settings on the local table (`ferry_core::peer`), where
+    /// every other region's drain checks them before writing here. Called once at start-up; a
+    /// failure (no permission, an emulator without tags) is logged, not fatal: the drains then
+    /// see an unpublished table and rely on the records' shapes.
+    pub async fn publish_settings(&self) {
+        match ferry_aws::peer::publish_settings(&self.table, &self.config).await {
+            Ok(wrote) => tracing::info!(
+                wrote,
+                settings = %ferry_core::peer::canonical(&self.config),
+                fingerprint = %ferry_core::peer::fingerprint(&self.config),
+                "settings published on the local table"
+            ),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot publish the settings on the local table; other regions' drains cannot check them")
+            }
+        }
+    }
+
     pub fn table(&self) -> &Table {
         &self.table
     }
@@ -224,13 +242,32 @@ fn earliest(a: Option<Failure>, b: Option<Failure>) -> Option<Failure> {
 
 async fn run(mut plan: Plan, enqueuer: &Enqueuer) -> EnqueueOutcome {
     let records = plan.slots.len();
+    // A write of the other merge mode stops the batch there: nothing after it is done.
+    let mismatch = plan
+        .slots
+        .iter()
+        .enumerate()
+        .find_map(|(i, s)| match &s.decision {
+            Decision::ModeMismatch(reason) => Some((i, reason.clone())),
+            _ => None,
+        });
+    if let Some((index, reason)) = &mismatch {
+        tracing::error!(
+            mismatch = true,
+            sequence_number = plan.slots[*index].sequence_number.as_deref().unwrap_or("-"),
+            reason = reason.as_str(),
+            "merge mode mismatch: failing the batch from this record until the configuration is fixed"
+        );
+        plan.hints.retain(|(i, _)| i < index);
+        plan.stamp_hints.retain(|(i, _)| i < index);
+    }
 
     let mut reconciled = reconcile_all(&plan.hints, enqueuer).await;
     reconciled.absorb(merge_stamp::stamp_all(&plan.stamp_hints, enqueuer).await);
     for (index, reason) in &reconciled.poison {
         plan.slots[*index].decision = Decision::Poison(reason.clone());
     }
-    let mut failure = reconciled.failure.clone();
+    let mut failure = earliest(reconciled.failure.clone(), mismatch.clone());
 
     // Only what comes before the first failure needs sending; what comes after is resent.
     let before = failure.as_ref().map_or(records, |f| f.0);
@@ -255,6 +292,7 @@ async fn run(mut plan: Plan, enqueuer: &Enqueuer) -> EnqueueOutcome {
         unchanged: reconciled.unchanged,
         condition_retries: reconciled.condition_retries,
         failed: records - done,
+        mode_mismatch: usize::from(mismatch.as_ref().is_some_and(|m| m.0 == done)),
         sqs_requests,
         ..Counts::default()
     };
@@ -265,6 +303,8 @@ async fn run(mut plan: Plan, enqueuer: &Enqueuer) -> EnqueueOutcome {
             Decision::ReplicatedIn => counts.skipped_replicated_in += 1,
             Decision::TtlExpiry => counts.skipped_ttl += 1,
             Decision::Filtered => counts.filtered += 1,
+            // Only ever at or after the first failure, which this loop stops before.
+            Decision::ModeMismatch(_) => {}
             Decision::Poison(reason) => {
                 counts.poison += 1;
                 tracing::error!(

@@ -13,6 +13,7 @@ async fn main() -> Result<(), Error> {
     let base = ferry_aws::clients::base_config().await;
     let enqueuer = ferry_enqueue::connect(&settings, &base, ferry_core::clock::system()).await?;
     tracing::info!(?enqueuer, "enqueue ready");
+    enqueuer.publish_settings().await;
 
     let enqueuer = &enqueuer;
     let settings = &settings;

@@ -27,6 +27,9 @@ pub struct Counts {
     pub poison: usize,
     /// Records handed back to Lambda (the first failure and everything after it).
     pub failed: usize,
+    /// 1 when the batch stopped at a write of the other merge mode (a configuration error; see
+    /// `ferry_core::ClassifyError::ModeMismatch`), else 0. Alarm on it.
+    pub mode_mismatch: usize,
     /// `SendMessageBatch` calls made (all destinations).
     pub sqs_requests: usize,
     /// Conditional writes that failed because the item had changed since it was read; each one
@@ -84,6 +87,7 @@ impl EnqueueOutcome {
             ("Filtered", c.filtered as u64, "Count"),
             ("Failed", c.failed as u64, "Count"),
             ("Poison", c.poison as u64, "Count"),
+            ("ModeMismatch", c.mode_mismatch as u64, "Count"),
             ("SqsRequests", c.sqs_requests as u64, "Count"),
         ];
         // Absent rather than 0 when there was no record: a 0 would pull the age statistics down.

@@ -65,6 +65,9 @@ pub enum Decision {
     Filtered,
     /// Cannot be processed, ever: logged, counted and skipped (see the crate docs).
     Poison(String),
+    /// A write of the other merge mode: a configuration error, not the record's fault. The
+    /// batch fails from here (the stream retries it) until the configuration is fixed.
+    ModeMismatch(String),
 }
 
 /// One record's place in the batch.
@@ -161,6 +164,9 @@ impl Plan {
                     Ok(Classified::ReplicatedIn) => Decision::ReplicatedIn,
                     Ok(Classified::TtlExpiry) => Decision::TtlExpiry,
                     Ok(Classified::Filtered) => Decision::Filtered,
+                    Err(e @ ClassifyError::ModeMismatch { .. }) => {
+                        Decision::ModeMismatch(e.to_string())
+                    }
                     Err(e) => {
                         // Classify moves nothing out of a record it refuses: the keys are there.
                         poison_key = input

@@ -672,6 +672,61 @@ async fn poison_records_are_skipped_without_blocking_the_batch() {
     h.assert_queues_hold(&["g#3"]).await;
 }
 
+/// A write of the other merge mode (here: an attribute-mode drain's merge landing in an
+/// item-mode region) is a configuration error, not poison: the batch fails from that record —
+/// what came before is sent, nothing after it is done, the stream keeps retrying it — and it is
+/// counted for an alarm. And at start-up the enqueuer publishes its settings on its table, for
+/// the other regions' drains to check.
+#[tokio::test]
+async fn a_write_of_the_other_mode_fails_the_batch_from_there() {
+    let h = harness("mode-mismatch").await;
+    let enqueuer = h.enqueuer();
+    let v = Version::new(now_ms(), LOCAL);
+    let mut merged = item("am#1", &[("a", "1")]);
+    merged.insert(
+        "ferry_versions".into(),
+        AttributeValue::M([("a".to_string(), s("5@eu-west-1"))].into_iter().collect()),
+    );
+    let records = [
+        StreamRecord::insert("7000", &key("ok#1"), &stamped(item("ok#1", &[]), &v)),
+        StreamRecord::insert("7001", &key("am#1"), &merged),
+        StreamRecord::insert("7002", &key("ok#2"), &stamped(item("ok#2", &[]), &v)),
+    ];
+    let outcome = handle(&event(&records).expect("event"), &enqueuer).await;
+    assert_eq!(outcome.retry_from(), Some("7001"));
+    let failure = outcome.failure.as_ref().expect("a failure");
+    assert!(
+        failure.reason.contains("merge mode mismatch"),
+        "{}",
+        failure.reason
+    );
+    assert_eq!(
+        (
+            outcome.counts.forwarded,
+            outcome.counts.failed,
+            outcome.counts.mode_mismatch,
+            outcome.counts.poison
+        ),
+        (1, 2, 1, 0)
+    );
+    assert!(outcome
+        .metrics_line("Ferry", LOCAL, 0)
+        .contains("\"ModeMismatch\":1"));
+    h.assert_queues_hold(&["ok#1"]).await;
+
+    // Published settings: the tags another region's drain reads.
+    enqueuer.publish_settings().await;
+    let arn = h.table().arn().await.expect("arn");
+    let tags = h.table().tags(&arn).await.expect("tags");
+    assert_eq!(
+        ferry_core::peer::check_peer(&h.config, &tags),
+        ferry_core::peer::PeerCheck::Agrees
+    );
+    let mut attribute = h.config.clone();
+    attribute.merge_mode = ferry_core::MergeMode::Attribute;
+    assert!(ferry_core::peer::check_peer(&attribute, &tags).is_mismatch());
+}
+
 #[tokio::test]
 async fn skips_ttl_replicated_in_and_filtered_records() {
     let h = harness("skips").await;

@@ -38,6 +38,7 @@ fn decisions(plan: &Plan) -> Vec<&'static str> {
             Decision::TtlExpiry => "ttl",
             Decision::Filtered => "filtered",
             Decision::Poison(_) => "poison",
+            Decision::ModeMismatch(_) => "mode-mismatch",
         })
         .collect()
 }

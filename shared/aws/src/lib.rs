@@ -8,6 +8,7 @@ pub mod clients;
 pub mod error;
 pub mod logs;
 pub mod merge_apply;
+pub mod peer;
 pub mod queue;
 pub mod retry;
 pub mod scan;

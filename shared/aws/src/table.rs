@@ -176,6 +176,8 @@ pub struct TableDescription {
     pub stream_view_type: Option<String>,
     /// DynamoDB's approximate item count (updated about every six hours on AWS).
     pub item_count: Option<i64>,
+    /// The table's ARN (what tagging calls take).
+    pub arn: Option<String>,
 }
 
 impl Table {
@@ -208,6 +210,7 @@ impl Table {
             sort_key: key(KeyType::Range),
             stream_view_type: stream,
             item_count: t.item_count(),
+            arn: t.table_arn().map(str::to_string),
         })
     }
 }
