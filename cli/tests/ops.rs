@@ -8,6 +8,9 @@
 //! - during an outage, status shows the backlog (and its age with --peek); a record that a
 //!   drain dead-lettered (pending on an unversioned item) is redriven once the cause is fixed
 //!   and then applied.
+//! - attribute merge mode (`FERRY_MERGE_MODE=attribute`, given to the binary as an operator
+//!   would): backfill migrates two regions' item-mode items (re-stamps) so that they agree at
+//!   once; verify compares version maps and `--repair` merges every region's state.
 
 use ferry_aws::{Table, WriteOutcome};
 use ferry_cli::cluster::{Cluster, ClusterOptions};
@@ -16,8 +19,10 @@ use ferry_cli::ops::dlq;
 use ferry_cli::ops::status;
 use ferry_cli::ops::target::{Target, TargetArgs};
 use ferry_cli::ops::verify::{self, VerifyOptions};
+use ferry_core::merge::{AttrState, Unversioned};
+use ferry_core::MergeMode;
 use ferry_core::{AttributeValue, ChangeRecord, Condition, Config, Item, Version};
-use ferry_sandbox::TableSpec;
+use ferry_sandbox::{DynamoRegion, TableSpec};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -481,6 +486,344 @@ async fn status_shows_the_outage_and_dlq_redrive_after_the_fix() {
     cluster.shutdown().await;
     eprintln!(
         "[timing] status_and_dlq: {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Attribute merge mode: two bare emulators (no pipeline runs on the table), the binary with
+// `FERRY_MERGE_MODE=attribute` and an `--endpoint-url` per region.
+
+/// Two fresh regions holding `table` (partition key `pk`, TTL attribute `ttl`).
+async fn two_regions(table: &str) -> (DynamoRegion, DynamoRegion, Table, Table) {
+    let us = DynamoRegion::start(US, 0).expect("us emulator");
+    let eu = DynamoRegion::start(EU, 0).expect("eu emulator");
+    for r in [&us, &eu] {
+        r.create_table(&TableSpec::new(table, "pk").with_ttl_attribute("ttl"))
+            .await
+            .expect("create table");
+    }
+    let (ut, et) = (
+        Table::new(us.client(), table),
+        Table::new(eu.client(), table),
+    );
+    (us, eu, ut, et)
+}
+
+/// `ferry <verb> --table T` in attribute mode against both emulators, `--json`.
+fn ferry_attribute(verb: &str, table: &str, us: &DynamoRegion, eu: &DynamoRegion) -> Command {
+    let mut c = ferry();
+    c.env("FERRY_MERGE_MODE", "attribute")
+        .args([verb, "--table", table, "--json"])
+        .arg("--endpoint-url")
+        .arg(format!("dynamodb:{US}={}", us.endpoint()))
+        .arg("--endpoint-url")
+        .arg(format!("dynamodb:{EU}={}", eu.endpoint()));
+    c
+}
+
+async fn backfill_attribute(
+    table: &str,
+    (from, to): (&str, &str),
+    us: &DynamoRegion,
+    eu: &DynamoRegion,
+    checkpoint: &std::path::Path,
+) -> (i32, serde_json::Value) {
+    let mut c = ferry_attribute("backfill", table, us, eu);
+    c.args(["--from", from, "--to", to, "--segments", "2"])
+        .arg("--checkpoint")
+        .arg(checkpoint);
+    let (code, json) = run_ferry(c).await;
+    eprintln!("backfill {from} → {to}: {json}");
+    (code, json)
+}
+
+/// The report's counts, in the order the brief of the report lists them.
+fn counts(json: &serde_json::Value) -> [u64; 6] {
+    [
+        "scanned",
+        "restamped",
+        "stamped",
+        "applied",
+        "stale",
+        "pending",
+    ]
+    .map(|k| json[k].as_u64().unwrap_or_else(|| panic!("{k} in {json}")))
+}
+
+fn key(pk: &str) -> Item {
+    [("pk".to_string(), s(pk))].into()
+}
+
+fn entry(v: &Version) -> AttributeValue {
+    s(&format!("{}@{}", v.ts_ms, v.origin))
+}
+
+fn attribute_config() -> Config {
+    let mut c = Config::new(US, "pk");
+    c.merge_mode = MergeMode::Attribute;
+    c
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn attribute_mode_backfill_migrates_item_mode_regions() {
+    let started = Instant::now();
+    const TABLE: &str = "ops-migrate";
+    let (us, eu, ut, et) = two_regions(TABLE).await;
+    let config = attribute_config();
+    let names = &config.names;
+    // Both regions hold the same item-mode items (converged in item mode), one of them a
+    // tombstone; us also holds one item from before Ferry (no version at all). Versions are
+    // recent: a tombstone's TTL follows its version.
+    const N: usize = 20;
+    let base = ferry_core::clock::system_now_ms() - 60_000;
+    let version =
+        |i: usize| Version::new(base + i as u64, if i.is_multiple_of(2) { US } else { EU });
+    let gone = Version::new(base + 500, EU);
+    for table in [&ut, &et] {
+        for i in 0..N {
+            let mut it = item(&format!("m-{i}"), &format!("value {i}"));
+            it.insert("name".into(), s(&format!("name {i}")));
+            version(i).stamp_into(&mut it, names);
+            put_new(table, &it).await;
+        }
+        let tomb = ferry_core::reconcile::tombstone_item(&key("gone"), &gone, 0, &config);
+        put_new(table, &tomb).await;
+    }
+    put_new(&ut, &item("pre-ferry", "never versioned")).await;
+    let n = N as u64;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let checkpoint = dir.path().join("backfill.json");
+
+    // us first: every us item re-stamped (the plain one stamped) and merged into eu, where the
+    // visible item-mode items wait (pending) for eu's own re-stamp. eu's tombstone has nothing
+    // unversioned: it takes the merge.
+    let (code, first) = backfill_attribute(TABLE, (US, EU), &us, &eu, &checkpoint).await;
+    assert_eq!(first["merge_mode"], "attribute", "{first}");
+    assert_eq!(counts(&first), [n + 2, n + 1, 1, 2, 0, n], "{first}");
+    assert_eq!(code, 1, "pending keys: exit 1");
+    // Half-way, verify (attribute mode) sees version maps in us and item versions in eu.
+    let mut c = ferry_attribute("verify", TABLE, &us, &eu);
+    c.args(["--regions", "us-east-1,eu-west-1"]);
+    let (code, half) = run_ferry(c).await;
+    assert_eq!(code, 1);
+    assert_eq!(half["differing"], serde_json::json!(n), "{half}");
+    assert_eq!(
+        half["matching"],
+        serde_json::json!(1),
+        "pre-ferry, merged into eu"
+    );
+
+    // Then eu: its items re-stamp to exactly what us holds (stale everywhere); the tombstone
+    // loses its item version and marker.
+    let (code, second) = backfill_attribute(TABLE, (EU, US), &us, &eu, &checkpoint).await;
+    assert_eq!(counts(&second), [n + 2, n + 1, 0, 0, n + 2, 0], "{second}");
+    assert_eq!(code, 0);
+    let (code, again) = backfill_attribute(TABLE, (US, EU), &us, &eu, &checkpoint).await;
+    assert_eq!(
+        counts(&again),
+        [n + 2, 0, 0, 0, n + 2, 0],
+        "nothing left: {again}"
+    );
+    assert_eq!(code, 0);
+
+    let mut c = ferry_attribute("verify", TABLE, &us, &eu);
+    c.args(["--regions", "us-east-1,eu-west-1"]);
+    let (code, verified) = run_ferry(c).await;
+    assert_eq!(code, 0, "{verified}");
+    assert_eq!(verified["differences"], serde_json::json!([]));
+    assert_eq!(verified["matching"], serde_json::json!(n + 1));
+
+    // Every item carries a version map with the item's version, and no item version.
+    for table in [&ut, &et] {
+        for i in 0..N {
+            let it = table.get(&key(&format!("m-{i}"))).await.unwrap().unwrap();
+            let e = entry(&version(i));
+            assert_eq!(
+                it[&names.versions],
+                AttributeValue::M([("v".into(), e.clone()), ("name".into(), e)].into()),
+                "{it:?}"
+            );
+            assert_eq!(it["v"], s(&format!("value {i}")));
+            assert!(!it.contains_key(&names.ts) && !it.contains_key(&names.origin));
+        }
+        let tomb = table.get(&key("gone")).await.unwrap().unwrap();
+        assert!(config.is_tombstone(&tomb), "{tomb:?}");
+        assert_eq!(
+            tomb[&names.versions],
+            AttributeValue::M([("pk".into(), entry(&gone))].into())
+        );
+        assert_eq!(
+            tomb[&names.ttl],
+            AttributeValue::N((gone.ts_ms / 1000 + config.tombstone_lifetime_s).to_string())
+        );
+        assert!(!tomb.contains_key(&names.tombstone) && !tomb.contains_key(&names.ts));
+        let plain = table.get(&key("pre-ferry")).await.unwrap().unwrap();
+        let state = AttrState::read(&plain, &config).unwrap().state;
+        assert_eq!(state.versions["v"].origin, US);
+        assert!(
+            state.versions["v"].ts_ms > base + 60_000,
+            "stamped at the backfill's now"
+        );
+    }
+    eprintln!(
+        "[timing] attribute_mode_backfill_migrates_item_mode_regions: {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn attribute_mode_verify_repair_merges_attributes() {
+    let started = Instant::now();
+    const TABLE: &str = "ops-merge-repair";
+    let (us, eu, ut, et) = two_regions(TABLE).await;
+    let config = attribute_config();
+    let t0 = ferry_core::clock::system_now_ms() - 60_000;
+    let at = |dt: u64, origin: &str| Version::new(t0 + dt, origin);
+    let state = |attrs: &[(&str, &str, Version)]| {
+        let mut st = AttrState::default();
+        for (n, v, version) in attrs {
+            st.values.insert(n.to_string(), s(v));
+            st.versions.insert(n.to_string(), version.clone());
+        }
+        st
+    };
+    let store = |table: &Table, pk: &str, st: &AttrState| {
+        let item = st.to_item(&key(pk), &config);
+        let table = table.clone();
+        async move { put_new(&table, &item).await }
+    };
+    // cust-1: us changed `address`, eu later changed `last_contacted`; both kept `name`.
+    let us1 = state(&[
+        ("address", "2 New Rd", at(1_000, US)),
+        ("last_contacted", "2024-01-01", at(0, US)),
+        ("name", "Ada", at(0, US)),
+    ]);
+    let eu1 = state(&[
+        ("address", "1 Old St", at(0, US)),
+        ("last_contacted", "2025-06-01", at(2_000, EU)),
+        ("name", "Ada", at(0, US)),
+    ]);
+    store(&ut, "cust-1", &us1).await;
+    store(&et, "cust-1", &eu1).await;
+    // same-values: equal values, different entries (a difference: the maps are compared).
+    store(&ut, "same-values", &state(&[("a", "x", at(0, US))])).await;
+    store(&et, "same-values", &state(&[("a", "x", at(5, EU))])).await;
+    // ok: identical. gone: deleted in us, already expired in eu (invisible everywhere).
+    let ok = state(&[("a", "y", at(0, EU))]);
+    store(&ut, "ok", &ok).await;
+    store(&et, "ok", &ok).await;
+    let deleted = AttrState {
+        deleted: Some(at(3_000, US)),
+        ..AttrState::default()
+    };
+    store(&ut, "gone", &deleted).await;
+    // unstamped: eu holds a local write without an entry (its enqueue has not stamped it).
+    store(&ut, "unstamped", &ok).await;
+    let mut local = ok.to_item(&key("unstamped"), &config);
+    local.insert("b".into(), s("local write"));
+    put_new(&et, &local).await;
+
+    let verify = |repair: bool| {
+        let mut c = ferry_attribute("verify", TABLE, &us, &eu);
+        c.args(["--regions", "us-east-1,eu-west-1"]);
+        if repair {
+            c.arg("--repair");
+        }
+        run_ferry(c)
+    };
+    let (code, found) = verify(false).await;
+    assert_eq!(code, 1);
+    assert_eq!(found["matching"], serde_json::json!(1), "{found}");
+    assert_eq!(found["differing"], serde_json::json!(3), "{found}");
+    let keys: Vec<&str> = found["differences"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["key"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        keys.iter()
+            .copied()
+            .collect::<std::collections::BTreeSet<_>>(),
+        ["pk=S:cust-1", "pk=S:same-values", "pk=S:unstamped"].into(),
+        "the key invisible everywhere is not reported"
+    );
+    let unstamped = found["differences"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["key"] == "pk=S:unstamped")
+        .unwrap();
+    assert_eq!(
+        unstamped["regions"][EU],
+        format!("newest {}@{EU} (1 entries), unversioned b", t0)
+    );
+
+    let (code, repaired) = verify(true).await;
+    assert_eq!(code, 1, "unstamped is left for eu's own stamp");
+    assert_eq!(repaired["repaired"], serde_json::json!(2), "{repaired}");
+    assert_eq!(repaired["unrepaired"], serde_json::json!(1));
+    let outcome = |k: &str| {
+        repaired["differences"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["key"] == k)
+            .map(|d| d["repair"].as_str().unwrap().to_string())
+            .unwrap()
+    };
+    assert_eq!(outcome("pk=S:cust-1"), "repaired");
+    assert!(
+        outcome("pk=S:unstamped").contains("eu-west-1 holds b without an entry"),
+        "{}",
+        outcome("pk=S:unstamped")
+    );
+    // Both changes survive in both regions, with equal version maps.
+    let want = state(&[
+        ("address", "2 New Rd", at(1_000, US)),
+        ("last_contacted", "2025-06-01", at(2_000, EU)),
+        ("name", "Ada", at(0, US)),
+    ]);
+    for table in [&ut, &et] {
+        let it = table.get(&key("cust-1")).await.unwrap().unwrap();
+        assert_eq!(it["address"], s("2 New Rd"));
+        assert_eq!(it["last_contacted"], s("2025-06-01"));
+        assert_eq!(AttrState::read(&it, &config).unwrap().state, want);
+        assert_eq!(
+            it[&config.names.versions],
+            want.versions_value(&config),
+            "{it:?}"
+        );
+        let same = table.get(&key("same-values")).await.unwrap().unwrap();
+        assert_eq!(
+            AttrState::read(&same, &config).unwrap().state.versions["a"],
+            at(5, EU)
+        );
+    }
+    // eu's local write was left alone (the merge waits for its stamp, as the drain does).
+    let left = et.get(&key("unstamped")).await.unwrap().unwrap();
+    assert_eq!(left["b"], s("local write"));
+    let plan = ferry_core::merge::plan_merge(
+        &key("unstamped"),
+        Some(&left),
+        &ok,
+        Unversioned::Wait,
+        &config,
+    )
+    .unwrap();
+    assert!(matches!(plan, ferry_core::merge::MergePlan::Pending { .. }));
+
+    let (code, after) = verify(false).await;
+    assert_eq!(code, 1);
+    assert_eq!(
+        after["differing"],
+        serde_json::json!(1),
+        "only unstamped: {after}"
+    );
+    assert_eq!(after["matching"], serde_json::json!(3));
+    eprintln!(
+        "[timing] attribute_mode_verify_repair_merges_attributes: {:.1} s",
         started.elapsed().as_secs_f64()
     );
 }

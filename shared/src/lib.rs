@@ -18,6 +18,7 @@ pub mod config;
 pub mod convergence;
 pub mod item;
 pub mod merge;
+pub mod migrate;
 pub mod peer;
 pub mod reconcile;
 pub mod record;

@@ -6,17 +6,24 @@
 //! — safe while replication runs. Throttling backs off and retries. After every page the
 //! checkpoint file records, per segment, the last key done or that the segment is finished;
 //! `--resume` continues from there without redoing a finished segment or page.
+//!
+//! In attribute merge mode (`FERRY_MERGE_MODE=attribute`) the same scan is the migration
+//! (`docs/attribute-merge.md`): each item is re-stamped or stamped in the source as
+//! `ferry_core::migrate` decides, and its state is merged into every destination through the
+//! drain's merge path (`Table::merge_into`).
 
 use super::target::{Target, TargetArgs};
 use super::{finish, progress, rate, OpsError, EXIT_FOUND, EXIT_OK};
 use base64::Engine;
 use clap::Args;
 use ferry_aws::retry::while_throttled;
-use ferry_aws::{ApplyOutcome, Table, WriteOutcome};
+use ferry_aws::{ApplyOutcome, MergeOutcome, Table, WriteOutcome};
 use ferry_core::classify::Hint;
 use ferry_core::codec::{decode_item, encode_item};
 use ferry_core::item::{describe_key, key_of};
-use ferry_core::{reconcile, Action, ChangeRecord, Config, Item, Judgement, Version};
+use ferry_core::merge::{AttrState, Unversioned};
+use ferry_core::migrate::{self, WriteKind};
+use ferry_core::{reconcile, Action, ChangeRecord, Config, Item, Judgement, MergeMode, Version};
 use futures::stream::TryStreamExt;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
@@ -79,6 +86,8 @@ pub struct BackfillReport {
     pub from: String,
     pub to: Vec<String>,
     pub segments: u32,
+    /// `item` or `attribute` (`FERRY_MERGE_MODE`).
+    pub merge_mode: String,
     /// Segments finished by an earlier run (skipped).
     pub segments_skipped: usize,
     /// Segments finished by this run.
@@ -86,15 +95,21 @@ pub struct BackfillReport {
     /// Every segment is finished.
     pub complete: bool,
     pub scanned: u64,
-    /// Unversioned items stamped in the source.
+    /// Attribute mode: items of item mode re-stamped in the source from their item version.
+    pub restamped: u64,
+    /// Unversioned items stamped in the source (attribute mode: items whose attributes without
+    /// an entry were stamped).
     pub stamped: u64,
     /// Applications (item × destination) that wrote.
     pub applied: u64,
-    /// Applications refused because the destination holds the same or a newer version.
+    /// Applications refused because the destination holds the same or a newer version
+    /// (attribute mode: the merge changed nothing).
     pub stale: u64,
-    /// Of those, a newer version from another region (shown, as the drain shows them).
+    /// Of those, a newer version from another region (shown, as the drain shows them; item
+    /// mode only).
     pub conflicts: u64,
-    /// Applications refused because the destination item is unversioned (stamp it there first).
+    /// Applications refused because the destination item is unversioned (attribute mode: holds
+    /// attributes without an entry, or kept changing) — stamp it there first.
     pub pending: u64,
     /// Up to 20 of the pending keys, with their region.
     pub pending_keys: Vec<String>,
@@ -121,18 +136,33 @@ pub struct Checkpoint {
     pub from: String,
     pub to: Vec<String>,
     pub segments: u32,
+    /// The merge mode it ran in (checkpoints from before the mode existed are item mode's): a
+    /// migration must not resume an item-mode backfill, whose finished segments it would skip.
+    #[serde(default = "item_mode_name")]
+    pub merge_mode: String,
     pub finished: BTreeSet<u32>,
     /// Per unfinished segment, the last key done (base64 of Ferry's item encoding).
     pub resume_after: BTreeMap<u32, String>,
 }
 
+fn item_mode_name() -> String {
+    MergeMode::Item.name().into()
+}
+
 impl Checkpoint {
-    pub fn new(table: &str, from: &str, to: &[String], segments: u32) -> Checkpoint {
+    pub fn new(
+        table: &str,
+        from: &str,
+        to: &[String],
+        segments: u32,
+        merge_mode: MergeMode,
+    ) -> Checkpoint {
         Checkpoint {
             table: table.into(),
             from: from.into(),
             to: to.to_vec(),
             segments,
+            merge_mode: merge_mode.name().into(),
             finished: BTreeSet::new(),
             resume_after: BTreeMap::new(),
         }
@@ -148,11 +178,12 @@ impl Checkpoint {
             || self.from != other.from
             || mine != theirs
             || self.segments != other.segments
+            || self.merge_mode != other.merge_mode
         {
             return Err(format!(
-                "the checkpoint is for table {} from {} to {} in {} segments; this run is for table {} from {} to {} in {} segments",
-                self.table, self.from, self.to.join(","), self.segments,
-                other.table, other.from, other.to.join(","), other.segments
+                "the checkpoint is for table {} from {} to {} in {} segments in {} mode; this run is for table {} from {} to {} in {} segments in {} mode",
+                self.table, self.from, self.to.join(","), self.segments, self.merge_mode,
+                other.table, other.from, other.to.join(","), other.segments, other.merge_mode
             ));
         }
         Ok(())
@@ -288,6 +319,7 @@ pub fn step_for(current: Option<&Item>, now_ms: u64, config: &Config) -> Result<
 #[derive(Default)]
 struct Counts {
     scanned: AtomicU64,
+    restamped: AtomicU64,
     stamped: AtomicU64,
     applied: AtomicU64,
     stale: AtomicU64,
@@ -343,6 +375,7 @@ pub async fn run(target: &Target, options: &BackfillOptions) -> Result<BackfillR
         &options.from,
         &options.to,
         options.segments,
+        config.merge_mode,
     );
     let checkpoint = match Checkpoint::load(&options.checkpoint)? {
         Some(saved) if options.resume => {
@@ -419,10 +452,12 @@ pub async fn run(target: &Target, options: &BackfillOptions) -> Result<BackfillR
         from: options.from.clone(),
         to: options.to.clone(),
         segments: options.segments,
+        merge_mode: run.config.merge_mode.name().into(),
         segments_skipped: skipped_segments,
         segments_finished: get(&run.finished_now) as usize,
         complete,
         scanned: get(&c.scanned),
+        restamped: get(&c.restamped),
         stamped: get(&c.stamped),
         applied: get(&c.applied),
         stale: get(&c.stale),
@@ -449,9 +484,10 @@ impl Run<'_> {
         let s = started.elapsed().as_secs_f64();
         let c = &self.counts;
         format!(
-            "scanned {} ({}/s) stamped {} applied {} ({}/s) stale {} pending {}",
+            "scanned {} ({}/s) restamped {} stamped {} applied {} ({}/s) stale {} pending {}",
             get(&c.scanned),
             rate(get(&c.scanned), s),
+            get(&c.restamped),
             get(&c.stamped),
             get(&c.applied),
             rate(get(&c.applied), s),
@@ -481,6 +517,9 @@ impl Run<'_> {
 
     /// Stamps the item if it is unversioned, then applies it to every destination.
     async fn item(&self, item: Item) -> Result<(), OpsError> {
+        if self.config.merge_mode == MergeMode::Attribute {
+            return self.item_attribute(item).await;
+        }
         let mut current = Some(item);
         // Each failed stamp condition means a newer write; a handful of rounds settles any key.
         for _ in 0..16 {
@@ -532,6 +571,106 @@ impl Run<'_> {
         ))
     }
 
+    /// Attribute mode: re-stamps or stamps the item in the source where it needs it, then
+    /// merges its state into every destination.
+    async fn item_attribute(&self, item: Item) -> Result<(), OpsError> {
+        let mut current = Some(item);
+        // As in item mode: each failed condition is a newer write, so a few rounds settle a key.
+        for _ in 0..16 {
+            let Some(item) = current else {
+                // Deleted meanwhile (a hard delete: enqueue makes its tombstone).
+                add(&self.counts.skipped, 1);
+                return Ok(());
+            };
+            let key = key_of(&item, &self.config.key)
+                .map_err(|k| OpsError::Data(format!("item lacks key attribute `{k}`")))?;
+            if !self
+                .config
+                .filter
+                .admits(&key, &self.config.key, &item, &Item::new())
+            {
+                add(&self.counts.skipped, 1);
+                return Ok(());
+            }
+            let now = ferry_core::clock::system_now_ms();
+            let step = migrate::step(&item, now, &self.config)
+                .map_err(|e| OpsError::Data(format!("{}: {e}", describe_key(&key))))?;
+            let (kind, write) = match step {
+                migrate::Step::Empty => {
+                    add(&self.counts.skipped, 1);
+                    return Ok(());
+                }
+                migrate::Step::Ready(state) => return self.merge_everywhere(&key, &state).await,
+                migrate::Step::Write { kind, write } => (kind, write),
+            };
+            let outcome = while_throttled(
+                || self.source.update_if(&write),
+                || add(&self.counts.throttled, 1),
+            )
+            .await?;
+            current = match outcome {
+                WriteOutcome::Written => {
+                    add(
+                        match kind {
+                            WriteKind::Restamp => &self.counts.restamped,
+                            WriteKind::Stamp => &self.counts.stamped,
+                        },
+                        1,
+                    );
+                    // The state written; a write after it is stamped and sent by enqueue.
+                    return self.merge_everywhere(&key, &write.merged).await;
+                }
+                WriteOutcome::ConditionFailed(stored) => stored,
+            };
+        }
+        Err(OpsError::Data(
+            "an item kept changing while being stamped".into(),
+        ))
+    }
+
+    /// The drain's merge of `state` into each destination; a destination holding attributes
+    /// without an entry (not stamped in its own region yet) is pending, as in the drain.
+    async fn merge_everywhere(&self, key: &Item, state: &AttrState) -> Result<(), OpsError> {
+        for (region, table) in &self.destinations {
+            let outcome = while_throttled(
+                || table.merge_into(key, |_| state.clone(), Unversioned::Wait, &self.config),
+                || add(&self.counts.throttled, 1),
+            )
+            .await?;
+            let reason = match outcome {
+                MergeOutcome::Written { .. } => {
+                    add(&self.counts.applied, 1);
+                    continue;
+                }
+                MergeOutcome::Unchanged { .. } => {
+                    add(&self.counts.stale, 1);
+                    continue;
+                }
+                MergeOutcome::Pending { unversioned } => {
+                    format!("unversioned {}", unversioned.join(", "))
+                }
+                MergeOutcome::Contended => "kept changing".to_string(),
+                MergeOutcome::Invalid(e) => {
+                    return Err(OpsError::Data(format!(
+                        "{region}: {}: {e}",
+                        describe_key(key)
+                    )))
+                }
+            };
+            self.pending(region, key, &reason);
+        }
+        Ok(())
+    }
+
+    fn pending(&self, region: &str, key: &Item, reason: &str) {
+        add(&self.counts.pending, 1);
+        if let Ok(mut keys) = self.pending_keys.lock() {
+            if keys.len() < 20 {
+                keys.push(format!("{region}: {} ({reason})", describe_key(key)));
+            }
+        }
+    }
+
     async fn apply(&self, record: &ChangeRecord) -> Result<(), OpsError> {
         for (region, table) in &self.destinations {
             let outcome = while_throttled(
@@ -547,15 +686,7 @@ impl Run<'_> {
                     add(&self.counts.conflicts, 1);
                 }
                 ApplyOutcome::Judged(Judgement::Pending(reason)) => {
-                    add(&self.counts.pending, 1);
-                    if let Ok(mut keys) = self.pending_keys.lock() {
-                        if keys.len() < 20 {
-                            keys.push(format!(
-                                "{region}: {} ({reason:?})",
-                                describe_key(&record.key)
-                            ));
-                        }
-                    }
+                    self.pending(region, &record.key, &format!("{reason:?}"))
                 }
             }
         }
@@ -614,10 +745,11 @@ pub async fn main(args: BackfillArgs) -> ExitCode {
 
 pub fn render(r: &BackfillReport) -> String {
     let mut out = format!(
-        "backfill {} from {} to {}: {} in {:.1} s\n",
+        "backfill {} from {} to {} ({} mode): {} in {:.1} s\n",
         r.table,
         r.from,
         r.to.join(","),
+        r.merge_mode,
         if r.complete { "complete" } else { "INCOMPLETE" },
         r.elapsed_s
     );
@@ -625,6 +757,12 @@ pub fn render(r: &BackfillReport) -> String {
         "  segments  {} finished now, {} earlier, of {}\n",
         r.segments_finished, r.segments_skipped, r.segments
     );
+    if r.merge_mode == MergeMode::Attribute.name() {
+        out += &format!(
+            "  restamped {:>9}  (item-mode items, from their item version)\n",
+            r.restamped
+        );
+    }
     for (name, n, per_s) in [
         ("scanned", r.scanned, r.scanned_per_s),
         ("stamped", r.stamped, r.stamped_per_s),
@@ -665,7 +803,7 @@ mod tests {
     #[test]
     fn checkpoint_records_pages_and_finished_segments() {
         let to = vec!["b".to_string()];
-        let mut c = Checkpoint::new("t", "a", &to, 3);
+        let mut c = Checkpoint::new("t", "a", &to, 3, MergeMode::Item);
         assert_eq!(c.starts().unwrap().len(), 3);
         c.page_done(1, Some(&item("k7")));
         c.page_done(2, None);
@@ -681,9 +819,19 @@ mod tests {
         // Round trip through JSON, and only the same backfill may resume it.
         let back: Checkpoint = serde_json::from_str(&serde_json::to_string(&c).unwrap()).unwrap();
         assert_eq!(back, c);
-        assert!(c.check_same(&Checkpoint::new("t", "a", &to, 3)).is_ok());
-        assert!(c.check_same(&Checkpoint::new("t", "a", &to, 4)).is_err());
-        assert!(c.check_same(&Checkpoint::new("t", "c", &to, 3)).is_err());
+        let same = |t, f, n, m| c.check_same(&Checkpoint::new(t, f, &to, n, m));
+        assert!(same("t", "a", 3, MergeMode::Item).is_ok());
+        assert!(same("t", "a", 4, MergeMode::Item).is_err());
+        assert!(same("t", "c", 3, MergeMode::Item).is_err());
+        assert!(
+            same("t", "a", 3, MergeMode::Attribute).is_err(),
+            "a migration does not resume an item-mode backfill"
+        );
+        // A checkpoint written before the mode was recorded is item mode's.
+        let mut old = serde_json::to_value(&c).unwrap();
+        old.as_object_mut().unwrap().remove("merge_mode");
+        let old: Checkpoint = serde_json::from_value(old).unwrap();
+        assert_eq!(old.merge_mode, "item");
     }
 
     #[test]

@@ -9,16 +9,23 @@
 //! GetItem in every region) before it is reported, so replication still in flight during a
 //! long scan is not reported as a difference. `--repair` re-applies the newest version of each
 //! differing key (tombstones included) to every region through the drain's LWW apply path.
+//!
+//! In attribute merge mode (`FERRY_MERGE_MODE=attribute`) the comparison is the same: an item
+//! without application attributes reads as absent (a key invisible everywhere is not reported:
+//! expired copies are legitimate), and equality covers the version map. `--repair` merges every
+//! region's state of the key and writes the merge to every region through the drain's merge
+//! path (`Table::merge_into`).
 
 use super::target::{Target, TargetArgs};
 use super::{finish, progress, OpsError, EXIT_FOUND, EXIT_OK};
 use clap::Args;
 use ferry_aws::retry::while_throttled;
-use ferry_aws::{ApplyOutcome, Table};
+use ferry_aws::{ApplyOutcome, MergeOutcome, Table};
 use ferry_core::codec::{decode_item, encode_item};
 use ferry_core::compare::{compare, Comparison, Snapshot};
 use ferry_core::item::{describe_key, key_of};
-use ferry_core::{ChangeRecord, Config, Item, ItemKey, Judgement, Version};
+use ferry_core::merge::{merge_into, AttrState, Unversioned};
+use ferry_core::{ChangeRecord, Config, Item, ItemKey, Judgement, MergeMode, Version};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufReader, BufWriter, Read, Write};
@@ -44,7 +51,8 @@ pub struct VerifyArgs {
     /// Where the spill files go (a temporary folder inside it, removed at the end).
     #[arg(long)]
     pub work_dir: Option<PathBuf>,
-    /// Re-apply the newest version of every differing key everywhere (LWW).
+    /// Re-apply the newest version of every differing key everywhere (LWW; attribute mode: the
+    /// merge of every region's state).
     #[arg(long)]
     pub repair: bool,
     /// Print one JSON object (with every differing key) instead of the human report.
@@ -68,7 +76,9 @@ pub struct Difference {
     pub key: String,
     /// `missing` (absent or a tombstone somewhere, present elsewhere) or `differing`.
     pub kind: String,
-    /// Per region: the version held, `absent`, or `unversioned`.
+    /// Per region: the version held, `absent`, or `unversioned` (attribute mode: the newest
+    /// entry and how many, `invisible` for an item without application attributes, and the
+    /// attributes held without an entry).
     pub regions: BTreeMap<String, String>,
     /// What `--repair` did: `repaired`, or why not.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -114,6 +124,9 @@ pub fn partition_of(key: &ItemKey, partitions: u32) -> u32 {
 
 /// How one region holds a key, for the report.
 pub fn describe_state(item: Option<&Item>, config: &Config) -> String {
+    if config.merge_mode == MergeMode::Attribute {
+        return describe_attr_state(item, config);
+    }
     match item {
         None => "absent".into(),
         Some(i) => {
@@ -129,6 +142,31 @@ pub fn describe_state(item: Option<&Item>, config: &Config) -> String {
             }
         }
     }
+}
+
+/// Attribute mode: `newest <entry> (<n> entries)`, `invisible` when the item holds no
+/// application attribute, `unversioned a, b` for attributes without an entry.
+fn describe_attr_state(item: Option<&Item>, config: &Config) -> String {
+    let Some(item) = item else {
+        return "absent".into();
+    };
+    let read = match AttrState::read(item, config) {
+        Ok(r) => r,
+        Err(e) => return format!("bad version map ({e})"),
+    };
+    let s = &read.state;
+    let entries = s.versions.len() + usize::from(s.deleted.is_some());
+    let mut out = match s.newest() {
+        Some(v) => format!("newest {v} ({entries} entries)"),
+        None => "no version map".into(),
+    };
+    if config.is_tombstone(item) {
+        out = format!("invisible, {out}");
+    }
+    if !read.unversioned.is_empty() {
+        out += &format!(", unversioned {}", read.unversioned.join(", "));
+    }
+    out
 }
 
 /// The newest versioned state of a key among the regions (tombstones included), with the
@@ -408,14 +446,17 @@ pub async fn run(target: &Target, options: &VerifyOptions) -> Result<VerifyRepor
     Ok(report)
 }
 
-/// Applies the newest versioned state of a key to every region (LWW), then checks that every
-/// region now reads the same.
+/// Applies the newest versioned state of a key to every region (LWW; attribute mode: the merge
+/// of every region's state), then checks that every region now reads the same.
 async fn repair(
     regions: &[String],
     tables: &[Table],
     states: &[(&str, Option<&Item>)],
     config: &Config,
 ) -> Result<String, OpsError> {
+    if config.merge_mode == MergeMode::Attribute {
+        return repair_attributes(regions, tables, states, config).await;
+    }
     let Some((holder, item)) = newest(states, config) else {
         return Ok(
             "not repaired: no region holds a versioned copy (stamp them first: ferry backfill)"
@@ -444,10 +485,66 @@ async fn repair(
             pending.join(", ")
         ));
     }
-    // What every region holds now.
+    recheck(regions, tables, &record.key, config).await
+}
+
+/// Attribute mode's repair: the merge of every region's state (as read by the re-check) written
+/// to every region with the drain's read–merge–conditional write. A region holding attributes
+/// without an entry waits for its own stamp, as the drain does.
+async fn repair_attributes(
+    regions: &[String],
+    tables: &[Table],
+    states: &[(&str, Option<&Item>)],
+    config: &Config,
+) -> Result<String, OpsError> {
+    let Some(key) = states
+        .iter()
+        .find_map(|(_, i)| *i)
+        .and_then(|i| key_of(i, &config.key).ok())
+    else {
+        return Ok("not repaired: no region holds the key".into());
+    };
+    let mut merged = AttrState::default();
+    for (region, item) in states {
+        if let Some(item) = item {
+            let read = AttrState::read(item, config)
+                .map_err(|e| OpsError::Data(format!("{region}: {}: {e}", describe_key(&key))))?;
+            merge_into(&mut merged, &read.state);
+        }
+    }
+    let mut pending = Vec::new();
+    for (region, table) in regions.iter().zip(tables) {
+        let outcome = while_throttled(
+            || table.merge_into(&key, |_| merged.clone(), Unversioned::Wait, config),
+            || {},
+        )
+        .await?;
+        match outcome {
+            MergeOutcome::Written { .. } | MergeOutcome::Unchanged { .. } => {}
+            MergeOutcome::Pending { unversioned } => pending.push(format!(
+                "{region} holds {} without an entry (stamp it there first: ferry backfill from {region})",
+                unversioned.join(", ")
+            )),
+            MergeOutcome::Contended => pending.push(format!("{region} kept changing")),
+            MergeOutcome::Invalid(e) => pending.push(format!("{region}: {e}")),
+        }
+    }
+    if !pending.is_empty() {
+        return Ok(format!("not repaired: {}", pending.join("; ")));
+    }
+    recheck(regions, tables, &key, config).await
+}
+
+/// Reads the key in every region again: `repaired` if they now agree.
+async fn recheck(
+    regions: &[String],
+    tables: &[Table],
+    key: &Item,
+    config: &Config,
+) -> Result<String, OpsError> {
     let mut after = Vec::new();
     for (r, t) in regions.iter().zip(tables) {
-        let i = while_throttled(|| t.get(&record.key), || {}).await?;
+        let i = while_throttled(|| t.get(key), || {}).await?;
         after.push((r.clone(), ferry_core::compare::snapshot(i, config)));
     }
     Ok(if compare(&after).is_converged() {
@@ -578,6 +675,62 @@ mod tests {
         assert_eq!(describe_state(Some(&plain), &config), "unversioned");
         assert_eq!(describe_state(None, &config), "absent");
         assert_eq!(newest(&[("r3", Some(&plain))], &config), None);
+    }
+
+    #[test]
+    fn attribute_mode_compares_maps_and_hides_invisible_keys() {
+        let mut config = Config::new("r1", "pk");
+        config.merge_mode = MergeMode::Attribute;
+        let with = |pk: &str, attrs: &[(&str, &str)], map: &[(&str, &str)]| {
+            let mut i = item(pk, None);
+            for (n, v) in attrs {
+                i.insert(n.to_string(), AttributeValue::S(v.to_string()));
+            }
+            let map: Item = map
+                .iter()
+                .map(|(n, v)| (n.to_string(), AttributeValue::S(v.to_string())))
+                .collect();
+            i.insert(config.names.versions.clone(), AttributeValue::M(map));
+            i
+        };
+        let keyed = |items: Vec<Item>| -> BTreeMap<ItemKey, Item> {
+            items
+                .into_iter()
+                .map(|i| (ItemKey::of(&key_of(&i, &config.key).unwrap()), i))
+                .collect()
+        };
+        // k1: same values, different entries; k2: deleted in r1, expired (gone) in r2;
+        // k3: the same everywhere.
+        let r1 = keyed(vec![
+            with("k1", &[("a", "x")], &[("a", "5@r1")]),
+            with("k2", &[], &[("pk", "9@r1")]),
+            with("k3", &[("a", "y")], &[("a", "3@r2")]),
+        ]);
+        let r2 = keyed(vec![
+            with("k1", &[("a", "x")], &[("a", "6@r2")]),
+            with("k3", &[("a", "y")], &[("a", "3@r2")]),
+        ]);
+        let c = compare(&[
+            ("r1".to_string(), visible(&r1, &config)),
+            ("r2".to_string(), visible(&r2, &config)),
+        ]);
+        assert_eq!(c.matching, 1);
+        assert_eq!(c.differing.len(), 1);
+        assert!(c.missing.is_empty(), "an invisible key is not reported");
+        let k1 = &r1[&c.differing[0]];
+        assert_eq!(k1["pk"], AttributeValue::S("k1".into()));
+        assert_eq!(describe_state(Some(k1), &config), "newest 5@r1 (1 entries)");
+        let k2 = r1.values().find(|i| config.is_tombstone(i)).unwrap();
+        assert_eq!(
+            describe_state(Some(k2), &config),
+            "invisible, newest 9@r1 (1 entries)"
+        );
+        let mut unstamped = k1.clone();
+        unstamped.insert("b".into(), AttributeValue::S("z".into()));
+        assert_eq!(
+            describe_state(Some(&unstamped), &config),
+            "newest 5@r1 (1 entries), unversioned b"
+        );
     }
 
     #[test]
