@@ -827,3 +827,52 @@ async fn attribute_mode_verify_repair_merges_attributes() {
         started.elapsed().as_secs_f64()
     );
 }
+
+/// The tools take the merge mode the tables publish (`ferry:merge-mode`, set by each region's
+/// enqueue at start-up) when `FERRY_MERGE_MODE` is not set, refuse to run against it when it
+/// says otherwise, and refuse to work across regions that publish different modes.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_tools_take_the_mode_the_tables_publish() {
+    const TABLE: &str = "ops-published-mode";
+    let (us, eu, ut, et) = two_regions(TABLE).await;
+    for (table, region) in [(&ut, US), (&et, EU)] {
+        let mut c = Config::new(region, "pk");
+        c.merge_mode = MergeMode::Attribute;
+        ferry_aws::peer::publish_settings(table, &c)
+            .await
+            .expect("publish");
+    }
+    let backfill = |mode: Option<&str>| {
+        let mut c = ferry_attribute("backfill", TABLE, &us, &eu);
+        c.env_remove("FERRY_MERGE_MODE");
+        if let Some(m) = mode {
+            c.env("FERRY_MERGE_MODE", m);
+        }
+        c.args(["--from", US, "--to", EU, "--segments", "1"])
+            .arg("--checkpoint")
+            .arg(std::env::temp_dir().join(format!("ferry-published-{}", std::process::id())));
+        c
+    };
+    let (code, json) = run_ferry(backfill(None)).await;
+    assert_eq!(code, 0, "{json}");
+    assert_eq!(json["merge_mode"], "attribute", "{json}");
+    let (code, _) = run_ferry(backfill(Some("item"))).await;
+    assert_eq!(code, 2, "the environment contradicts the table");
+    // eu-west-1 now publishes item mode: the regions disagree.
+    ferry_aws::peer::publish_settings(&et, &Config::new(EU, "pk"))
+        .await
+        .expect("publish");
+    let (code, _) = run_ferry(backfill(None)).await;
+    assert_eq!(code, 2, "regions in different modes");
+    let mut verify = ferry_attribute("verify", TABLE, &us, &eu);
+    verify
+        .env_remove("FERRY_MERGE_MODE")
+        .args(["--regions", &format!("{US},{EU}")]);
+    let out = tokio::task::spawn_blocking(move || verify.output())
+        .await
+        .expect("join")
+        .expect("running ferry");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "verify refuses too: {stderr}");
+    assert!(stderr.contains("merge mode mismatch"), "{stderr}");
+}

@@ -101,6 +101,10 @@ pub enum RequestError {
     /// item mode.
     #[error("attribute writes need FERRY_MERGE_MODE=attribute")]
     NotAttributeMode,
+    /// An item-versioned write (put, update, delete, transaction entries, stamps) with the
+    /// helper configured for attribute mode: use the attribute writes there.
+    #[error("FERRY_MERGE_MODE=attribute: write with update_attributes/put_attributes (an item version would be refused as a write of the other mode)")]
+    NotItemMode,
     /// A write of a key attribute (keys never change).
     #[error("`{0}` is a key attribute; keys never change")]
     KeyAttribute(String),

@@ -107,6 +107,7 @@ impl Ferry {
         previous: &Previous,
         guard: Guard,
     ) -> Result<(TransactWriteItem, Option<crate::Version>), Error> {
+        self.check_item_mode()?;
         if entry.delete.is_some() {
             return Err(RequestError::HardDelete.into());
         }

@@ -158,6 +158,7 @@ impl Ferry {
     /// A put item may carry a version (it was read, changed and is put back: Ferry replaces it),
     /// but not the marker: an item with data and the marker is a tombstone that hides data.
     pub(crate) fn check_put_item(&self, item: &SdkItem) -> Result<(), RequestError> {
+        self.check_item_mode()?;
         let marker = &self.config.names.tombstone;
         if item.contains_key(marker) {
             return Err(RequestError::FerryAttribute(marker.clone()));
@@ -199,8 +200,18 @@ impl Ferry {
         parts
     }
 
+    /// Item-versioned writes only in item mode: in attribute mode the item version would be a
+    /// write of the other mode, which Ferry's enqueue refuses (it holds the stream there).
+    pub(crate) fn check_item_mode(&self) -> Result<(), RequestError> {
+        match self.config.merge_mode {
+            ferry_core::MergeMode::Item => Ok(()),
+            ferry_core::MergeMode::Attribute => Err(RequestError::NotItemMode),
+        }
+    }
+
     /// The key as the core sees it, exactly the table's key attributes.
     pub(crate) fn check_key(&self, key: &SdkItem) -> Result<Item, RequestError> {
+        self.check_item_mode()?;
         let schema = &self.config.key;
         for name in schema.names() {
             if !key.contains_key(name) {
@@ -536,6 +547,7 @@ impl UpdatePlan {
         expression: Option<&String>,
         app: Parts,
     ) -> Result<Self, Error> {
+        ferry.check_item_mode()?;
         let expression = match expression.filter(|e| !e.trim().is_empty()) {
             Some(text) => UpdateExpression::parse(text).map_err(RequestError::UpdateExpression)?,
             None => UpdateExpression::default(),

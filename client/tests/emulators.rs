@@ -1065,5 +1065,36 @@ async fn attribute_writes_version_each_attribute_they_change(h: Harness) {
         matches!(e, Error::Request(RequestError::NotAttributeMode)),
         "{e}"
     );
+    // And the reverse: item-versioned writes with the helper in attribute mode.
+    let put = ferry
+        .put(
+            h.client
+                .put_item()
+                .table_name(&h.table)
+                .set_item(Some(key("c"))),
+        )
+        .send()
+        .await
+        .expect_err("attribute mode");
+    assert!(
+        matches!(put, Error::Request(RequestError::NotItemMode)),
+        "{put}"
+    );
+    let update = ferry
+        .update(
+            h.client
+                .update_item()
+                .table_name(&h.table)
+                .set_key(Some(key("c")))
+                .update_expression("SET x = :v")
+                .expression_attribute_values(":v", s("v")),
+        )
+        .send()
+        .await
+        .expect_err("attribute mode");
+    assert!(
+        matches!(update, Error::Request(RequestError::NotItemMode)),
+        "{update}"
+    );
     assert_eq!(h.raw("c").await, None);
 }

@@ -370,6 +370,7 @@ pub async fn run(target: &Target, options: &BackfillOptions) -> Result<BackfillR
         t.ping().await?;
         destinations.push((d.clone(), t));
     }
+    super::target::check_peers(&config, &destinations).await?;
     let fresh = Checkpoint::new(
         &target.table_name,
         &options.from,

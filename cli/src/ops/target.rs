@@ -264,7 +264,9 @@ impl Target {
 
     /// Ferry's config as seen from `region`: the key schema from `DescribeTable`, attribute
     /// names, tombstone lifetime and item filter from the same `FERRY_*` variables the
-    /// functions read (defaults otherwise).
+    /// functions read (defaults otherwise). The merge mode the table publishes
+    /// (`ferry:merge-mode`, set by its region's enqueue) is used when `FERRY_MERGE_MODE` is not
+    /// set, and must agree with it when it is: a tool must never write a table in the other mode.
     pub async fn config(&self, region: &str, table: &Table) -> Result<Config, OpsError> {
         let d = table.describe().await?;
         let pk = d.partition_key.ok_or_else(|| {
@@ -273,10 +275,64 @@ impl Target {
                 table.name
             ))
         })?;
-        config_for(region, &pk, d.sort_key.as_deref(), |k| {
+        let published = match &d.arn {
+            // Tags are advice here: a table without them (or without the right to read them)
+            // is judged by the environment alone.
+            Some(arn) => table.tags(arn).await.unwrap_or_default(),
+            None => Vec::new(),
+        };
+        let env_mode = std::env::var("FERRY_MERGE_MODE")
+            .ok()
+            .filter(|m| !m.trim().is_empty());
+        let mut config = config_for(region, &pk, d.sort_key.as_deref(), |k| {
             std::env::var(k).ok()
-        })
+        })?;
+        settle_merge_mode(&mut config, env_mode.is_some(), &published)
+            .map_err(|e| OpsError::Usage(format!("{region}: table {}: {e}", table.name)))?;
+        Ok(config)
     }
+}
+
+/// Refuses to work across regions whose tables publish other settings than `config`'s (the
+/// check every drain makes before writing); an unpublished table is let through.
+pub async fn check_peers(config: &Config, peers: &[(String, Table)]) -> Result<(), OpsError> {
+    for (region, table) in peers {
+        // Unreadable tags (no permission, an emulator without tagging): nothing to check.
+        if let Ok(check) = ferry_aws::peer::check_destination(table, config).await {
+            if check.is_mismatch() {
+                return Err(OpsError::Usage(format!("{region}: {check}")));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Reconciles the config's merge mode with the one `published` on the table: adopted when the
+/// environment said nothing (`explicit` false), an error when it said the other one.
+pub fn settle_merge_mode(
+    config: &mut Config,
+    explicit: bool,
+    published: &[(String, String)],
+) -> Result<(), String> {
+    let Some((_, mode)) = published
+        .iter()
+        .find(|(k, _)| k == ferry_core::peer::TAG_MERGE_MODE)
+    else {
+        return Ok(());
+    };
+    let mode = ferry_core::MergeMode::parse(mode)
+        .map_err(|_| format!("the table publishes an unknown merge mode `{mode}`"))?;
+    if mode == config.merge_mode {
+        return Ok(());
+    }
+    if explicit {
+        return Err(format!(
+            "FERRY_MERGE_MODE={} but the table publishes `{mode}` (ferry:merge-mode, set by its region's enqueue); the tools must use the table's mode",
+            config.merge_mode
+        ));
+    }
+    config.merge_mode = mode;
+    Ok(())
 }
 
 /// The config for `region` with this key schema; the rest from `lookup` (`FERRY_*`), except
@@ -318,6 +374,25 @@ mod tests {
         assert!(parse_endpoint("us-east-1").is_err());
         assert!(parse_endpoint("s3:us-east-1=http://x").is_err());
         assert!(parse_endpoint("us-east-1=localhost:1").is_err());
+    }
+
+    #[test]
+    fn the_published_merge_mode_is_adopted_or_enforced() {
+        use ferry_core::MergeMode;
+        let published = |mode: MergeMode| {
+            let mut c = Config::new("eu-west-1", "pk");
+            c.merge_mode = mode;
+            ferry_core::peer::tags(&c)
+        };
+        let mut c = Config::new("eu-west-1", "pk");
+        settle_merge_mode(&mut c, false, &published(MergeMode::Attribute)).unwrap();
+        assert_eq!(c.merge_mode, MergeMode::Attribute);
+        let mut c = Config::new("eu-west-1", "pk");
+        let e = settle_merge_mode(&mut c, true, &published(MergeMode::Attribute)).unwrap_err();
+        assert!(e.contains("publishes `attribute`"), "{e}");
+        settle_merge_mode(&mut c, true, &[]).unwrap();
+        settle_merge_mode(&mut c, true, &published(MergeMode::Item)).unwrap();
+        assert_eq!(c.merge_mode, MergeMode::Item);
     }
 
     #[test]

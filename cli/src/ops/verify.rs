@@ -279,6 +279,12 @@ pub async fn run(target: &Target, options: &VerifyOptions) -> Result<VerifyRepor
         tables.push(target.table(r).await);
     }
     let config = target.config(&regions[0], &tables[0]).await?;
+    let peers: Vec<(String, Table)> = regions[1..]
+        .iter()
+        .cloned()
+        .zip(tables[1..].iter().cloned())
+        .collect();
+    super::target::check_peers(&config, &peers).await?;
     let dir = match &options.work_dir {
         Some(d) => tempfile::Builder::new()
             .prefix("ferry-verify-")
