@@ -14,13 +14,13 @@
 //!    a message carries (`take_records` bounds a take's memory) — with a long poll, then
 //!    parallel short polls if the first came back full; **unpack** them (an unreadable message
 //!    is dead-lettered whole with the reason), **coalesce** per key across the whole take.
-//! 3. **Write** each key's winner with `Table::put_if(image, apply_condition(..))`, at most
-//!    `max_in_flight` at once. A refused write is **judged**: stale → done; conflict → done,
-//!    counted and logged with both versions; pending → not done. Throttling halves the
-//!    concurrency and pauses with an exponential back-off, and the record is retried in the
-//!    same take. A transport failure (or a configuration error) halts the take: nothing new is
-//!    started, and the drain returns after settling. A record DynamoDB rejects as invalid goes
-//!    to the DLQ; the rest proceeds.
+//! 3. **Write** each key's winner with `Table::put_if(image, apply_condition(..))` (attribute
+//!    mode: merge it into the item, `merge_apply.rs`), at most `max_in_flight` at once. A
+//!    refused write is **judged**: stale → done; conflict → done, counted and logged with both
+//!    versions; pending → not done. Throttling halves the concurrency and pauses with an
+//!    exponential back-off, and the record is retried in the same take. A transport failure (or
+//!    a configuration error) halts the take: nothing new is started, and the drain returns
+//!    after settling. A record DynamoDB rejects as invalid goes to the DLQ; the rest proceeds.
 //! 4. **Settle**: winners not done are put back on the buffer as new messages (packed by the
 //!    core), rejected ones are dead-lettered, and only then is each message whose records are
 //!    all secured deleted. See [`take`] for the rules and the crate's README for why.
@@ -47,7 +47,7 @@ use ferry_aws::{ApplyOutcome, AwsError, Buffer, ErrorKind, ReceivedWithAttribute
 use ferry_core::apply::PendingReason;
 use ferry_core::buffer::pack;
 use ferry_core::item::describe_key;
-use ferry_core::{ChangeRecord, Clock, Config, Judgement};
+use ferry_core::{ChangeRecord, Clock, Config, Judgement, MergeMode, Version};
 use futures::future::BoxFuture;
 use futures::stream::{FuturesUnordered, StreamExt};
 use std::collections::{BTreeMap, VecDeque};
@@ -427,13 +427,12 @@ async fn apply_stage(
     let started = Instant::now();
     let mut report = DrainReport::default();
     let (outcomes, halt) = match merge_apply::dispatch(d, &mut take) {
-        merge_apply::Dispatch::Item => {
-            apply_take(d, &take, &arrival, times, &mut pacing, &mut report).await
-        }
-        merge_apply::Dispatch::Attribute => {
-            merge_apply::apply_take(d, &take, &arrival, times, &mut pacing, &mut report).await
-        }
-        merge_apply::Dispatch::Refused(outcomes, halt) => (outcomes, halt),
+        Some(mode) => apply_take(d, mode, &take, &arrival, times, &mut pacing, &mut report).await,
+        // A record of the other mode: nothing is applied, and the pipeline stops.
+        None => (
+            vec![Outcome::Failed; take.records.len()],
+            Some(StopReason::ModeMismatch),
+        ),
     };
     timing.apply_ms = started.elapsed().as_millis() as u64;
     Applied {
@@ -573,12 +572,80 @@ impl Pacing {
     }
 }
 
-type PutResult = Result<Result<ApplyOutcome, AwsError>, tokio::time::error::Elapsed>;
+/// What one winner's write came to, in either merge mode.
+enum Wrote {
+    Written,
+    Stale,
+    /// A newer version from another region holds the key: done, counted and logged.
+    Conflict {
+        winner: Version,
+        loser: Version,
+    },
+    /// Not done; retried later. The reason as the outcome records it.
+    Pending(String),
+    /// The destination item is of the other merge mode: why. The drain stops.
+    OtherMode(String),
+    /// The record itself cannot be written (nothing was sent): dead-lettered with the reason.
+    Unreadable(String),
+}
 
-/// Writes the take's winners; returns each record's outcome and why the take was halted, if it
-/// was.
+/// The DynamoDB requests one write made, as the report counts them.
+#[derive(Clone, Copy, Default)]
+struct Cost {
+    /// Item mode's conditional put.
+    puts: u64,
+    /// Attribute mode's merge rounds: a read each, and a write unless nothing changed.
+    reads: u64,
+    writes: u64,
+}
+
+impl Cost {
+    const PUT: Cost = Cost {
+        puts: 1,
+        reads: 0,
+        writes: 0,
+    };
+
+    /// A write that failed or was cut: item mode's put was sent; a merge's rounds are unknown
+    /// and counted as none.
+    fn unanswered(mode: MergeMode) -> Cost {
+        match mode {
+            MergeMode::Item => Cost::PUT,
+            MergeMode::Attribute => Cost::default(),
+        }
+    }
+
+    fn count(self, report: &mut DrainReport) {
+        report.merge_reads += self.reads;
+        report.merge_writes += self.writes;
+        report.dynamodb_requests += self.puts + self.reads + self.writes;
+    }
+}
+
+/// One winner's write in item mode: the one LWW apply path (ferry-aws), shared with the
+/// operator tools.
+async fn put(d: &Drainer, record: &ChangeRecord) -> Result<(Wrote, Cost), AwsError> {
+    let wrote = match d.table.apply(record, &d.config).await? {
+        ApplyOutcome::Written => Wrote::Written,
+        ApplyOutcome::Judged(Judgement::Stale { .. }) => Wrote::Stale,
+        ApplyOutcome::Judged(Judgement::Conflict { winner, loser }) => {
+            Wrote::Conflict { winner, loser }
+        }
+        ApplyOutcome::Judged(Judgement::Pending(PendingReason::OtherMode)) => Wrote::OtherMode(format!(
+            "merge mode mismatch: this drain is in item mode, but the destination item {} holds attribute mode's version map `{}`; FERRY_MERGE_MODE must be the same in every region",
+            describe_key(&record.key),
+            d.config.names.versions
+        )),
+        ApplyOutcome::Judged(Judgement::Pending(reason)) => Wrote::Pending(format!("{reason:?}")),
+    };
+    Ok((wrote, Cost::PUT))
+}
+
+/// Writes the take's winners in `mode`; returns each record's outcome and why the take was
+/// halted, if it was. The mode decides only what one winner's write is and what it costs.
 async fn apply_take(
     d: &Drainer,
+    mode: MergeMode,
     take: &Take,
     arrival: &Arrival,
     times: &Times,
@@ -589,14 +656,15 @@ async fn apply_take(
     let mut queue: VecDeque<usize> = take.winners.iter().copied().collect();
     let mut inflight = FuturesUnordered::new();
     let mut halt: Option<StopReason> = None;
-    let put = |i: usize| {
+    let write = |i: usize| {
         let record = &take.records[i];
-        async move {
-            // The one LWW apply path (ferry-aws), shared with the operator tools.
-            let result: PutResult =
-                tokio::time::timeout_at(times.put_cut, d.table.apply(record, &d.config)).await;
-            (i, result)
-        }
+        let write = async move {
+            match mode {
+                MergeMode::Item => put(d, record).await,
+                MergeMode::Attribute => merge_apply::merge(d, record).await,
+            }
+        };
+        async move { (i, tokio::time::timeout_at(times.put_cut, write).await) }
     };
     // Halts keep the most serious reason (the enum's order).
     let raise = |halt: &mut Option<StopReason>, reason: StopReason| {
@@ -613,8 +681,7 @@ async fn apply_take(
         if halt.is_none() && Instant::now() >= pacing.pause_until {
             while inflight.len() < pacing.limit {
                 let Some(i) = queue.pop_front() else { break };
-                report.dynamodb_requests += 1;
-                inflight.push(put(i));
+                inflight.push(write(i));
             }
         }
         if inflight.is_empty() && (queue.is_empty() || halt.is_some()) {
@@ -627,14 +694,22 @@ async fn apply_take(
             Some((i, result)) = inflight.next(), if !inflight.is_empty() => {
                 let now = Instant::now();
                 let record = &take.records[i];
+                let (cost, answered) = match &result {
+                    // A record refused before anything was sent is no answer of the destination.
+                    Ok(Ok((wrote, cost))) => (*cost, !matches!(wrote, Wrote::Unreadable(_))),
+                    _ => (Cost::unanswered(mode), false),
+                };
+                cost.count(report);
+                if answered {
+                    pacing.on_answer();
+                }
                 match result {
                     Err(_) => {
                         report.cut += 1;
                         outcomes[i] = Outcome::Failed;
                         raise(&mut halt, StopReason::Budget);
                     }
-                    Ok(Ok(ApplyOutcome::Written)) => {
-                        pacing.on_answer();
+                    Ok(Ok((Wrote::Written, _))) => {
                         report.applied += 1;
                         outcomes[i] = Outcome::Applied;
                         let applied_at = (d.clock)();
@@ -648,21 +723,28 @@ async fn apply_take(
                             retried: take.attempts_of(i) > 0,
                         });
                     }
-                    Ok(Ok(ApplyOutcome::Judged(Judgement::Pending(PendingReason::OtherMode)))) => {
-                        pacing.on_answer();
-                        let why = format!(
-                            "merge mode mismatch: this drain is in item mode, but the destination item {} holds attribute mode's version map `{}`; FERRY_MERGE_MODE must be the same in every region",
-                            describe_key(&record.key),
-                            d.config.names.versions
-                        );
+                    Ok(Ok((Wrote::Stale, _))) => {
+                        report.stale += 1;
+                        outcomes[i] = Outcome::Stale;
+                    }
+                    Ok(Ok((Wrote::Conflict { winner, loser }, _))) => {
+                        conflict(d, record, winner, loser, report);
+                        outcomes[i] = Outcome::Conflict;
+                    }
+                    Ok(Ok((Wrote::Pending(reason), _))) => {
+                        report.pending += 1;
+                        tracing::debug!(key = %describe_key(&record.key), reason = %reason, "pending");
+                        outcomes[i] = Outcome::Pending(reason);
+                    }
+                    Ok(Ok((Wrote::OtherMode(why), _))) => {
                         tracing::error!(mismatch = true, reason = %why, "merge mode mismatch: stopping");
                         d.peer.stop(StopReason::ModeMismatch, why);
                         outcomes[i] = Outcome::Failed;
                         raise(&mut halt, StopReason::ModeMismatch);
                     }
-                    Ok(Ok(ApplyOutcome::Judged(judgement))) => {
-                        pacing.on_answer();
-                        outcomes[i] = judged(d, record, judgement, report);
+                    Ok(Ok((Wrote::Unreadable(reason), _))) => {
+                        tracing::warn!(key = %describe_key(&record.key), reason = %reason, "unreadable record: dead-lettering it");
+                        outcomes[i] = Outcome::Invalid(reason);
                     }
                     Ok(Err(e)) => match e.kind {
                         ErrorKind::Throttled => {
@@ -708,42 +790,29 @@ async fn apply_take(
     (outcomes, halt)
 }
 
-/// The core's judgement of a refused write, counted (and logged for a conflict).
-fn judged(
+/// A conflict: counted, logged with both versions and sampled in the report.
+fn conflict(
     d: &Drainer,
     record: &ChangeRecord,
-    judgement: Judgement,
+    winner: Version,
+    loser: Version,
     report: &mut DrainReport,
-) -> Outcome {
-    match judgement {
-        Judgement::Stale { .. } => {
-            report.stale += 1;
-            Outcome::Stale
-        }
-        Judgement::Conflict { winner, loser } => {
-            report.conflicts += 1;
-            let key = describe_key(&record.key);
-            tracing::warn!(
-                conflict = true,
-                key = %key,
-                winner = %winner,
-                loser = %loser,
-                "conflict: a newer version from another region already holds the key"
-            );
-            if report.conflict_samples.len() < d.settings.conflict_samples {
-                report.conflict_samples.push(ConflictSample {
-                    key,
-                    winner: winner.to_string(),
-                    loser: loser.to_string(),
-                });
-            }
-            Outcome::Conflict
-        }
-        Judgement::Pending(reason) => {
-            report.pending += 1;
-            tracing::debug!(key = %describe_key(&record.key), ?reason, "pending");
-            Outcome::Pending(format!("{reason:?}"))
-        }
+) {
+    report.conflicts += 1;
+    let key = describe_key(&record.key);
+    tracing::warn!(
+        conflict = true,
+        key = %key,
+        winner = %winner,
+        loser = %loser,
+        "conflict: a newer version from another region already holds the key"
+    );
+    if report.conflict_samples.len() < d.settings.conflict_samples {
+        report.conflict_samples.push(ConflictSample {
+            key,
+            winner: winner.to_string(),
+            loser: loser.to_string(),
+        });
     }
 }
 

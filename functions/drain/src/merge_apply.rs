@@ -1,17 +1,16 @@
 //! The drain in attribute merge mode (`docs/attribute-merge.md`): the take's records of each
 //! key are merged into one state (never coalesced by picking the newest), and each key's state
-//! is merged into the destination item by `ferry_aws`'s read–merge–conditional update. Also the
-//! check, in both modes, that every record is of the configured mode.
+//! is merged into the destination item by `ferry_aws`'s read–merge–conditional update (one
+//! winner's write; the apply loop is item mode's, in `lib.rs`). Also the check, in both modes,
+//! that every record is of the configured mode.
 
-use crate::report::{DrainReport, LagParts, StopReason};
-use crate::take::{Outcome, Take};
-use crate::{Arrival, Drainer, Pacing, Times};
-use ferry_aws::{ErrorKind, MergeOutcome};
+use crate::report::StopReason;
+use crate::take::Take;
+use crate::{Cost, Drainer, Wrote};
+use ferry_aws::{AwsError, MergeOutcome, MAX_MERGE_ROUNDS};
 use ferry_core::item::describe_key;
 use ferry_core::merge::{image_mode, merge_into, AttrState, Unversioned};
-use ferry_core::MergeMode;
-use futures::stream::{self, StreamExt};
-use tokio::time::Instant;
+use ferry_core::{ChangeRecord, MergeMode};
 
 /// Checks every record's mode against the configuration. `Err`: the take must not be applied.
 pub(crate) fn check_modes(d: &Drainer, take: &Take) -> Result<(), String> {
@@ -77,181 +76,56 @@ pub(crate) fn coalesce_by_merge(d: &Drainer, take: &mut Take) {
     }
 }
 
-enum Attempt {
-    /// The budget ran out (or a stop came) before the key's turn.
-    NotStarted,
-    /// The record's own version map cannot be read: poison, dead-lettered with the reason.
-    Unreadable(String),
-    /// Abandoned at the budget's end.
-    Cut,
-    Done(Result<MergeOutcome, ferry_aws::AwsError>),
-}
-
-/// Applies the take's winners in attribute mode. The same outcomes and halts as item mode's
-/// `apply_take`: throttled → re-queued, transport → halt, invalid → DLQ.
-pub(crate) async fn apply_take(
-    d: &Drainer,
-    take: &Take,
-    arrival: &Arrival,
-    times: &Times,
-    pacing: &mut Pacing,
-    report: &mut DrainReport,
-) -> (Vec<Outcome>, Option<StopReason>) {
-    let mut outcomes = vec![Outcome::Unattempted; take.records.len()];
-    let mut halt: Option<StopReason> = None;
-    let limit = pacing.limit.max(1);
-    let results: Vec<(usize, Attempt)> = stream::iter(take.winners.iter().copied())
-        .map(|w| async move {
-            if Instant::now() >= times.apply_end || d.settings.stop.is_cancelled() {
-                return (w, Attempt::NotStarted);
-            }
-            let record = &take.records[w];
-            let incoming = match AttrState::read(&record.image, &d.config) {
-                Ok(r) => r.state,
-                Err(e) => return (w, Attempt::Unreadable(e.to_string())),
-            };
-            let merged = d.table.merge_into(
-                &record.key,
-                |_| incoming.clone(),
-                Unversioned::Wait,
-                &d.config,
-            );
-            match tokio::time::timeout_at(times.put_cut, merged).await {
-                Ok(result) => (w, Attempt::Done(result)),
-                Err(_) => (w, Attempt::Cut),
-            }
-        })
-        .buffer_unordered(limit)
-        .collect()
-        .await;
-    for (w, attempt) in results {
-        let record = &take.records[w];
-        let result = match attempt {
-            Attempt::NotStarted => {
-                halt.get_or_insert(StopReason::Budget);
-                continue;
-            }
-            Attempt::Unreadable(reason) => {
-                tracing::warn!(key = %describe_key(&record.key), reason = %reason, "unreadable version map: dead-lettering the record");
-                outcomes[w] = Outcome::Invalid(format!("unreadable version map: {reason}"));
-                continue;
-            }
-            Attempt::Cut => {
-                report.cut += 1;
-                outcomes[w] = Outcome::Failed;
-                halt.get_or_insert(StopReason::Budget);
-                continue;
-            }
-            Attempt::Done(r) => r,
-        };
-        match result {
-            Ok(MergeOutcome::Written { rounds, .. }) => {
-                pacing.on_answer();
-                report.merge_reads += u64::from(rounds);
-                report.merge_writes += u64::from(rounds);
-                report.dynamodb_requests += 2 * u64::from(rounds);
-                report.applied += 1;
-                outcomes[w] = Outcome::Applied;
-                let applied_at = (d.clock)();
-                report
-                    .lag_ms
-                    .push(applied_at.saturating_sub(record.written_at_ms));
-                let sent = arrival
-                    .sent_at_ms
-                    .get(take.message_of[w])
-                    .copied()
-                    .unwrap_or(0);
-                report.lag_parts_ms.push(LagParts {
-                    to_buffer: sent.saturating_sub(record.written_at_ms),
-                    in_buffer: arrival.received_at_ms.saturating_sub(sent),
-                    in_drain: applied_at.saturating_sub(arrival.received_at_ms),
-                    retried: take.attempts_of(w) > 0,
-                });
-            }
-            Ok(MergeOutcome::Unchanged { rounds }) => {
-                pacing.on_answer();
-                report.merge_reads += u64::from(rounds);
-                report.merge_writes += u64::from(rounds - 1);
-                report.dynamodb_requests += 2 * u64::from(rounds) - 1;
-                report.stale += 1;
-                outcomes[w] = Outcome::Stale;
-            }
-            Ok(MergeOutcome::Pending { unversioned }) => {
-                report.merge_reads += 1;
-                report.dynamodb_requests += 1;
-                report.pending += 1;
-                outcomes[w] = Outcome::Pending(format!("Unversioned({unversioned:?})"));
-            }
-            Ok(MergeOutcome::Contended) => {
-                let rounds = u64::from(ferry_aws::MAX_MERGE_ROUNDS);
-                report.merge_reads += rounds;
-                report.merge_writes += rounds;
-                report.dynamodb_requests += 2 * rounds;
-                report.pending += 1;
-                outcomes[w] = Outcome::Pending("Contended".into());
-            }
-            Ok(MergeOutcome::Invalid(reason)) => {
-                report.pending += 1;
-                outcomes[w] = Outcome::Pending(format!("InvalidStoredVersion({reason})"));
-            }
-            Err(e) => match e.kind {
-                ErrorKind::Throttled => {
-                    report.throttled += 1;
-                    pacing.on_throttle(Instant::now());
-                    outcomes[w] = Outcome::Throttled;
-                }
-                ErrorKind::Transport => {
-                    report.transport_failures += 1;
-                    outcomes[w] = Outcome::Failed;
-                    halt = Some(halt.map_or(StopReason::DestinationUnreachable, |h| {
-                        h.max(StopReason::DestinationUnreachable)
-                    }));
-                }
-                ErrorKind::Invalid => {
-                    let code = e.code.as_deref().unwrap_or("invalid request");
-                    outcomes[w] =
-                        Outcome::Invalid(format!("{} {code}: {}", e.operation, e.message));
-                }
-                ErrorKind::Other => {
-                    tracing::error!(key = %describe_key(&record.key), error = %e, "destination merge failed: halting");
-                    report.other_errors += 1;
-                    outcomes[w] = Outcome::Failed;
-                    halt = Some(halt.map_or(StopReason::DestinationError, |h| {
-                        h.max(StopReason::DestinationError)
-                    }));
-                }
-            },
+/// One winner's write in attribute mode: its state merged into the destination item. A record
+/// whose own version map cannot be read is poison: nothing is sent and it is dead-lettered.
+pub(crate) async fn merge(d: &Drainer, record: &ChangeRecord) -> Result<(Wrote, Cost), AwsError> {
+    let incoming = match AttrState::read(&record.image, &d.config) {
+        Ok(r) => r.state,
+        Err(e) => {
+            let reason = format!("unreadable version map: {e}");
+            return Ok((Wrote::Unreadable(reason), Cost::default()));
         }
-    }
-    (outcomes, halt)
+    };
+    let merged = d.table.merge_into(
+        &record.key,
+        |_| incoming.clone(),
+        Unversioned::Wait,
+        &d.config,
+    );
+    let cost = |reads: u32, writes: u32| Cost {
+        puts: 0,
+        reads: u64::from(reads),
+        writes: u64::from(writes),
+    };
+    Ok(match merged.await? {
+        MergeOutcome::Written { rounds, .. } => (Wrote::Written, cost(rounds, rounds)),
+        // The last round found nothing to change: a read without a write.
+        MergeOutcome::Unchanged { rounds } => (Wrote::Stale, cost(rounds, rounds - 1)),
+        MergeOutcome::Pending { unversioned } => (
+            Wrote::Pending(format!("Unversioned({unversioned:?})")),
+            cost(1, 0),
+        ),
+        MergeOutcome::Contended => (
+            Wrote::Pending("Contended".into()),
+            cost(MAX_MERGE_ROUNDS, MAX_MERGE_ROUNDS),
+        ),
+        MergeOutcome::Invalid(reason) => (
+            Wrote::Pending(format!("InvalidStoredVersion({reason})")),
+            Cost::default(),
+        ),
+    })
 }
 
-/// The apply stage's dispatch on the merge mode: item mode's `apply_take`, attribute mode's,
-/// or — for a record of the other mode — nothing applied and the pipeline stopped.
-pub(crate) enum Dispatch {
-    Item,
-    Attribute,
-    Refused(Vec<Outcome>, Option<StopReason>),
-}
-
-pub(crate) fn dispatch(d: &Drainer, take: &mut Take) -> Dispatch {
-    let records = take.records.len();
-    let refused = |why: String| {
+/// The apply stage's dispatch on the merge mode: the mode to apply the take in, or `None` for
+/// a take holding a record of the other mode (the stop is recorded: nothing may be applied).
+pub(crate) fn dispatch(d: &Drainer, take: &mut Take) -> Option<MergeMode> {
+    if let Err(why) = check_modes(d, take) {
         tracing::error!(mismatch = true, reason = %why, "merge mode mismatch: stopping");
         d.peer.stop(StopReason::ModeMismatch, why);
-        Dispatch::Refused(
-            vec![Outcome::Failed; records],
-            Some(StopReason::ModeMismatch),
-        )
-    };
-    if let Err(why) = check_modes(d, take) {
-        return refused(why);
+        return None;
     }
-    match d.config.merge_mode {
-        MergeMode::Item => Dispatch::Item,
-        MergeMode::Attribute => {
-            coalesce_by_merge(d, take);
-            Dispatch::Attribute
-        }
+    if d.config.merge_mode == MergeMode::Attribute {
+        coalesce_by_merge(d, take);
     }
+    Some(d.config.merge_mode)
 }
