@@ -620,12 +620,11 @@ async fn a_destination_in_the_other_mode_stops_the_drain_before_anything_is_lost
     );
     assert_eq!(pair.get("a").await, None);
 
-    // Same mode, other attribute names: a settings mismatch.
+    // Same mode, other attribute names: a settings mismatch (re-read at every call).
     let mut renamed = Config::new("eu-west-1", "pk");
     renamed.names.ts = "version_ms".into();
     table.tag(&arn, &tags(&renamed)).await.expect("tag");
-    let fresh = pair.drainer().await;
-    let report = drain(&fresh).await;
+    let report = drain(&drainer).await;
     assert_eq!(
         report.stop_reason,
         StopReason::SettingsMismatch,
@@ -633,13 +632,14 @@ async fn a_destination_in_the_other_mode_stops_the_drain_before_anything_is_lost
     );
     assert_eq!(report.received, 0);
 
-    // Agreeing tags: the same backlog drains.
+    // The destination is fixed (it publishes agreeing settings): the same drainer resumes at
+    // its next call — no redeploy — and the backlog drains.
     table
         .tag(&arn, &tags(&Config::new("eu-west-1", "pk")))
         .await
         .expect("tag");
-    let agreeing = pair.drainer().await;
-    let report = drain(&agreeing).await;
+    let report = drain(&drainer).await;
+    assert!(drainer.peer.mismatch().is_none());
     assert_eq!(
         (report.applied, report.stop_reason),
         (2, StopReason::Idle),
@@ -668,7 +668,7 @@ async fn a_destination_in_the_other_mode_stops_the_drain_before_anything_is_lost
         Some(merged),
         "the item is left as it is"
     );
-    // Stopped for good: the next call takes nothing (the record waits on the buffer).
+    // Stopped (for `peer_gate::HOLD`): the next call takes nothing (the record waits).
     let again = drain(&drainer).await;
     assert_eq!(
         (again.stop_reason, again.received),
