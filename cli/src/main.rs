@@ -250,9 +250,15 @@ async fn local_up(a: UpArgs) -> ExitCode {
     wait_for_signal().await;
     serve.abort();
     status.abort();
+    // An aborted task drops its clone of the cluster only once it has been awaited.
+    let _ = serve.await;
+    let _ = status.await;
     control::remove_state(std::process::id());
-    if let Ok(c) = std::sync::Arc::try_unwrap(cluster) {
-        c.shutdown().await;
+    match std::sync::Arc::try_unwrap(cluster) {
+        Ok(c) => c.shutdown().await,
+        Err(_) => eprintln!(
+            "ferry local up: the cluster is still in use; its emulators stop with this process"
+        ),
     }
     ExitCode::SUCCESS
 }
