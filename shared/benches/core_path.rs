@@ -202,17 +202,6 @@ fn config() -> Config {
     c
 }
 
-/// This thread's CPU time.
-fn thread_cpu() -> Duration {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes the timespec it is given; the clock id is a constant.
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
-}
-
 /// Enqueue: the forwarded change records, packed into message bodies.
 fn enqueue(records: Vec<EventRecord>, config: &Config) -> (Vec<ChangeRecord>, Vec<String>) {
     let mut forwards = Vec::with_capacity(records.len());
@@ -269,26 +258,26 @@ impl Stages {
 }
 
 fn run_once(input: Vec<EventRecord>, config: &Config) -> Stages {
-    let t0 = thread_cpu();
+    let t0 = ferry_measure::thread_cpu();
     let mut forwards = Vec::with_capacity(input.len());
     for record in input {
         if let Ok(Classified::Forward(change)) = classify(record, config) {
             forwards.push(change);
         }
     }
-    let t1 = thread_cpu();
+    let t1 = ferry_measure::thread_cpu();
     let bodies: Vec<String> = pack(&forwards)
         .expect("packs")
         .into_iter()
         .flatten()
         .map(|m| m.body)
         .collect();
-    let t2 = thread_cpu();
+    let t2 = ferry_measure::thread_cpu();
     let mut records = Vec::new();
     for body in &bodies {
         records.extend(unpack(body).expect("unpacks"));
     }
-    let t3 = thread_cpu();
+    let t3 = ferry_measure::thread_cpu();
     let winner = winner_of(&records);
     let mut done = 0;
     for (w, record) in records.iter().enumerate() {
@@ -299,9 +288,9 @@ fn run_once(input: Vec<EventRecord>, config: &Config) -> Stages {
         done += judge(record, Some(&record.image), config).is_done() as usize;
     }
     assert_eq!(done, BATCH);
-    let t4 = thread_cpu();
+    let t4 = ferry_measure::thread_cpu();
     drop(black_box((forwards, bodies, records, winner)));
-    let t5 = thread_cpu();
+    let t5 = ferry_measure::thread_cpu();
     Stages {
         classify: t1 - t0,
         pack: t2 - t1,
@@ -349,11 +338,11 @@ fn bench(c: &mut Criterion) {
             let mut total = Duration::ZERO;
             for _ in 0..iters {
                 let records = input.clone();
-                let start = thread_cpu();
+                let start = ferry_measure::thread_cpu();
                 let (forwards, bodies) = enqueue(black_box(records), &config);
                 let (records, done) = drain(&bodies, &config);
                 drop(black_box((forwards, bodies, records, done)));
-                total += thread_cpu() - start;
+                total += ferry_measure::thread_cpu() - start;
             }
             total
         })

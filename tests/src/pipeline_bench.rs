@@ -186,7 +186,7 @@ fn expected_records() -> u64 {
 
 /// Prints the child's RESULT line: its counts plus CPU since `before` and peak RSS.
 fn result_line(role: &str, before: (i64, i64), start_ms: u64, fields: Value) {
-    let after = rusage();
+    let after = cpu_us();
     let mut line = json!({
         "role": role,
         "start_ms": start_ms,
@@ -194,7 +194,7 @@ fn result_line(role: &str, before: (i64, i64), start_ms: u64, fields: Value) {
         "user_us": after.0 - before.0,
         "sys_us": after.1 - before.1,
         "cpu_us": (after.0 - before.0) + (after.1 - before.1),
-        "peak_rss_kb": vm_hwm_kb(),
+        "peak_rss_kb": peak_rss_kb(),
     });
     if let (Some(l), Value::Object(f)) = (line.as_object_mut(), fields) {
         l.extend(f);
@@ -211,7 +211,7 @@ fn enqueue_child() {
         let enqueuer = ferry_enqueue::connect(&settings, &base, ferry_core::clock::system())
             .await
             .expect("enqueuer");
-        let before = rusage();
+        let before = cpu_us();
         let start_ms = ferry_core::clock::system_now_ms();
         let (mut forwarded, mut sqs, mut records, mut rss_first) = (0, 0, 0, 0);
         for (i, file) in event_files().iter().enumerate() {
@@ -225,7 +225,7 @@ fn enqueue_child() {
             sqs += outcome.counts.sqs_requests;
             records += outcome.counts.records;
             if i == 0 {
-                rss_first = vm_hwm_kb();
+                rss_first = peak_rss_kb();
             }
         }
         result_line(
@@ -257,7 +257,7 @@ fn drain_child() {
         drainer.settings.return_when_idle = true;
         drainer.settings.receive_wait_s = 1;
         let expected = expected_records();
-        let before = rusage();
+        let before = cpu_us();
         let start_ms = ferry_core::clock::system_now_ms();
         let t = Instant::now();
         let mut total = ferry_drain::DrainReport::default();
@@ -268,7 +268,7 @@ fn drain_child() {
             total.absorb(&report);
             calls += 1;
         }
-        let rss = vm_hwm_kb();
+        let rss = peak_rss_kb();
         let report = serde_json::to_value(&total).expect("report");
         result_line(
             "drain",
@@ -292,7 +292,7 @@ fn naive_enqueue_child() {
             .await
             .expect("enqueuer");
         let buffer = &enqueuer.destinations()[0].buffer;
-        let before = rusage();
+        let before = cpu_us();
         let start_ms = ferry_core::clock::system_now_ms();
         let (mut sqs, mut records) = (0usize, 0usize);
         for file in event_files() {
@@ -328,7 +328,7 @@ fn naive_drain_child() {
     rt.block_on(async {
         let drainer = drainer().await;
         let expected = expected_records();
-        let before = rusage();
+        let before = cpu_us();
         let start_ms = ferry_core::clock::system_now_ms();
         let t = Instant::now();
         let (mut done, mut sqs, mut receives, mut puts) = (0u64, 0u64, 0u64, 0u64);
@@ -405,7 +405,7 @@ fn paced_enqueue_child() {
         let period = Duration::from_secs_f64(per_event as f64 / rate.max(1) as f64);
         let start = tokio::time::Instant::now();
         let start_ms = ferry_core::clock::system_now_ms();
-        let before = rusage();
+        let before = cpu_us();
         let (mut records, mut late, mut sqs) = (0usize, 0usize, 0usize);
         let mut written = std::collections::HashSet::new();
         let mut e = 0u32;
@@ -453,7 +453,7 @@ fn continuous_drain_child() {
         let stop = stop_on_stdin_eof();
         let mut drainer = drainer().await;
         drainer.settings.receive_wait_s = 1;
-        let before = rusage();
+        let before = cpu_us();
         let start_ms = ferry_core::clock::system_now_ms();
         let mut total = ferry_drain::DrainReport::default();
         let (mut calls, mut unreachable) = (0, 0);
@@ -476,36 +476,6 @@ fn continuous_drain_child() {
                    "unreachable_calls": unreachable, "report": report}),
         );
     });
-}
-
-/// The peak resident set of this process since its `exec` (`VmHWM`), KiB.
-fn vm_hwm_kb() -> i64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmHWM:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        })
-        .unwrap_or(0)
-}
-
-/// The machine's 1-minute load average (`/proc/loadavg`): beside every figure, since the
-/// machine is shared.
-fn load_1min() -> f64 {
-    std::fs::read_to_string("/proc/loadavg")
-        .ok()
-        .and_then(|s| s.split_whitespace().next().and_then(|v| v.parse().ok()))
-        .unwrap_or(f64::NAN)
-}
-
-/// (user µs, system µs) of this process, all threads.
-fn rusage() -> (i64, i64) {
-    // SAFETY: getrusage only writes the struct it is given.
-    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
-    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) };
-    let us = |t: libc::timeval| t.tv_sec * 1_000_000 + t.tv_usec;
-    (us(u.ru_utime), us(u.ru_stime))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -536,11 +506,11 @@ async fn run(args: &Args) -> Value {
     let moto = Moto::start().await.expect("moto");
     let mut scenarios = serde_json::Map::new();
     for name in &args.scenarios {
-        let load_before = load_1min();
+        let load_before = ferry_measure::load_1min();
         let started = ferry_core::clock::system_now_ms();
         if let Some(seconds) = name.strip_prefix("outage").and_then(|s| s.parse().ok()) {
             let mut figures = outage(&moto, args, name, seconds).await;
-            figures["load_1min"] = json!([load_before, load_1min()]);
+            figures["load_1min"] = json!([load_before, ferry_measure::load_1min()]);
             figures["started_ms"] = json!(started);
             scenarios.insert(name.clone(), figures);
             continue;
@@ -566,7 +536,7 @@ async fn run(args: &Args) -> Value {
         };
         let (enq, drn) = run_children(&stage, roles, false, None).await;
         let mut figures = figures(&stage, &enq, &drn, in_flight, delay);
-        figures["load_1min"] = json!([load_before, load_1min()]);
+        figures["load_1min"] = json!([load_before, ferry_measure::load_1min()]);
         figures["started_ms"] = json!(started);
         print_scenario(&figures);
         scenarios.insert(name.clone(), figures);
@@ -1084,7 +1054,7 @@ async fn instructions(moto: &Moto, args: &Args) -> Value {
             args.per_event,
         )
         .await;
-        let load = load_1min();
+        let load = ferry_measure::load_1min();
         let prefix = args.work_dir.join(format!("cg{events}"));
         let t = Instant::now();
         run_children(&stage, ["__enqueue", "__drain"], true, Some(&prefix)).await;
@@ -1095,7 +1065,7 @@ async fn instructions(moto: &Moto, args: &Args) -> Value {
             "  callgrind, {events} event(s): enqueue {e} instructions, drain {d} ({:.0} s)",
             t.elapsed().as_secs_f64()
         );
-        totals.push((e, d, load, load_1min()));
+        totals.push((e, d, load, ferry_measure::load_1min()));
     }
     let records = 2.0 * args.per_event as f64;
     let per = |a: u64, b: u64| (b as f64 - a as f64) / records;
@@ -1167,4 +1137,15 @@ async fn count_items(ddb: &aws_sdk_dynamodb::Client, table: &str) -> u64 {
             return total;
         }
     }
+}
+
+/// `ferry_measure` in the units of the children's RESULT lines.
+fn peak_rss_kb() -> i64 {
+    ferry_measure::peak_rss_kib().unwrap_or(0) as i64
+}
+
+/// (user µs, system µs) of this process, all threads.
+fn cpu_us() -> (i64, i64) {
+    let (user, system) = ferry_measure::process_cpu();
+    (user.as_micros() as i64, system.as_micros() as i64)
 }

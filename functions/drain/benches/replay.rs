@@ -113,12 +113,12 @@ fn drain_child() {
         let mut drainer = env.connect(&base, ferry_core::clock::system()).await;
         drainer.settings.return_when_idle = true;
         drainer.settings.receive_wait_s = 0;
-        let before = rusage();
-        let hwm_before = vm_hwm_kb();
+        let before = cpu_us();
+        let hwm_before = peak_rss_kb();
         let t = Instant::now();
         let report = ferry_drain::drain(&drainer).await;
         let wall = t.elapsed();
-        let after = rusage();
+        let after = cpu_us();
         let cpu_us = (after.0 - before.0) + (after.1 - before.1);
         let line = serde_json::json!({
             "report": report,
@@ -126,33 +126,11 @@ fn drain_child() {
             "user_us": after.0 - before.0,
             "sys_us": after.1 - before.1,
             "cpu_us": cpu_us,
-            "peak_rss_kb": vm_hwm_kb(),
+            "peak_rss_kb": peak_rss_kb(),
             "peak_rss_before_kb": hwm_before,
-            "ru_maxrss_kb": after.2,
         });
         println!("RESULT {line}");
     });
-}
-
-/// The peak resident set of this process since its `exec` (`VmHWM`), KiB.
-fn vm_hwm_kb() -> i64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmHWM:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        })
-        .unwrap_or(0)
-}
-
-/// (user µs, system µs, `ru_maxrss` KiB) of this process, all threads.
-fn rusage() -> (i64, i64, i64) {
-    // SAFETY: getrusage only writes the struct it is given.
-    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
-    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) };
-    let us = |t: libc::timeval| t.tv_sec * 1_000_000 + t.tv_usec;
-    (us(u.ru_utime), us(u.ru_stime), u.ru_maxrss)
 }
 
 async fn run(args: Args) {
@@ -289,8 +267,7 @@ async fn scenario_run(
     let rss_before_mib = r["peak_rss_before_kb"].as_i64().unwrap_or(0) as f64 / 1024.0;
     println!(
         "[{scenario}] drain process peak RSS (VmHWM) before draining {rss_before_mib:.1} MiB, \
-         after {rss_mib:.1} MiB (ru_maxrss, inherited from the parent: {} MiB)",
-        r["ru_maxrss_kb"].as_i64().unwrap_or(0) / 1024
+         after {rss_mib:.1} MiB"
     );
     println!(
         "[{scenario}] {} records in {:.2} s: {rate:.0} records/s, {cpu_per:.1} µs CPU/record \
@@ -329,7 +306,7 @@ fn logic_cost(records: usize, size: usize) {
         .collect();
     let config = ferry_core::Config::new(SOURCE, "pk");
     let stored = backlog[0].image.clone();
-    let before = thread_cpu_us();
+    let before = ferry_measure::thread_cpu().as_micros() as i64;
     let mut unpacked = Vec::with_capacity(records);
     for body in &bodies {
         unpacked.extend(ferry_core::buffer::unpack(body).expect("unpack"));
@@ -343,21 +320,13 @@ fn logic_cost(records: usize, size: usize) {
         std::hint::black_box((expression, item));
         judged_done += ferry_core::judge(r, Some(&stored), &config).is_done() as usize;
     }
-    let cpu = thread_cpu_us() - before;
+    let cpu = ferry_measure::thread_cpu().as_micros() as i64 - before;
     assert_eq!(newest.len(), records);
     std::hint::black_box(judged_done);
     println!(
         "drain logic without I/O (unpack, coalesce, condition, SDK item, judge): {:.2} µs CPU/record",
         cpu as f64 / records as f64
     );
-}
-
-fn thread_cpu_us() -> i64 {
-    // SAFETY: getrusage only writes the struct it is given.
-    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
-    unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut u) };
-    let us = |t: libc::timeval| t.tv_sec * 1_000_000 + t.tv_usec;
-    us(u.ru_utime) + us(u.ru_stime)
 }
 
 /// Records of about `size` bytes: a key, the version, and a random alphanumeric payload (it
@@ -431,4 +400,15 @@ async fn count_items(ddb: &aws_sdk_dynamodb::Client, table: &str) -> u64 {
             return total;
         }
     }
+}
+
+/// `ferry_measure` in the units of this bench's JSON lines.
+fn peak_rss_kb() -> i64 {
+    ferry_measure::peak_rss_kib().unwrap_or(0) as i64
+}
+
+/// (user µs, system µs) of this process.
+fn cpu_us() -> (i64, i64) {
+    let (user, system) = ferry_measure::process_cpu();
+    (user.as_micros() as i64, system.as_micros() as i64)
 }

@@ -19,14 +19,6 @@ use std::time::Instant;
 const TABLES: [&str; 4] = ["tab1", "tab2", "tab3", "tab4"];
 const IN_FLIGHT: usize = 64;
 
-fn cpu_us() -> i64 {
-    // SAFETY: getrusage only writes the struct it is given.
-    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
-    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) };
-    let us = |t: libc::timeval| t.tv_sec * 1_000_000 + t.tv_usec;
-    us(u.ru_utime) + us(u.ru_stime)
-}
-
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let usage = "usage: put_cost serve | put_cost <endpoint> <sdk|sdk-mt|raw> <n> <table>";
@@ -87,13 +79,13 @@ fn measure(endpoint: &str, mode: &str, n: usize, table: &str) {
     rt.block_on(async move {
         let payload = "x".repeat(900);
         let t = Instant::now();
-        let c0 = cpu_us();
+        let c0 = process_cpu_us();
         let ok = if mode == "raw" {
             raw(endpoint, n, table, &payload).await
         } else {
             sdk(endpoint, n, table, &payload).await
         };
-        let cpu = cpu_us() - c0;
+        let cpu = process_cpu_us() - c0;
         let secs = t.elapsed().as_secs_f64();
         println!(
             "{mode}: {ok}/{n} written in {secs:.2} s: {:.0}/s, {:.1} µs CPU/put",
@@ -176,4 +168,10 @@ async fn raw(endpoint: &str, n: usize, table: &str, payload: &str) -> usize {
         .filter(|ok| futures::future::ready(*ok))
         .count()
         .await
+}
+
+/// CPU time of this process, all threads, µs.
+fn process_cpu_us() -> i64 {
+    let (user, system) = ferry_measure::process_cpu();
+    (user + system).as_micros() as i64
 }

@@ -85,17 +85,6 @@ fn report_requests() {
     }
 }
 
-/// This thread's CPU time, ns.
-fn thread_cpu_ns() -> u128 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes the timespec it is given; the clock id is a constant.
-    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    ts.tv_sec as u128 * 1_000_000_000 + ts.tv_nsec as u128
-}
-
 /// Per-record CPU time of the whole path, median and best of 30 runs (a batch's drop included).
 fn report_cpu_time() {
     let config = config();
@@ -110,9 +99,9 @@ fn report_cpu_time() {
             let (payload, _) = event_of(n, make);
             let mut runs: Vec<u128> = (0..30)
                 .map(|_| {
-                    let start = thread_cpu_ns();
+                    let start = ferry_measure::thread_cpu().as_nanos();
                     black_box(cpu_path(black_box(&payload), &config));
-                    thread_cpu_ns() - start
+                    ferry_measure::thread_cpu().as_nanos() - start
                 })
                 .collect();
             runs.sort_unstable();
