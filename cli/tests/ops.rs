@@ -374,6 +374,12 @@ async fn status_shows_the_outage_and_dlq_redrive_after_the_fix() {
     let healthy = status::run(&t, &[], false).await.expect("status");
     eprintln!("{}", status::render(&healthy));
     assert!(healthy.healthy, "{:?}", healthy.problems);
+    // Each region's enqueue published its settings at start-up: the same everywhere.
+    let fingerprint = ferry_core::peer::fingerprint(&cluster.regions[0].config);
+    for r in &healthy.regions {
+        assert_eq!(r.merge_mode.as_deref(), Some("item"), "{r:?}");
+        assert_eq!(r.settings.as_deref(), Some(fingerprint.as_str()), "{r:?}");
+    }
 
     cluster.begin_outage(1);
     // Let invocations that started before the cut end.

@@ -44,6 +44,10 @@ pub struct RegionStatus {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     pub stream_view_type: Option<String>,
+    /// What the region's enqueue publishes on its table (`ferry:merge-mode`, `ferry:settings`):
+    /// `None` when untagged (its enqueue has not started yet) or unreadable.
+    pub merge_mode: Option<String>,
+    pub settings: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize, PartialEq)]
@@ -109,6 +113,31 @@ pub fn problems(regions: &[RegionStatus], buffers: &[BufferStatus]) -> Vec<Strin
             ));
         }
     }
+    // Every drain stops on a destination publishing other settings: name them side by side.
+    let published: Vec<&RegionStatus> = regions
+        .iter()
+        .filter(|r| r.merge_mode.is_some() || r.settings.is_some())
+        .collect();
+    if published
+        .windows(2)
+        .any(|w| (&w[0].merge_mode, &w[0].settings) != (&w[1].merge_mode, &w[1].settings))
+    {
+        let each: Vec<String> = published
+            .iter()
+            .map(|r| {
+                format!(
+                    "{} {} {}",
+                    r.region,
+                    r.merge_mode.as_deref().unwrap_or("-"),
+                    r.settings.as_deref().unwrap_or("-")
+                )
+            })
+            .collect();
+        out.push(format!(
+            "regions publish different replication settings ({}): the drains between them stop (docs/operations.md#settings-mismatch)",
+            each.join(", ")
+        ));
+    }
     for b in buffers {
         if b.dlq.total() > 0 {
             out.push(format!(
@@ -169,12 +198,21 @@ pub async fn run(
         let table = target.table(r).await;
         let described = tokio::time::timeout(Duration::from_secs(5), table.describe()).await;
         report.regions.push(match described {
-            Ok(Ok(d)) => RegionStatus {
-                region: r.clone(),
-                answers: true,
-                error: None,
-                stream_view_type: d.stream_view_type,
-            },
+            Ok(Ok(d)) => {
+                let tags = match &d.arn {
+                    Some(arn) => table.tags(arn).await.unwrap_or_default(),
+                    None => Vec::new(),
+                };
+                let tag = |name: &str| tags.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+                RegionStatus {
+                    region: r.clone(),
+                    answers: true,
+                    error: None,
+                    stream_view_type: d.stream_view_type,
+                    merge_mode: tag(ferry_core::peer::TAG_MERGE_MODE),
+                    settings: tag(ferry_core::peer::TAG_SETTINGS),
+                }
+            }
             Ok(Err(e)) => RegionStatus {
                 region: r.clone(),
                 answers: false,
@@ -186,12 +224,16 @@ pub async fn run(
                     _ => e.to_string(),
                 }),
                 stream_view_type: None,
+                merge_mode: None,
+                settings: None,
             },
             Err(_) => RegionStatus {
                 region: r.clone(),
                 answers: false,
                 error: Some("timed out".into()),
                 stream_view_type: None,
+                merge_mode: None,
+                settings: None,
             },
         });
     }
@@ -242,14 +284,16 @@ pub fn render(r: &StatusReport) -> String {
     let mut out = format!("ferry status: table {}\n", r.table);
     for g in &r.regions {
         out += &format!(
-            "  {:<16} {}  stream {}\n",
+            "  {:<16} {}  stream {}  mode {} ({})\n",
             g.region,
             if g.answers {
                 "answers"
             } else {
                 "NOT ANSWERING"
             },
-            g.stream_view_type.as_deref().unwrap_or("-")
+            g.stream_view_type.as_deref().unwrap_or("-"),
+            g.merge_mode.as_deref().unwrap_or("unpublished"),
+            g.settings.as_deref().unwrap_or("-")
         );
     }
     out += &format!(
@@ -307,6 +351,8 @@ mod tests {
             answers: true,
             error: None,
             stream_view_type: view.map(str::to_string),
+            merge_mode: None,
+            settings: None,
         };
         let buffer = |dlq: u64, waiting: u64, answers: bool| BufferStatus {
             source: "a".into(),
@@ -333,5 +379,24 @@ mod tests {
         assert!(p[0].contains("KEYS_ONLY"));
         assert!(p[1].contains("DLQ"));
         assert!(p[2].contains("unreachable"));
+
+        // Published settings: unpublished regions are no problem, different ones are.
+        let with = |r: &str, mode: &str| RegionStatus {
+            merge_mode: Some(mode.into()),
+            settings: Some("v1-0123456789abcdef".into()),
+            ..up(r, Some(NEEDED_VIEW_TYPE))
+        };
+        let same = [
+            with("a", "item"),
+            with("b", "item"),
+            up("c", Some(NEEDED_VIEW_TYPE)),
+        ];
+        assert!(problems(&same, &[]).is_empty());
+        let p = problems(&[with("a", "item"), with("b", "attribute")], &[]);
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(
+            p[0].contains("a item") && p[0].contains("b attribute"),
+            "{p:?}"
+        );
     }
 }
