@@ -22,6 +22,7 @@ pub mod migrate;
 pub mod peer;
 pub mod reconcile;
 pub mod record;
+pub mod synthetic;
 pub mod version;
 
 pub use apply::{apply_condition, judge, Judgement};
