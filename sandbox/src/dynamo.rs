@@ -292,6 +292,59 @@ pub struct TableInfo {
     pub stream_arn: String,
 }
 
+/// A pay-per-request table keyed by `partition_key` (S) with no stream and no TTL: a
+/// destination whose own pipeline is not under test (the benches write only into it, and a
+/// stream would cost the emulator work the figures should not carry).
+pub async fn create_destination_table(
+    client: &aws_sdk_dynamodb::Client,
+    name: &str,
+    partition_key: &str,
+) -> Result<()> {
+    client
+        .create_table()
+        .table_name(name)
+        .billing_mode(BillingMode::PayPerRequest)
+        .attribute_definitions(
+            AttributeDefinition::builder()
+                .attribute_name(partition_key)
+                .attribute_type(ScalarAttributeType::S)
+                .build()
+                .map_err(|e| SandboxError::InvalidArgument(e.to_string()))?,
+        )
+        .key_schema(
+            KeySchemaElement::builder()
+                .attribute_name(partition_key)
+                .key_type(KeyType::Hash)
+                .build()
+                .map_err(|e| SandboxError::InvalidArgument(e.to_string()))?,
+        )
+        .send()
+        .await
+        .map_err(|e| SandboxError::sdk("CreateTable", e))?;
+    Ok(())
+}
+
+/// How many items the table holds (a paginated `Scan` with `Select=COUNT`).
+pub async fn count_items(client: &aws_sdk_dynamodb::Client, table: &str) -> Result<u64> {
+    let mut total = 0u64;
+    let mut start = None;
+    loop {
+        let out = client
+            .scan()
+            .table_name(table)
+            .select(aws_sdk_dynamodb::types::Select::Count)
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .map_err(|e| SandboxError::sdk("Scan", e))?;
+        total += out.count.max(0) as u64;
+        start = out.last_evaluated_key;
+        if start.is_none() {
+            return Ok(total);
+        }
+    }
+}
+
 /// Creates a pay-per-request table with a `NEW_AND_OLD_IMAGES` stream, waits until it is
 /// `ACTIVE` (at most 10 s), then enables TTL on `spec.ttl_attribute`.
 pub async fn create_table(

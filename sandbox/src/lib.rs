@@ -45,7 +45,10 @@ pub use ddb_local::{
     dynamodb_local_dir, ensure_dynamodb_local, DynamoDbLocal, DynamoDbLocalInstall,
     DYNAMODB_LOCAL_NPM_PACKAGE, DYNAMODB_LOCAL_START_TIMEOUT,
 };
-pub use dynamo::{create_table, stream_arn_of, DynamoRegion, SkewedClock, TableInfo, TableSpec};
+pub use dynamo::{
+    count_items, create_destination_table, create_table, stream_arn_of, DynamoRegion, SkewedClock,
+    TableInfo, TableSpec,
+};
 pub use error::{Result, SandboxError};
 pub use moto::{ensure_moto_installed, venv_dir, Moto, MOTO_REQUIREMENT, MOTO_START_TIMEOUT};
 pub use poller::{StartingPosition, StreamPoller};

@@ -27,9 +27,6 @@
 //!     [--rtt-in-flight 256] [--instructions] [--out out/bench/pipeline.json]
 //! ```
 
-use aws_sdk_dynamodb::types::{
-    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType, Select,
-};
 use ferry_aws::WriteOutcome;
 use ferry_core::buffer::{pack, unpack};
 use ferry_core::{Config, Item, Version};
@@ -578,7 +575,9 @@ async fn stage(
     // A fresh destination per scenario: dynoxide slows down as its tables grow.
     let destination = DynamoRegion::start(DESTINATION, 0).expect("dynoxide");
     let table = format!("pipeline-{name}");
-    create_table_without_stream(&destination.client(), &table).await;
+    ferry_sandbox::create_destination_table(&destination.client(), &table, "pk")
+        .await
+        .expect("create table");
     let proxy = delay.map(|d| {
         let p = FaultProxy::start(&destination.endpoint()).expect("proxy");
         p.set_mode(FaultMode::Delay(d));
@@ -811,7 +810,9 @@ async fn outage(moto: &Moto, args: &Args, name: &str, seconds: u64) -> Value {
     }
     drop(drain_stdin);
     let drn = drain_result.join().expect("drain");
-    let stored = count_items(&stage.destination.client(), &stage.table).await;
+    let stored = ferry_sandbox::count_items(&stage.destination.client(), &stage.table)
+        .await
+        .expect("count");
     assert_eq!(
         Some(stored),
         enq["keys"].as_u64(),
@@ -951,7 +952,9 @@ async fn run_children(
         (e.join().expect("enqueue"), d.join().expect("drain"))
     };
     // Check the outcome before trusting the figures.
-    let stored = count_items(&stage.destination.client(), &stage.table).await;
+    let stored = ferry_sandbox::count_items(&stage.destination.client(), &stage.table)
+        .await
+        .expect("count");
     assert_eq!(
         stored, stage.records as u64,
         "[{}] every record is in the table",
@@ -1094,49 +1097,6 @@ fn callgrind_total(path: &Path) -> u64 {
         .and_then(|v| v.split_whitespace().next())
         .and_then(|v| v.parse().ok())
         .unwrap_or(0)
-}
-
-async fn create_table_without_stream(ddb: &aws_sdk_dynamodb::Client, table: &str) {
-    ddb.create_table()
-        .table_name(table)
-        .billing_mode(BillingMode::PayPerRequest)
-        .attribute_definitions(
-            AttributeDefinition::builder()
-                .attribute_name("pk")
-                .attribute_type(ScalarAttributeType::S)
-                .build()
-                .expect("attribute"),
-        )
-        .key_schema(
-            KeySchemaElement::builder()
-                .attribute_name("pk")
-                .key_type(KeyType::Hash)
-                .build()
-                .expect("key"),
-        )
-        .send()
-        .await
-        .expect("create table");
-}
-
-async fn count_items(ddb: &aws_sdk_dynamodb::Client, table: &str) -> u64 {
-    let mut total = 0u64;
-    let mut start = None;
-    loop {
-        let out = ddb
-            .scan()
-            .table_name(table)
-            .select(Select::Count)
-            .set_exclusive_start_key(start)
-            .send()
-            .await
-            .expect("scan");
-        total += out.count as u64;
-        start = out.last_evaluated_key;
-        if start.is_none() {
-            return total;
-        }
-    }
 }
 
 /// `ferry_measure` in the units of the children's RESULT lines.

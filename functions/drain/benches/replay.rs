@@ -17,9 +17,6 @@
 //!     --take-messages 10 --takes-in-flight 2 --runtime current_thread|multi_thread
 //! ```
 
-use aws_sdk_dynamodb::types::{
-    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType, Select,
-};
 use ferry_aws::Buffer;
 use ferry_core::buffer::pack;
 use ferry_core::{AttributeValue, ChangeRecord, Item, Version};
@@ -168,7 +165,9 @@ async fn scenario_run(
     let region = DynamoRegion::start(DESTINATION, 0).expect("dynoxide");
     let ddb = region.client();
     let table = format!("replay-{scenario}");
-    create_table_without_stream(&ddb, &table).await;
+    ferry_sandbox::create_destination_table(&ddb, &table, "pk")
+        .await
+        .expect("create table");
     let proxy = delay.map(|d| {
         let p = FaultProxy::start(&region.endpoint()).expect("proxy");
         p.set_mode(FaultMode::Delay(d));
@@ -253,7 +252,9 @@ async fn scenario_run(
     let r = result.expect("a RESULT line");
 
     // Check the outcome before trusting the figures.
-    let stored = count_items(&ddb, &table).await;
+    let stored = ferry_sandbox::count_items(&ddb, &table)
+        .await
+        .expect("count");
     let report = &r["report"];
     let applied = report["applied"].as_u64().unwrap_or(0);
     assert_eq!(stored, args.records as u64, "every record is in the table");
@@ -357,49 +358,6 @@ fn backlog(n: usize, size: usize) -> Vec<ChangeRecord> {
             }
         })
         .collect()
-}
-
-async fn create_table_without_stream(ddb: &aws_sdk_dynamodb::Client, table: &str) {
-    ddb.create_table()
-        .table_name(table)
-        .billing_mode(BillingMode::PayPerRequest)
-        .attribute_definitions(
-            AttributeDefinition::builder()
-                .attribute_name("pk")
-                .attribute_type(ScalarAttributeType::S)
-                .build()
-                .expect("attribute"),
-        )
-        .key_schema(
-            KeySchemaElement::builder()
-                .attribute_name("pk")
-                .key_type(KeyType::Hash)
-                .build()
-                .expect("key"),
-        )
-        .send()
-        .await
-        .expect("create table");
-}
-
-async fn count_items(ddb: &aws_sdk_dynamodb::Client, table: &str) -> u64 {
-    let mut total = 0u64;
-    let mut start = None;
-    loop {
-        let out = ddb
-            .scan()
-            .table_name(table)
-            .select(Select::Count)
-            .set_exclusive_start_key(start)
-            .send()
-            .await
-            .expect("scan");
-        total += out.count as u64;
-        start = out.last_evaluated_key;
-        if start.is_none() {
-            return total;
-        }
-    }
 }
 
 /// `ferry_measure` in the units of this bench's JSON lines.

@@ -35,28 +35,10 @@ fn main() {
 fn serve() {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     rt.block_on(async {
-        use aws_sdk_dynamodb::types::*;
         let region = ferry_sandbox::DynamoRegion::start("eu-west-1", 0).expect("dynoxide");
         let ddb = region.client();
         for t in TABLES {
-            ddb.create_table()
-                .table_name(t)
-                .billing_mode(BillingMode::PayPerRequest)
-                .attribute_definitions(
-                    AttributeDefinition::builder()
-                        .attribute_name("pk")
-                        .attribute_type(ScalarAttributeType::S)
-                        .build()
-                        .expect("attribute"),
-                )
-                .key_schema(
-                    KeySchemaElement::builder()
-                        .attribute_name("pk")
-                        .key_type(KeyType::Hash)
-                        .build()
-                        .expect("key"),
-                )
-                .send()
+            ferry_sandbox::create_destination_table(&ddb, t, "pk")
                 .await
                 .expect("table");
         }
