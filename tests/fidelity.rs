@@ -1249,3 +1249,54 @@ async fn ttl_expiry_is_not_replicated_on_the_backend() {
     .await;
     assert_eq!(lock(&p.counts).tombstoned, 0);
 }
+
+/// The settings check rides on table tags (`ferry_core::peer`): publishing them and reading them
+/// back must work on the backend, through the same calls the functions make (`DescribeTable`
+/// for the ARN, `TagResource`, `ListTagsOfResource`), and a drain must see the destination's.
+#[tokio::test(flavor = "multi_thread")]
+async fn published_settings_round_trip_on_the_backend() {
+    let _t = timer("published_settings_round_trip_on_the_backend");
+    let b = Backend::start(&["us-east-1"]).await;
+    let name = "fid-published";
+    b.create_table(0, name).await;
+    let table = b.table(0, name);
+    let cfg = config("us-east-1");
+    if matches!(b.kind, Kind::DdbLocal) {
+        // DynamoDB Local has no tagging ("Tagging is not currently supported in DynamoDB
+        // Local."): publishing fails and a drain cannot read the destination's settings — both
+        // are warnings in the functions, and the pipeline tests above replicate without them.
+        let e = ferry_aws::peer::check_destination(&table, &cfg)
+            .await
+            .expect_err("no tagging on DynamoDB Local");
+        assert_eq!(e.code.as_deref(), Some("UnknownOperationException"), "{e}");
+        assert!(ferry_aws::peer::publish_settings(&table, &cfg)
+            .await
+            .is_err());
+        return;
+    }
+    assert_eq!(
+        ferry_aws::peer::check_destination(&table, &cfg)
+            .await
+            .expect("tags readable"),
+        ferry_core::peer::PeerCheck::Unpublished
+    );
+    assert!(ferry_aws::peer::publish_settings(&table, &cfg)
+        .await
+        .expect("publish"));
+    // Published once: the second call finds them and writes nothing.
+    assert!(!ferry_aws::peer::publish_settings(&table, &cfg)
+        .await
+        .expect("publish again"));
+    let mut peer = config("eu-west-1");
+    assert_eq!(
+        ferry_aws::peer::check_destination(&table, &peer)
+            .await
+            .expect("check"),
+        ferry_core::peer::PeerCheck::Agrees
+    );
+    peer.merge_mode = ferry_core::MergeMode::Attribute;
+    assert!(ferry_aws::peer::check_destination(&table, &peer)
+        .await
+        .expect("check")
+        .is_mismatch());
+}
