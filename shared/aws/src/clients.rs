@@ -34,9 +34,24 @@ pub struct Clients {
     pub sqs: aws_sdk_sqs::Client,
 }
 
-/// The base config from the default credential chain (environment, profile, Lambda role).
+/// The base config from the default credential chain (environment, profile, Lambda role), with
+/// [`https_client`].
 pub async fn base_config() -> SdkConfig {
-    aws_config::defaults(BehaviorVersion::latest()).load().await
+    aws_config::defaults(BehaviorVersion::latest())
+        .http_client(https_client())
+        .load()
+        .await
+}
+
+/// The HTTP(S) client of every Ferry SDK client: the SDK's own hyper/rustls client, with rustls
+/// on *ring* rather than the SDK default's aws-lc-rs — the same protocol stack, a much smaller
+/// Lambda bootstrap (BENCHMARKS.md, bootstrap sizes). Trusted roots are the system's, as with
+/// the default client.
+pub fn https_client() -> aws_sdk_dynamodb::config::SharedHttpClient {
+    use aws_smithy_http_client::tls::{rustls_provider::CryptoMode, Provider};
+    aws_smithy_http_client::Builder::new()
+        .tls_provider(Provider::Rustls(CryptoMode::Ring))
+        .build_https()
 }
 
 impl ClientSettings {
