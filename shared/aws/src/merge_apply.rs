@@ -3,8 +3,8 @@
 //! version map under the condition that what was read is unchanged. A failed condition is a
 //! concurrent write: read and merge again, a bounded number of times — never an error.
 
-use crate::error::{classify_sdk_error, AwsError};
-use crate::table::{condition_failed, non_empty, Table, WriteOutcome};
+use crate::error::AwsError;
+use crate::table::{non_empty, write_outcome, Table, WriteOutcome};
 use crate::values::{into_sdk, to_sdk};
 use aws_sdk_dynamodb::types::ReturnValuesOnConditionCheckFailure;
 use ferry_core::merge::{plan_merge, AttrState, MergePlan, MergeWrite, Unversioned};
@@ -48,12 +48,7 @@ impl Table {
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(WriteOutcome::Written),
-            Err(e) => condition_failed(&e)
-                .ok_or_else(|| classify_sdk_error("UpdateItem", &e))
-                .map(WriteOutcome::ConditionFailed),
-        }
+        write_outcome("UpdateItem", result)
     }
 
     /// Merges into the item at `key` the state `incoming` computes from the current item (the

@@ -48,12 +48,7 @@ impl Table {
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(WriteOutcome::Written),
-            Err(e) => condition_failed(&e)
-                .ok_or_else(|| classify_sdk_error("PutItem", &e))
-                .map(WriteOutcome::ConditionFailed),
-        }
+        write_outcome("PutItem", result)
     }
 
     /// `UpdateItem` that sets only the version (and removes `remove`), under a condition.
@@ -94,12 +89,7 @@ impl Table {
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(WriteOutcome::Written),
-            Err(e) => condition_failed(&e)
-                .ok_or_else(|| classify_sdk_error("UpdateItem", &e))
-                .map(WriteOutcome::ConditionFailed),
-        }
+        write_outcome("UpdateItem", result)
     }
 
     /// A strongly consistent read of one item.
@@ -135,13 +125,32 @@ pub(crate) fn non_empty<T>(
 }
 
 /// The stored item carried by a failed condition, if that is what the error is.
-pub(crate) fn condition_failed<E, R>(
+fn condition_failed<E, R>(
     e: &aws_sdk_dynamodb::error::SdkError<E, R>,
 ) -> Option<Option<Item>>
 where
     E: AsConditionalCheckFailed,
 {
     e.as_service_error().and_then(|se| se.conditional_item())
+}
+
+/// A conditional write's result: written, refused (with the `ALL_OLD` item), or an error.
+pub(crate) fn write_outcome<O, E>(
+    operation: &'static str,
+    result: Result<O, aws_sdk_dynamodb::error::SdkError<E, aws_sdk_dynamodb::config::http::HttpResponse>>,
+) -> Result<WriteOutcome, AwsError>
+where
+    E: AsConditionalCheckFailed
+        + aws_sdk_dynamodb::error::ProvideErrorMetadata
+        + std::error::Error
+        + 'static,
+{
+    match result {
+        Ok(_) => Ok(WriteOutcome::Written),
+        Err(e) => condition_failed(&e)
+            .ok_or_else(|| classify_sdk_error(operation, &e))
+            .map(WriteOutcome::ConditionFailed),
+    }
 }
 
 /// The two operations' error types both carry the `ALL_OLD` item on a failed condition.
