@@ -732,22 +732,7 @@ async fn outage(moto: &Moto, args: &Args, name: &str, seconds: u64) -> Value {
             .spawn()
             .expect("child");
         let stdin = child.stdin.take().expect("stdin");
-        let role = role.to_string();
-        let result = std::thread::spawn(move || {
-            let stdout = child.stdout.take().expect("stdout");
-            let mut result = None;
-            for line in BufReader::new(stdout).lines() {
-                let line = line.expect("line");
-                match line.strip_prefix("RESULT ") {
-                    Some(j) => result = Some(serde_json::from_str::<Value>(j).expect("json")),
-                    None => println!("  [{role}] {line}"),
-                }
-            }
-            let status = child.wait().expect("wait");
-            assert!(status.success(), "{role} child failed: {status}");
-            result.unwrap_or_else(|| panic!("{role}: no RESULT line"))
-        });
-        (stdin, result)
+        (stdin, collect_result(child, role.to_string()))
     };
     println!(
         "[{name}] {} writes/s in events of {per_event} over {} keys; cut after {} s for {seconds} s (60 ms RTT, {} puts in flight)",
@@ -922,33 +907,17 @@ async fn run_children(
         }
         cmd.spawn().expect("child")
     };
-    let collect = |mut child: std::process::Child, role: String| {
-        std::thread::spawn(move || {
-            let stdout = child.stdout.take().expect("stdout");
-            let mut result = None;
-            for line in BufReader::new(stdout).lines() {
-                let line = line.expect("line");
-                match line.strip_prefix("RESULT ") {
-                    Some(j) => result = Some(serde_json::from_str::<Value>(j).expect("json")),
-                    None => println!("  [{role}] {line}"),
-                }
-            }
-            let status = child.wait().expect("wait");
-            assert!(status.success(), "{role} child failed: {status}");
-            result.unwrap_or_else(|| panic!("{role}: no RESULT line"))
-        })
-    };
     let (enq, drn) = if sequential {
-        let e = collect(spawn(roles[0]), roles[0].into())
+        let e = collect_result(spawn(roles[0]), roles[0].into())
             .join()
             .expect("enqueue");
-        let d = collect(spawn(roles[1]), roles[1].into())
+        let d = collect_result(spawn(roles[1]), roles[1].into())
             .join()
             .expect("drain");
         (e, d)
     } else {
-        let d = collect(spawn(roles[1]), roles[1].into());
-        let e = collect(spawn(roles[0]), roles[0].into());
+        let d = collect_result(spawn(roles[1]), roles[1].into());
+        let e = collect_result(spawn(roles[0]), roles[0].into());
         (e.join().expect("enqueue"), d.join().expect("drain"))
     };
     // Check the outcome before trusting the figures.
@@ -1097,6 +1066,24 @@ fn callgrind_total(path: &Path) -> u64 {
         .and_then(|v| v.split_whitespace().next())
         .and_then(|v| v.parse().ok())
         .unwrap_or(0)
+}
+
+/// A thread echoing a child's output (prefixed with its role) and returning its RESULT line.
+fn collect_result(mut child: std::process::Child, role: String) -> std::thread::JoinHandle<Value> {
+    std::thread::spawn(move || {
+        let stdout = child.stdout.take().expect("stdout");
+        let mut result = None;
+        for line in BufReader::new(stdout).lines() {
+            let line = line.expect("line");
+            match line.strip_prefix("RESULT ") {
+                Some(j) => result = Some(serde_json::from_str::<Value>(j).expect("json")),
+                None => println!("  [{role}] {line}"),
+            }
+        }
+        let status = child.wait().expect("wait");
+        assert!(status.success(), "{role} child failed: {status}");
+        result.unwrap_or_else(|| panic!("{role}: no RESULT line"))
+    })
 }
 
 /// `ferry_measure` in the units of the children's RESULT lines.

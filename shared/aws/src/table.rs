@@ -125,9 +125,7 @@ pub(crate) fn non_empty<T>(
 }
 
 /// The stored item carried by a failed condition, if that is what the error is.
-fn condition_failed<E, R>(
-    e: &aws_sdk_dynamodb::error::SdkError<E, R>,
-) -> Option<Option<Item>>
+fn condition_failed<E, R>(e: &aws_sdk_dynamodb::error::SdkError<E, R>) -> Option<Option<Item>>
 where
     E: AsConditionalCheckFailed,
 {
@@ -137,7 +135,10 @@ where
 /// A conditional write's result: written, refused (with the `ALL_OLD` item), or an error.
 pub(crate) fn write_outcome<O, E>(
     operation: &'static str,
-    result: Result<O, aws_sdk_dynamodb::error::SdkError<E, aws_sdk_dynamodb::config::http::HttpResponse>>,
+    result: Result<
+        O,
+        aws_sdk_dynamodb::error::SdkError<E, aws_sdk_dynamodb::config::http::HttpResponse>,
+    >,
 ) -> Result<WriteOutcome, AwsError>
 where
     E: AsConditionalCheckFailed
