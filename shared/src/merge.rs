@@ -442,6 +442,10 @@ pub fn write_delta(
 // ---------------------------------------------------------------------------------------------
 // Merging a state into a stored item.
 
+/// Read–merge–write rounds before a merge is left for later (each failed round means a newer
+/// write got in between). The drain, enqueue's stamps and the checker all use this bound.
+pub const MAX_MERGE_ROUNDS: u32 = 8;
+
 /// How [`plan_merge`] treats application attributes the stored item holds without an entry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Unversioned {

@@ -10,8 +10,7 @@ use aws_sdk_dynamodb::types::ReturnValuesOnConditionCheckFailure;
 use ferry_core::merge::{plan_merge, AttrState, MergePlan, MergeWrite, Unversioned};
 use ferry_core::{Config, Item};
 
-/// Read–merge–write rounds before giving up for now (each failed round is a newer write).
-pub const MAX_MERGE_ROUNDS: u32 = 8;
+pub use ferry_core::merge::MAX_MERGE_ROUNDS;
 
 /// What merging a state into a table's item came to.
 #[derive(Clone, Debug, PartialEq)]

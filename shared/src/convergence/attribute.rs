@@ -28,7 +28,7 @@ use crate::config::{Config, MergeMode};
 use crate::item::{AttributeValue, Item};
 use crate::merge::{
     apply_write, image_mode, merge_into, plan_merge, stamp_delta, tombstone_ttl, AttrState,
-    MergePlan, Unversioned,
+    MergePlan, Unversioned, MAX_MERGE_ROUNDS,
 };
 use crate::record::ChangeRecord;
 use crate::version::Version;
@@ -38,8 +38,6 @@ use std::fmt;
 
 /// Application attributes.
 const ATTRIBUTES: [&str; 4] = ["w", "x", "y", "z"];
-/// Read–merge–write rounds before a record is left for later (each failure is a newer write).
-const MAX_MERGE_ROUNDS: u32 = 8;
 const MAX_SETTLE_ROUNDS: usize = 200;
 
 /// Known-wrong rules of attribute mode, put back to show the checker fails.
