@@ -553,14 +553,7 @@ async fn set_own_attribute(
                 .expression_attribute_values(":a", SdkValue::N(op.id.to_string()));
             update = if stamped {
                 let current = region.table(table).get(&key).await?;
-                let previous = current
-                    .as_ref()
-                    .and_then(|c| Version::of(c, &config.names).ok().flatten());
-                let now = (region.clock)();
-                let fresh = Version::new(
-                    previous.as_ref().map_or(now, |p| now.max(p.ts_ms + 1)),
-                    region.name.clone(),
-                );
+                let fresh = version_above(current.as_ref(), (region.clock)(), region);
                 let names = &config.names;
                 update
                     .update_expression("SET #a = :a, #ts = :ts, #o = :o")
@@ -580,6 +573,15 @@ async fn set_own_attribute(
         .attribute_writes
         .push((op.key.clone(), attribute, op.id));
     Ok(())
+}
+
+/// The version a stamped write of `region` takes at `now` (its clock): above the stored item's.
+fn version_above(current: Option<&Item>, now: u64, region: &crate::cluster::Region) -> Version {
+    let previous = current.and_then(|c| Version::of(c, &region.config.names).ok().flatten());
+    Version::new(
+        previous.map_or(now, |p| now.max(p.ts_ms + 1)),
+        region.name.clone(),
+    )
 }
 
 /// Makes one application write the way an application would, with the plain SDK client, and
@@ -606,14 +608,8 @@ async fn execute(
         let l = ledger.lock().unwrap_or_else(|p| p.into_inner());
         seen_write(&l, &op.key, current.as_ref(), config)
     };
-    let previous = current
-        .as_ref()
-        .and_then(|c| Version::of(c, &config.names).ok().flatten());
     let now = (region.clock)();
-    let fresh = Version::new(
-        previous.as_ref().map_or(now, |p| now.max(p.ts_ms + 1)),
-        region.name.clone(),
-    );
+    let fresh = version_above(current.as_ref(), now, region);
     let mut item = key.clone();
     item.insert(WRITE_ID.into(), AttributeValue::N(op.id.to_string()));
     item.insert(PAYLOAD.into(), AttributeValue::S(payload.to_string()));
