@@ -4,7 +4,6 @@
 #![allow(dead_code)]
 
 use aws_sdk_dynamodb::types::AttributeValue as SdkValue;
-use aws_sdk_sqs::types::QueueAttributeName;
 use ferry_aws::{Buffer, Table};
 use ferry_core::buffer::pack;
 use ferry_core::{AttributeValue, ChangeRecord, Item, Version};
@@ -190,26 +189,11 @@ impl Pair {
 
     /// (visible, in flight, delayed) message counts of a queue.
     pub async fn depth(&self, url: &str) -> (u64, u64, u64) {
-        let out = self
-            .sqs
-            .get_queue_attributes()
-            .queue_url(url)
-            .attribute_names(QueueAttributeName::All)
-            .send()
+        let d = Buffer::new(self.sqs.clone(), url)
+            .depth()
             .await
             .expect("attributes");
-        let attrs = out.attributes.unwrap_or_default();
-        let get = |n: QueueAttributeName| {
-            attrs
-                .get(&n)
-                .and_then(|v| v.parse::<u64>().ok())
-                .unwrap_or(0)
-        };
-        (
-            get(QueueAttributeName::ApproximateNumberOfMessages),
-            get(QueueAttributeName::ApproximateNumberOfMessagesNotVisible),
-            get(QueueAttributeName::ApproximateNumberOfMessagesDelayed),
-        )
+        (d.visible, d.in_flight, d.delayed)
     }
 
     /// Every DLQ message: (body, its `ferry-reason`).
