@@ -435,6 +435,8 @@ async fn poison_goes_to_the_dlq() {
         let mut it = item(&format!("good-{i}"), [("w", n(&i.to_string()))]);
         Version::new(ferry_core::clock::system_now_ms(), "zz-elsewhere-1")
             .stamp_into(&mut it, &config.names);
+        // Sealed, as a drain's write is.
+        ferry_core::digest::seal(&mut it, &config.names);
         us.put_raw(&it).await;
         good.push(it);
     }
@@ -504,7 +506,9 @@ async fn poison_goes_to_the_dlq() {
 }
 
 /// An expired item is removed by each region's own TTL process: the source's TTL removal is
-/// not replicated (enqueue skips it as TTL), the destination keeps its copy until its own sweep.
+/// not replicated (the source's enqueue leaves a local expiry tombstone at the expired version,
+/// which is never forwarded), the destination keeps its copy until its own sweep, which leaves
+/// the same tombstone there.
 #[tokio::test(flavor = "multi_thread")]
 async fn ttl_expiry_is_not_replicated() {
     let _t = timer("ttl_expiry_is_not_replicated");
@@ -515,22 +519,30 @@ async fn ttl_expiry_is_not_replicated() {
     let apps = apps(&cluster);
     let (us, eu) = (&apps[US], &apps[EU]);
     let past = (ferry_core::clock::system_now_ms() / 1000 - 60).to_string();
-    us.put_stamped(item("expiring", [("ttl", n(&past)), ("w", n("1"))]))
+    let expired_at = us
+        .put_stamped(item("expiring", [("ttl", n(&past)), ("w", n("1"))]))
         .await;
     us.put_plain(item("staying", [("w", n("2"))])).await;
     wait_converged(&cluster, CONVERGE_TIMEOUT).await;
 
     let removed = cluster.regions[US].dynamo.sweep_ttl().expect("sweep");
     assert_eq!(removed, 1, "only the expired item");
+    // The removal leaves the source's own expiry tombstone, whose record enqueue skips as TTL.
     let skipped = |c: &Cluster, i: usize| c.stats.enqueue_totals()[&c.regions[i].name].skipped_ttl;
+    let tombstoned =
+        |c: &Cluster, i: usize| c.stats.enqueue_totals()[&c.regions[i].name].tombstoned;
     eventually(
         CONVERGE_TIMEOUT,
-        "enqueue to skip the TTL removal",
-        || async { (skipped(&cluster, US) >= 1).then_some(()) },
+        "enqueue to write and skip the expiry tombstone",
+        || async { (tombstoned(&cluster, US) >= 1 && skipped(&cluster, US) >= 1).then_some(()) },
     )
     .await;
+    let is_expiry_tombstone = |i: &Item| {
+        ferry_core::digest::is_expiry_tombstone(i, &config.names)
+            && version_of(i, &config) == Some(expired_at.clone())
+    };
     // Everything the source's stream produced is through (buffers empty, twice): the
-    // destination still holds its copy, and the source wrote no tombstone.
+    // destination still holds its copy, and the source's tombstone stayed local.
     for _ in 0..3 {
         eventually(CONVERGE_TIMEOUT, "empty buffers", || async {
             let b: u64 = cluster.backlog().await.iter().map(|b| b.2).sum();
@@ -539,46 +551,50 @@ async fn ttl_expiry_is_not_replicated() {
         .await;
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
-    assert!(
-        us.get_raw("expiring").await.is_none(),
-        "no tombstone in the source"
+    let local = us
+        .get_raw("expiring")
+        .await
+        .expect("the source's expiry tombstone");
+    assert!(is_expiry_tombstone(&local), "{local:?}");
+    assert_eq!(
+        us.get("expiring").await,
+        None,
+        "a tombstone reads as absent"
     );
     let copy = eu
         .get_raw("expiring")
         .await
         .expect("the destination keeps its copy");
-    assert!(!config.is_tombstone(&copy));
-    let tombstoned: u64 = cluster
-        .stats
-        .enqueue_totals()
-        .values()
-        .map(|e| e.tombstoned)
-        .sum();
-    assert_eq!(
-        tombstoned, 0,
-        "a TTL removal is never turned into a tombstone"
+    assert!(
+        !config.is_tombstone(&copy),
+        "the expiry tombstone is never forwarded"
     );
+    assert_eq!(tombstoned(&cluster, EU), 0);
 
     let removed = cluster.regions[EU].dynamo.sweep_ttl().expect("sweep");
     assert_eq!(removed, 1);
     eventually(
         CONVERGE_TIMEOUT,
-        "the destination's TTL removal skipped too",
-        || async { (skipped(&cluster, EU) >= 1).then_some(()) },
+        "the destination's expiry tombstone written and skipped too",
+        || async { (tombstoned(&cluster, EU) >= 1 && skipped(&cluster, EU) >= 1).then_some(()) },
     )
     .await;
     let l = wait_converged(&cluster, CONVERGE_TIMEOUT).await;
     for (region, items) in &l.scans {
-        assert!(items.iter().all(|i| pk_of(i) != "expiring"), "{region}");
+        let left: Vec<&Item> = items.iter().filter(|i| pk_of(i) == "expiring").collect();
+        assert!(
+            left.len() == 1 && is_expiry_tombstone(left[0]),
+            "{region}: {left:?}"
+        );
         assert!(items.iter().any(|i| pk_of(i) == "staying"), "{region}");
     }
-    let tombstoned: u64 = cluster
-        .stats
-        .enqueue_totals()
-        .values()
-        .map(|e| e.tombstoned)
-        .sum();
-    assert_eq!(tombstoned, 0);
+    // One local tombstone per region, nothing else: the two regions' are the same item.
+    assert_eq!((tombstoned(&cluster, US), tombstoned(&cluster, EU)), (1, 1));
+    assert_eq!(
+        us.get_raw("expiring").await,
+        eu.get_raw("expiring").await,
+        "every region leaves the same expiry tombstone"
+    );
     assert_eq!(cluster.dlq_depth().await, 0);
     cluster.shutdown().await;
 }

@@ -16,13 +16,16 @@
 //!    equality conditions `reconcile` uses.
 //! 3. Stream records, read as Lambda's `EventRecord`, carry exact number strings and binaries,
 //!    and `ferry_core::classify` decides them as the contract says.
-//! 4. TTL removals carry the DynamoDB service's identity and classify as TTL expiry.
-//! 5. Number spellings and the item size limit, as stored and as streamed.
+//! 4. TTL removals carry the DynamoDB service's identity and classify as TTL expiry (an expiry
+//!    hint: the key gets a local tombstone, never forwarded).
+//! 5. Number spellings and the item size limit, as stored and as streamed; a seal
+//!    (`ferry_core::digest`) still matches the item as the backend stores and streams it.
 //! 6. Two regions replicating with the real enqueue and drain handlers on the backend.
 
 use aws_lambda_events::event::dynamodb::{Event, EventRecord};
 use ferry_aws::{Buffer, Table, WriteOutcome};
 use ferry_core::apply::PendingReason;
+use ferry_core::digest::{is_expiry_tombstone, is_sealed, seal, seal_of};
 use ferry_core::{
     apply_condition, classify, judge, AttributeValue, ChangeRecord, Classified, Condition, Config,
     Item, Judgement, Version,
@@ -132,6 +135,17 @@ fn versioned(pk: &str, ts: u64, origin: &str, attrs: Vec<(&'static str, Attribut
     i
 }
 
+/// The seal a stamp of `read` at `version` (less `remove`) gives the item: what `reconcile`
+/// hands `stamp_if`.
+fn stamp_seal(read: &Item, version: &Version, remove: &[String], cfg: &Config) -> AttributeValue {
+    let mut after = read.clone();
+    version.stamp_into(&mut after, &cfg.names);
+    for r in remove {
+        after.remove(r);
+    }
+    seal_of(&after, &cfg.names)
+}
+
 fn record(image: &Item, source: &str) -> ChangeRecord {
     record_of(image, source, &config(source))
 }
@@ -223,12 +237,14 @@ async fn conditional_writes_return_all_old() {
 
     // A stamp whose condition no longer holds (the version moved on): ALL_OLD too.
     let moved = Condition::Equals(cfg.names.ts.clone(), n("1500"));
+    let v3000 = Version::new(3000, "us-east-1");
     let out = table
         .stamp_if(
             &key("k"),
-            &Version::new(3000, "us-east-1"),
+            &v3000,
             &[],
             None,
+            &stamp_seal(&stored, &v3000, &[], &cfg),
             &moved,
             &cfg,
         )
@@ -244,12 +260,14 @@ async fn conditional_writes_return_all_old() {
         .await
         .unwrap();
     assert_eq!(out, WriteOutcome::ConditionFailed(None));
+    let v1 = Version::new(1, "us-east-1");
     let out = table
         .stamp_if(
             &key("absent"),
-            &Version::new(1, "us-east-1"),
+            &v1,
             &[],
             None,
+            &stamp_seal(&key("absent"), &v1, &[], &cfg),
             &exists,
             &cfg,
         )
@@ -258,8 +276,9 @@ async fn conditional_writes_return_all_old() {
     assert_eq!(out, WriteOutcome::ConditionFailed(None));
     assert_eq!(table.get(&key("absent")).await.unwrap(), None);
 
-    // A stamp that turns an updated tombstone back into an item: only the version changes, the
-    // marker and the TTL go, the application's attributes stay exactly.
+    // A stamp that turns an updated tombstone back into an item: only the version and the seal
+    // change, the marker and the TTL go, the application's attributes stay exactly — and the
+    // seal computed from the item as read matches the item as the backend stores it.
     let mut tomb = ferry_core::reconcile::tombstone_item(
         &key("t"),
         &Version::new(100, "eu-west-1"),
@@ -272,8 +291,9 @@ async fn conditional_writes_return_all_old() {
     let v = Version::new(200, "us-east-1");
     let remove = [cfg.names.tombstone.clone(), cfg.names.ttl.clone()];
     let cond = Condition::Equals(cfg.names.ts.clone(), n("100"));
+    let sum = stamp_seal(&tomb, &v, &remove, &cfg);
     let out = table
-        .stamp_if(&key("t"), &v, &remove, None, &cond, &cfg)
+        .stamp_if(&key("t"), &v, &remove, None, &sum, &cond, &cfg)
         .await
         .unwrap();
     assert_eq!(out, WriteOutcome::Written);
@@ -282,7 +302,9 @@ async fn conditional_writes_return_all_old() {
     want.remove(&cfg.names.tombstone);
     want.remove(&cfg.names.ttl);
     v.stamp_into(&mut want, &cfg.names);
+    want.insert(cfg.names.sum.clone(), sum);
     assert_eq!(got, want);
+    assert!(is_sealed(&got, &cfg.names), "the stamp sealed the item");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -496,6 +518,8 @@ async fn lww_condition_agrees_with_the_core() {
             stored_v.map(|v| ("v", v)).into_iter().collect(),
         );
         put(&table, &st).await;
+        let v2000 = Version::new(2000, "us-east-1");
+        let sum = stamp_seal(&st, &v2000, &[], &cfg);
         let cond = Condition::and(vec![
             Condition::Equals(names.ts.clone(), n("1000")),
             match &expected {
@@ -504,14 +528,7 @@ async fn lww_condition_agrees_with_the_core() {
             },
         ]);
         let out = table
-            .stamp_if(
-                &key(&pk),
-                &Version::new(2000, "us-east-1"),
-                &[],
-                None,
-                &cond,
-                &cfg,
-            )
+            .stamp_if(&key(&pk), &v2000, &[], None, &sum, &cond, &cfg)
             .await
             .expect("an answer");
         let written = out == WriteOutcome::Written;
@@ -655,8 +672,10 @@ async fn stream_records_have_lambdas_shape() {
         }
         other => panic!("an application's delete is a hint, got {other:?}"),
     }
-    // A record written by a drain (a foreign version) is the loop guard's.
-    let foreign = record(&versioned("f", 5, "eu-west-1", vec![]), "eu-west-1");
+    // A record written by a drain (a sealed foreign version) is the loop guard's.
+    let mut drained = versioned("f", 5, "eu-west-1", vec![]);
+    seal(&mut drained, &cfg.names);
+    let foreign = record(&drained, "eu-west-1");
     b.table(0, name)
         .put_if(&foreign.image, &apply_condition(&foreign, &cfg))
         .await
@@ -678,7 +697,8 @@ async fn ttl_removals_carry_the_service_identity() {
     let app = App::new("us-east-1", b.client(0), name, cfg.clone());
     let past = (ferry_core::clock::system_now_ms() / 1000 - 3600).to_string();
     assert_eq!(cfg.names.ttl, "ttl");
-    app.put_stamped(item("expired", vec![("ttl", n(&past))]))
+    let expired_at = app
+        .put_stamped(item("expired", vec![("ttl", n(&past))]))
         .await;
     app.put_stamped(item("deleted", vec![])).await;
     app.delete_hard("deleted").await;
@@ -740,23 +760,31 @@ async fn ttl_removals_carry_the_service_identity() {
     assert!(app_delete.user_identity.is_none());
     assert!(matches!(
         classify(app_delete, &cfg).unwrap(),
-        Classified::Reconcile(_)
+        Classified::Reconcile(h) if h.expired.is_none()
     ));
     // Lambda's shape of the identity (what real Lambda delivers, and what the poller should
-    // build from GetRecords' `PrincipalId`/`Type`) classifies as TTL expiry.
+    // build from GetRecords' `PrincipalId`/`Type`) classifies as TTL expiry: of a sealed,
+    // versioned item, an expiry hint (a local tombstone at its version, nothing forwarded).
+    let expiry = |c: Classified| match c {
+        Classified::Reconcile(h) => h.expired,
+        other => panic!("a TTL removal of a sealed version is an expiry hint, got {other:?}"),
+    };
     let mut as_lambda = ttl.clone();
     let mut identity = aws_lambda_events::event::dynamodb::UserIdentity::default();
     identity.type_ = "Service".into();
     identity.principal_id = "dynamodb.amazonaws.com".into();
     as_lambda.user_identity = Some(identity);
-    assert_eq!(classify(&as_lambda, &cfg).unwrap(), Classified::TtlExpiry);
+    assert_eq!(
+        expiry(classify(&as_lambda, &cfg).unwrap()),
+        Some(expired_at.clone())
+    );
     let id = ttl.user_identity.as_ref();
     assert_eq!(
         id.map(|u| (u.type_.as_str(), u.principal_id.as_str())),
         Some(("Service", "dynamodb.amazonaws.com")),
         "the poller must hand enqueue the TTL identity as Lambda does"
     );
-    assert_eq!(classify(ttl, &cfg).unwrap(), Classified::TtlExpiry);
+    assert_eq!(expiry(classify(ttl, &cfg).unwrap()), Some(expired_at));
 }
 
 /// Every record of a stream through the SDK's own GetRecords model.
@@ -916,6 +944,56 @@ async fn numbers_and_item_size() {
         );
         if scanned_source.get(a) != source.get(a) {
             eprintln!("{:?}: Scan and GetItem order `{a}` differently", b.kind);
+        }
+    }
+
+    // A seal (`ferry_core::digest`) is computed over the item as written; the backend respells
+    // numbers and reorders sets, and the seal must still match what GetItem, Scan and the stream
+    // hand back (a mismatch would make every version Ferry writes look like an application's).
+    let names = config("us-east-1").names;
+    let mut sealed = Vec::new();
+    for (pk, mut it) in [
+        (
+            "nums-sealed",
+            item(
+                "nums-sealed",
+                spellings
+                    .iter()
+                    .map(|(a, w, _)| (*a, n(w)))
+                    .collect::<Vec<_>>(),
+            ),
+        ),
+        ("sets-sealed", {
+            let mut i = sets.clone();
+            i.insert(PK.into(), s("sets-sealed"));
+            i
+        }),
+        ("exotic-sealed", item("exotic-sealed", exotic_attrs())),
+    ] {
+        Version::new(1000, "us-east-1").stamp_into(&mut it, &names);
+        seal(&mut it, &names);
+        app.put_raw(&it).await;
+        sealed.push(pk);
+    }
+    let scanned = b.table(0, name).scan_all().await.unwrap();
+    let streamed = read_until(&mut poller, |r| {
+        sealed.iter().all(|pk| {
+            r.iter()
+                .any(|r| r.change.keys.inner().get(PK) == Some(&s(pk)))
+        })
+    })
+    .await;
+    for pk in &sealed {
+        let got = app.get_raw(pk).await.unwrap();
+        assert!(is_sealed(&got, &names), "{pk}: GetItem {got:?}");
+        let scan = scanned.iter().find(|i| pk_of(i) == *pk).unwrap();
+        assert!(is_sealed(scan, &names), "{pk}: Scan {scan:?}");
+        for r in streamed
+            .iter()
+            .filter(|r| r.change.keys.inner().get(PK) == Some(&s(pk)))
+        {
+            let img = image(&r.change.new_image);
+            assert!(is_sealed(&img, &names), "{pk}: stream {img:?}");
         }
     }
 
@@ -1177,8 +1255,10 @@ async fn two_regions_replicate_on_the_backend() {
     assert_eq!(c.poison, 0);
 }
 
-/// TTL expiry end to end on the backend: each region expires its own copy, enqueue skips the
-/// removal as TTL, and Ferry writes no tombstone for it.
+/// TTL expiry end to end on the backend: each region expires its own copy, nothing is
+/// forwarded for the removal, and each region's enqueue leaves its own local expiry tombstone at
+/// the expired version (so no older record can bring the item back there), which is never
+/// forwarded either.
 #[tokio::test(flavor = "multi_thread")]
 async fn ttl_expiry_is_not_replicated_on_the_backend() {
     let _t = timer("ttl_expiry_is_not_replicated_on_the_backend");
@@ -1197,7 +1277,8 @@ async fn ttl_expiry_is_not_replicated_on_the_backend() {
         App::new(regions[1], b.client(1), name, config(regions[1])),
     );
     let past = (ferry_core::clock::system_now_ms() / 1000 - 3600).to_string();
-    us.put_stamped(item("expiring", vec![("ttl", n(&past))]))
+    let expired_at = us
+        .put_stamped(item("expiring", vec![("ttl", n(&past))]))
         .await;
     us.put_stamped(item("staying", vec![])).await;
     // Both regions see "staying"; "expiring" reached the other region too (dynoxide keeps it
@@ -1227,27 +1308,44 @@ async fn ttl_expiry_is_not_replicated_on_the_backend() {
         .map(|i| (regions[i].to_string(), b.table(i, name)))
         .collect();
     let buffers: Vec<&Buffer> = p.buffers.iter().collect();
-    let l = match poll_converged(CONVERGE_TIMEOUT, || look_at(&tables, &buffers, &cfg)).await {
-        Ok(l) => l,
-        Err(l) => panic!("no convergence on {:?}:\n{}", b.kind, differences(&l, &cfg)),
-    };
+    if let Err(l) = poll_converged(CONVERGE_TIMEOUT, || look_at(&tables, &buffers, &cfg)).await {
+        panic!("no convergence on {:?}:\n{}", b.kind, differences(&l, &cfg));
+    }
+    // Each region's own removal reaches its enqueue, which writes the region's own expiry
+    // tombstone at the expired version; that tombstone's record is skipped as TTL.
+    eventually(
+        CONVERGE_TIMEOUT,
+        "both expiry tombstones written",
+        || async {
+            let c = lock(&p.counts).clone();
+            (c.tombstoned >= 2 && c.skipped_ttl >= 2).then_some(())
+        },
+    )
+    .await;
     let c = lock(&p.counts).clone();
-    for (region, items) in &l.scans {
-        let left: Vec<&Item> = items.iter().filter(|i| pk_of(i) == "expiring").collect();
+    for (region, t) in &tables {
+        let left = t.get(&key("expiring")).await.expect("get");
+        let Some(tomb) = left else {
+            panic!(
+                "{:?}, {region}: no expiry tombstone (enqueue counts {c:?})",
+                b.kind
+            );
+        };
         assert!(
-            left.is_empty(),
-            "{:?}, {region}: a TTL expiry left {left:?} (enqueue counts {c:?}): the removal was \
-             taken for an application's delete and replicated as a tombstone",
+            is_expiry_tombstone(&tomb, &cfg.names)
+                && Version::of(&tomb, &cfg.names) == Ok(Some(expired_at.clone())),
+            "{:?}, {region}: a TTL expiry left {tomb:?} (enqueue counts {c:?}), not a local \
+             expiry tombstone at {expired_at}",
             b.kind
         );
     }
-    assert_eq!(c.tombstoned, 0, "{:?}: {c:?}", b.kind);
-    // Each region's own removal reaches its enqueue and is skipped as TTL.
-    eventually(CONVERGE_TIMEOUT, "both TTL removals skipped", || async {
-        (lock(&p.counts).skipped_ttl >= 2).then_some(())
-    })
-    .await;
-    assert_eq!(lock(&p.counts).tombstoned, 0);
+    // Nothing but the two puts was forwarded: neither removal nor either expiry tombstone.
+    assert_eq!(c.forwarded, 2, "{:?}: {c:?}", b.kind);
+    assert_eq!(
+        c.tombstoned, 2,
+        "{:?}: one local tombstone per region: {c:?}",
+        b.kind
+    );
 }
 
 /// The settings check rides on table tags (`ferry_core::peer`): publishing them and reading them

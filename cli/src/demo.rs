@@ -555,10 +555,13 @@ async fn set_own_attribute(
                 let current = region.table(table).get(&key).await?;
                 let fresh = version_above(current.as_ref(), (region.clock)(), region);
                 let names = &config.names;
+                // As the helper updates: the seal goes (no seal can be written for content
+                // DynamoDB computes; without one, the fresh version is forwarded as it is).
                 update
-                    .update_expression("SET #a = :a, #ts = :ts, #o = :o")
+                    .update_expression("SET #a = :a, #ts = :ts, #o = :o REMOVE #sum")
                     .expression_attribute_names("#ts", &names.ts)
                     .expression_attribute_names("#o", &names.origin)
+                    .expression_attribute_names("#sum", &names.sum)
                     .expression_attribute_values(":ts", SdkValue::from(fresh.ts_value()))
                     .expression_attribute_values(":o", SdkValue::from(fresh.origin_value()))
             } else {
@@ -621,7 +624,9 @@ async fn execute(
     };
     match op.kind {
         OpKind::StampedPut => {
+            // Stamped and sealed, as the helper puts.
             fresh.stamp_into(&mut item, &config.names);
+            ferry_core::digest::seal(&mut item, &config.names);
             client
                 .put_item()
                 .table_name(table)

@@ -125,12 +125,21 @@ async fn backfill_resume_verify_and_repair() {
     let eu = Table::new(cluster.regions[1].dynamo.client(), FRESH);
     const PLAIN: usize = 120;
     const STAMPED: usize = 30;
+    // Versioned, but unsealed: an application put back a version it read over other content.
+    const UNSEALED: usize = 6;
     for i in 0..PLAIN {
         put_new(&us, &item(&format!("u-{i}"), &format!("plain {i}"))).await;
     }
     for i in 0..STAMPED {
         let mut it = item(&format!("v-{i}"), &format!("stamped {i}"));
         Version::new(1_700_000_000_000 + i as u64, US).stamp_into(&mut it, &config.names);
+        put_new(&us, &it).await;
+    }
+    for i in 0..UNSEALED {
+        let mut it = item(&format!("c-{i}"), &format!("read {i}"));
+        Version::new(1_700_000_000_000 + i as u64, EU).stamp_into(&mut it, &config.names);
+        ferry_core::digest::seal(&mut it, &config.names);
+        it.insert("v".into(), s(&format!("written back {i}")));
         put_new(&us, &it).await;
     }
     let tomb = ferry_core::reconcile::tombstone_item(
@@ -141,7 +150,7 @@ async fn backfill_resume_verify_and_repair() {
         &config,
     );
     put_new(&us, &tomb).await;
-    let total = (PLAIN + STAMPED + 1) as u64;
+    let total = (PLAIN + STAMPED + UNSEALED + 1) as u64;
 
     let t = target(&cluster, FRESH);
     let dir = tempfile::tempdir().expect("tempdir");
@@ -188,7 +197,8 @@ async fn backfill_resume_verify_and_repair() {
         total,
         "no item scanned twice, none skipped"
     );
-    assert_eq!(first.stamped + second.stamped, PLAIN as u64);
+    // The unsealed ones are stamped (and sealed) before they are spread, like unversioned ones.
+    assert_eq!(first.stamped + second.stamped, (PLAIN + UNSEALED) as u64);
     assert_eq!(first.applied + second.applied, total);
     assert_eq!(first.pending + second.pending, 0);
     assert!(
@@ -234,6 +244,17 @@ async fn backfill_resume_verify_and_repair() {
     eprintln!("{}", verify::render(&clean));
     assert!(clean.clean() && clean.differences.is_empty());
     assert_eq!(clean.matching, total - 1, "the tombstone reads as absent");
+    for i in 0..UNSEALED {
+        let k: Item = [("pk".to_string(), s(&format!("c-{i}")))].into();
+        let spread = eu.get(&k).await.unwrap().expect("spread");
+        assert_eq!(spread["v"], s(&format!("written back {i}")));
+        assert!(ferry_core::digest::is_sealed(&spread, &config.names));
+        let v = Version::of(&spread, &config.names).unwrap().unwrap();
+        assert_eq!(
+            v.origin, US,
+            "stamped by the source region, not spread as read"
+        );
+    }
 
     // Plant differences: a newer version in eu only, and a key deleted from eu only.
     let mut newer = eu

@@ -93,7 +93,8 @@ pub enum RequestError {
         legacy: &'static str,
         instead: &'static str,
     },
-    /// The request writes one of the attributes Ferry owns (the version or the tombstone marker).
+    /// The request writes one of the attributes Ferry owns (the version, the seal, the tombstone
+    /// marker or the version map).
     #[error("the request writes `{0}`, an attribute Ferry owns")]
     FerryAttribute(String),
     /// An attribute-mode write ([`Ferry::update_attributes`](crate::Ferry::update_attributes),
@@ -120,6 +121,14 @@ pub enum RequestError {
     /// A delete's put request must carry no item: the tombstone is the item.
     #[error("a tombstone delete takes the key only; the put request must not carry an item")]
     ItemOnDelete,
+    /// [`Ferry::restore`](crate::Ferry::restore) / [`Ferry::copy_to`](crate::Ferry::copy_to):
+    /// the put request already carries an item; the image is the item.
+    #[error("restore and copy_to take the image; the put request must not carry an item")]
+    ItemOnWriteBack,
+    /// [`Ferry::restore`](crate::Ferry::restore) / [`Ferry::copy_to`](crate::Ferry::copy_to) of
+    /// a tombstone: the image is a deleted key, not an item.
+    #[error("the image is a tombstone (a deleted key); restore a deletion with Ferry::delete")]
+    TombstoneImage,
     /// A transaction entry holds no operation at all.
     #[error("the transaction entry holds no operation")]
     EmptyEntry,

@@ -14,6 +14,7 @@ pub(crate) const N_ORIGIN: &str = "#ferry_origin";
 pub(crate) const N_DELETED: &str = "#ferry_deleted";
 pub(crate) const N_TTL: &str = "#ferry_ttl";
 pub(crate) const N_PK: &str = "#ferry_pk";
+pub(crate) const N_SUM: &str = "#ferry_sum";
 pub(crate) const V_TS: &str = ":ferry_ts";
 pub(crate) const V_ORIGIN: &str = ":ferry_origin";
 pub(crate) const V_TRUE: &str = ":ferry_true";

@@ -3,12 +3,16 @@
 //! Using Ferry from an application: a small helper over the plain `aws-sdk-dynamodb` client an
 //! application already has. It works on the SDK's own fluent builders (and transaction entry
 //! types), so the application keeps its client, table, conditions and placeholders; Ferry adds
-//! what the replication contract (`shared/DESIGN.md`) asks of a write:
+//! what the replication contract (`docs/contract.md`) asks of a write:
 //!
 //! - **Stamped writes** ([`Ferry::put`], [`Ferry::update`], [`Ferry::put_entry`],
 //!   [`Ferry::update_entry`], item maps with [`Ferry::stamp`]): the version attributes
-//!   `(ts, origin)` set to `max(now, previous + 1)` and the local region. A stamped write is forwarded as it is: Ferry
+//!   `(ts, origin)` set to `max(now, previous + 1)` and the local region; puts and tombstones
+//!   are also sealed (see [Sealing](#sealing)). A stamped write is forwarded as it is: Ferry
 //!   spends no stamp on it, and it is ordered by the application's own clock.
+//! - **Write-backs of an item read** ([`Ferry::restore`], [`Ferry::copy_to`],
+//!   [`Ferry::strip_ferry_attributes`]): Ferry's attributes of the image are dropped and the
+//!   write is stamped and sealed anew, so it never carries back an old version.
 //! - **A conditional form** ([`Guard::RefuseNewer`]) that refuses to overwrite a newer version.
 //! - **Updates bring a deleted key back**: the tombstone marker and the tombstone's TTL value
 //!   are removed, so the update is not hidden in an invisible item.
@@ -76,6 +80,28 @@
 //! Whatever `send` writes is above what it replaced, so the stream record is forwarded as it is
 //! (case 2 of the contract) and Ferry never has to stamp it.
 //!
+//! ## Sealing
+//! Every put the helper makes ([`Ferry::put`], [`Ferry::put_entry`], [`Ferry::stamp`],
+//! [`Ferry::restore`], [`Ferry::copy_to`]) and every tombstone carries, besides its version, the
+//! seal `ferry_sum` (`FERRY_ATTR_SUM`): `ferry_core::digest::seal_of` the item as written. Ferry's
+//! attributes the item already carries (an item read, changed and put back) are dropped first
+//! ([`Ferry::strip_ferry_attributes`]; the version it carried still counts as `known`). Enqueue
+//! forwards such a write as it is. A plain write that carries back a version and seal it read
+//! over other content no longer matches its seal, and Ferry stamps it (one more write).
+//!
+//! An update ([`Ferry::update`], [`Ferry::update_entry`]) cannot be sealed: the item's content
+//! after it is DynamoDB's to compute. It therefore removes `ferry_sum` in the same request. An
+//! item without a seal is trusted as sealed, and that is right here: the update's version is
+//! fresh and local, and `send` writes it above the stored one, so enqueue forwards it as it is
+//! (case 2) and last-writer-wins orders it by the application's clock, as for a put. (A one-shot
+//! [`UpdateRequest::stamped`] or transaction entry without [`Guard::RefuseNewer`] that lands below
+//! the stored version is stamped by Ferry, as any such write is.) Keeping the old seal instead
+//! would leave every update unsealed: a stamp per update, ordered by Ferry's clock. The price:
+//! until the key's next sealed write (a helper put or tombstone, an enqueue stamp), a plain write
+//! that carries back its version over other content or under another key is taken for Ferry's
+//! own, the contract's known limit for items written before seals existed. Write such items back
+//! with [`Ferry::restore`] / [`Ferry::copy_to`], never as read.
+//!
 //! ## Updates onto a deleted key
 //! A tombstone is an item to DynamoDB: a plain update of a deleted key would write the
 //! application's attributes next to the marker, an item every reader treats as absent. A stamped
@@ -108,6 +134,7 @@ mod error;
 mod expr;
 mod ferry;
 mod read;
+mod restore;
 mod transact;
 mod write;
 

@@ -27,6 +27,7 @@ impl Ferry {
             put.expression_attribute_values.as_ref(),
         )?;
         let known = self.known_for_put(previous, &put.item)?;
+        self.strip_ferry_attributes(&mut put.item);
         let version = self.next_version(known.as_ref());
         self.stamp_item(&mut put.item, &version);
         let parts = self.put_parts(&app, &version, false, guard == Guard::RefuseNewer);

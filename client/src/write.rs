@@ -5,8 +5,8 @@
 
 use crate::error::{Error, RequestError};
 use crate::expr::{
-    Clause, Parts, UpdateExpression, N_DELETED, N_ORIGIN, N_PK, N_TS, N_TTL, V_MARKER, V_ORIGIN,
-    V_TRUE, V_TS, V_TTL,
+    Clause, Parts, UpdateExpression, N_DELETED, N_ORIGIN, N_PK, N_SUM, N_TS, N_TTL, V_MARKER,
+    V_ORIGIN, V_TRUE, V_TS, V_TTL,
 };
 use crate::ferry::{Ferry, Previous};
 use crate::{SdkItem, SdkValue};
@@ -17,8 +17,9 @@ use aws_sdk_dynamodb::operation::put_item::{PutItemError, PutItemOutput};
 use aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder;
 use aws_sdk_dynamodb::operation::update_item::{UpdateItemError, UpdateItemOutput};
 use aws_sdk_dynamodb::types::ReturnValuesOnConditionCheckFailure;
+use ferry_core::digest::seal_of;
 use ferry_core::reconcile::tombstone_item;
-use ferry_core::{Item, Version};
+use ferry_core::{AttributeValue, Item, Version};
 
 /// What a stamped write does when the stored item holds a version not older than its own.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -57,8 +58,10 @@ const ABSENT: &str = "attribute_not_exists(#ferry_pk) OR #ferry_deleted = :ferry
 const STAMP_ACTIONS: &str = "#ferry_ts = :ferry_ts, #ferry_origin = :ferry_origin";
 
 impl Ferry {
-    /// A stamped `PutItem`: build the request as usual (client, table, item, condition, ...),
-    /// then [`send`](PutRequest::send) it through Ferry.
+    /// A stamped and sealed `PutItem`: build the request as usual (client, table, item,
+    /// condition, ...), then [`send`](PutRequest::send) it through Ferry. Ferry's attributes the
+    /// item carries (an item read and changed) are replaced; to write back an image as it was
+    /// read, use [`Ferry::restore`] or [`Ferry::copy_to`].
     pub fn put(&self, put: PutItemFluentBuilder) -> PutRequest {
         PutRequest {
             ferry: self.clone(),
@@ -82,7 +85,7 @@ impl Ferry {
 
     /// A delete, written as a tombstone (never a hard delete, which could not replicate): a
     /// `PutItem` of the key, a fresh version, the marker and the TTL attribute set to now + the
-    /// configured lifetime. `put` carries the client, the table and optionally the application's
+    /// configured lifetime, sealed. `put` carries the client, the table and optionally the application's
     /// own condition, but no item.
     pub fn delete(&self, put: PutItemFluentBuilder, key: SdkItem) -> DeleteRequest {
         DeleteRequest {
@@ -94,12 +97,15 @@ impl Ferry {
         }
     }
 
-    /// Stamps an item map in place and returns the version: for requests the helper does not
-    /// wrap, such as a `PutRequest` of `BatchWriteItem` (which takes no condition, so the write
-    /// is blind: above `previous` when it is known, else at the clock).
+    /// Stamps and seals an item map in place and returns the version: for requests the helper
+    /// does not wrap, such as a `PutRequest` of `BatchWriteItem` (which takes no condition, so
+    /// the write is blind: above `previous` when it is known, else above the version the item
+    /// carries, else at the clock). Ferry's attributes the item carries (it was read) are
+    /// replaced, as in [`Ferry::put`].
     pub fn stamp(&self, item: &mut SdkItem, previous: &Previous) -> Result<Version, Error> {
         self.check_put_item(item)?;
         let known = self.known_for_put(previous, item)?;
+        self.strip_ferry_attributes(item);
         let version = self.next_version(known.as_ref());
         self.stamp_item(item, &version);
         Ok(version)
@@ -148,15 +154,24 @@ impl Ferry {
         Ok(self.version_of(stored)?.filter(|s| s >= version))
     }
 
-    /// The item with the version written into it.
+    /// The item with the version written into it, then sealed: the seal (`ferry_core::digest`)
+    /// covers the whole item as written, so enqueue forwards the write as it is. The item must
+    /// not carry Ferry's other attributes (see [`Ferry::strip_ferry_attributes`]).
     pub(crate) fn stamp_item(&self, item: &mut SdkItem, version: &Version) {
         let names = &self.config.names;
         item.insert(names.ts.clone(), SdkValue::N(version.ts_ms.to_string()));
         item.insert(names.origin.clone(), SdkValue::S(version.origin.clone()));
+        item.remove(&names.sum);
+        let core: Item = item
+            .iter()
+            .map(|(k, v)| (k.clone(), AttributeValue::from(v.clone())))
+            .collect();
+        item.insert(names.sum.clone(), SdkValue::from(seal_of(&core, names)));
     }
 
-    /// A put item may carry a version (it was read, changed and is put back: Ferry replaces it),
-    /// but not the marker: an item with data and the marker is a tombstone that hides data.
+    /// A put item may carry Ferry's attributes (it was read, changed and is put back: Ferry
+    /// replaces them), but not the marker: an item with data and the marker is a tombstone that
+    /// hides data.
     pub(crate) fn check_put_item(&self, item: &SdkItem) -> Result<(), RequestError> {
         self.check_item_mode()?;
         let marker = &self.config.names.tombstone;
@@ -309,6 +324,8 @@ impl PutRequest {
             p.get_expression_attribute_values().as_ref(),
         )?;
         let known = self.ferry.known_for_put(&self.previous, &item)?;
+        let mut item = item;
+        self.ferry.strip_ferry_attributes(&mut item);
         Ok((parts, item, known))
     }
 
@@ -554,7 +571,13 @@ impl UpdatePlan {
         };
         let names = &ferry.config.names;
         let targets = expression.targets(&app.names);
-        for owned in [&names.ts, &names.origin, &names.tombstone] {
+        for owned in [
+            &names.ts,
+            &names.origin,
+            &names.tombstone,
+            &names.sum,
+            &names.versions,
+        ] {
             if targets.contains(owned) {
                 return Err(RequestError::FerryAttribute(owned.clone()).into());
             }
@@ -580,6 +603,7 @@ impl UpdatePlan {
         ferry.version_placeholders(&mut parts, version);
         expression.append(Clause::Set, STAMP_ACTIONS);
         parts.name(N_DELETED, &names.tombstone);
+        let mut remove = Vec::new();
         match revive {
             // Never write data next to a marker: that item would read as absent.
             None => {
@@ -588,7 +612,7 @@ impl UpdatePlan {
             Some(r) => {
                 parts.value(V_MARKER, r.marker.clone());
                 let mut condition = String::from("#ferry_deleted = :ferry_marker");
-                let mut remove = vec![N_DELETED];
+                remove.push(N_DELETED);
                 if r.tombstone {
                     parts.name(N_TTL, &names.ttl);
                     match &r.ttl {
@@ -603,9 +627,14 @@ impl UpdatePlan {
                     }
                 }
                 parts.and(&condition);
-                expression.append(Clause::Remove, &remove.join(", "));
             }
         }
+        // The item's content after the update is DynamoDB's to compute: no seal can be written
+        // for it, and the stored one would no longer match. Without one, the update's fresh
+        // local version is forwarded as it is (crate docs, "Sealing").
+        parts.name(N_SUM, &names.sum);
+        remove.push(N_SUM);
+        expression.append(Clause::Remove, &remove.join(", "));
         if guarded {
             parts.and(VERSION_GUARD);
         }
@@ -746,5 +775,68 @@ impl UpdateRequest {
         Err(Error::Contended {
             attempts: ferry.max_attempts,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ferry_core::Config;
+    use std::collections::HashMap;
+
+    fn ferry() -> Ferry {
+        Ferry::new(Config::new("us-east-1", "pk")).unwrap()
+    }
+
+    fn plan(f: &Ferry, expression: &str, names: &[(&str, &str)]) -> Result<UpdatePlan, Error> {
+        let names: HashMap<String, String> = names
+            .iter()
+            .map(|(p, a)| (p.to_string(), a.to_string()))
+            .collect();
+        let app = Parts::from_app(None, Some(&names), None)?;
+        UpdatePlan::new(f, Some(&expression.to_string()), app)
+    }
+
+    #[test]
+    fn an_update_removes_the_seal() {
+        let f = ferry();
+        let v = Version::new(7, "us-east-1");
+        let p = plan(&f, "SET a = :a REMOVE b", &[]).unwrap();
+        let (expression, parts) = p.render(&f, &v, None, true);
+        assert_eq!(
+            expression,
+            "SET a = :a, #ferry_ts = :ferry_ts, #ferry_origin = :ferry_origin \
+             REMOVE b, #ferry_sum"
+        );
+        assert_eq!(parts.names[N_SUM], "ferry_sum");
+        // Bringing a tombstone back: the marker, its TTL and the seal go.
+        let revive = Revive::from_previous(&Previous::Tombstone {
+            version: None,
+            ttl: Some(SdkValue::N("9".into())),
+        });
+        let (expression, _) =
+            plan(&f, "ADD n :one", &[])
+                .unwrap()
+                .render(&f, &v, revive.as_ref(), false);
+        assert_eq!(
+            expression,
+            "ADD n :one SET #ferry_ts = :ferry_ts, #ferry_origin = :ferry_origin \
+             REMOVE #ferry_deleted, #ferry_ttl, #ferry_sum"
+        );
+    }
+
+    #[test]
+    fn an_update_may_not_write_the_seal_or_the_version_map() {
+        let f = ferry();
+        for (expression, names) in [
+            ("SET #s = :s", vec![("#s", "ferry_sum")]),
+            ("REMOVE ferry_sum", vec![]),
+            ("SET ferry_versions.a = :a", vec![]),
+        ] {
+            assert!(matches!(
+                plan(&f, expression, &names),
+                Err(Error::Request(RequestError::FerryAttribute(_)))
+            ));
+        }
     }
 }

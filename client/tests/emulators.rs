@@ -48,6 +48,7 @@ on_both_emulators!(
     transaction_entries_are_stamped,
     if_absent_treats_a_tombstone_as_absent,
     batch_items_are_stamped,
+    a_restore_or_copy_is_stamped_and_sealed_anew,
     attribute_writes_version_each_attribute_they_change,
 );
 
@@ -169,6 +170,18 @@ fn versioned(mut i: SdkItem, v: &Version) -> SdkItem {
     i
 }
 
+/// The item with its seal (`ferry_sum`), as every put and tombstone of the helper writes it.
+fn sealed(i: SdkItem) -> SdkItem {
+    let mut core = ferry_aws::values::from_sdk(i);
+    ferry_core::digest::seal(&mut core, &Config::new(LOCAL, "pk").names);
+    ferry_aws::values::into_sdk(core)
+}
+
+/// A helper put's item: versioned and sealed.
+fn stamped(i: SdkItem, v: &Version) -> SdkItem {
+    sealed(versioned(i, v))
+}
+
 fn local(ts: u64) -> Version {
     Version::new(ts, LOCAL)
 }
@@ -182,7 +195,7 @@ fn tombstone(pk: &str, v: &Version, now_ms: u64) -> SdkItem {
     let mut i = versioned(key(pk), v);
     i.insert("ferry_deleted".into(), V::Bool(true));
     i.insert("ttl".into(), tombstone_ttl(now_ms));
-    i
+    sealed(i)
 }
 
 async fn a_put_is_stamped_and_keeps_the_applications_condition(h: Harness) {
@@ -204,7 +217,7 @@ async fn a_put_is_stamped_and_keeps_the_applications_condition(h: Harness) {
         .expect("put");
     assert_eq!(written.version, local(t0()));
     assert_eq!(written.attempts, 1);
-    let first = versioned(item("a", &[("v", n(1))]), &local(t0()));
+    let first = stamped(item("a", &[("v", n(1))]), &local(t0()));
     assert_eq!(h.raw("a").await, Some(first.clone()));
 
     // The application's condition fails: its own error, with the stored item, nothing written.
@@ -257,7 +270,7 @@ async fn a_put_goes_above_a_newer_stored_version_or_is_refused(h: Harness) {
     assert_eq!(written.attempts, 2);
     assert_eq!(
         h.raw("a").await,
-        Some(versioned(
+        Some(stamped(
             item("a", &[("v", s("local"))]),
             &local(t0() + 5_001)
         ))
@@ -447,7 +460,7 @@ async fn a_delete_is_a_tombstone_that_every_read_hides(h: Harness) {
     assert_eq!(h.ferry.get(get("zzz")).await.expect("get"), None);
     assert_eq!(
         h.ferry.get(get("a")).await.expect("get"),
-        Some(versioned(item("a", &[("kind", s("order"))]), &local(t0())))
+        Some(stamped(item("a", &[("kind", s("order"))]), &local(t0())))
     );
     // With a projection, the marker is read too (and not handed back).
     let projected = get("b")
@@ -779,7 +792,7 @@ async fn transaction_entries_are_stamped(h: Harness) {
         .expect("transaction");
     assert_eq!(
         h.raw("a").await,
-        Some(versioned(item("a", &[("n", n(1))]), &local(t0())))
+        Some(stamped(item("a", &[("n", n(1))]), &local(t0())))
     );
     assert_eq!(
         h.raw("b").await,
@@ -868,7 +881,7 @@ async fn if_absent_treats_a_tombstone_as_absent(h: Harness) {
         .expect("created over the tombstone");
     assert_eq!(
         h.raw("a").await,
-        Some(versioned(item("a", &[("v", s("again"))]), &local(t0() + 2)))
+        Some(stamped(item("a", &[("v", s("again"))]), &local(t0() + 2)))
     );
 }
 
@@ -901,7 +914,7 @@ async fn batch_items_are_stamped(h: Harness) {
     assert_eq!(va, local(t0()));
     assert_eq!(
         h.raw("a").await,
-        Some(versioned(item("a", &[("v", n(1))]), &local(t0())))
+        Some(stamped(item("a", &[("v", n(1))]), &local(t0())))
     );
     assert_eq!(stone.version, local(t0() + 41));
     assert_eq!(
@@ -913,6 +926,75 @@ async fn batch_items_are_stamped(h: Harness) {
         h.ferry.stamp(&mut marked, &Previous::Unknown),
         Err(Error::Request(RequestError::FerryAttribute(_)))
     ));
+}
+
+async fn a_restore_or_copy_is_stamped_and_sealed_anew(h: Harness) {
+    let put = || h.client.put_item().table_name(&h.table);
+    let written = h
+        .ferry
+        .put(put().set_item(Some(item("a", &[("v", s("one"))]))))
+        .send()
+        .await
+        .expect("put");
+    let image = h.raw("a").await.expect("item");
+    assert_eq!(
+        image,
+        stamped(item("a", &[("v", s("one"))]), &written.version)
+    );
+
+    // An update leaves no seal: the item's new content is DynamoDB's to compute.
+    h.set_clock(t0() + 10);
+    h.ferry
+        .update(
+            h.client
+                .update_item()
+                .table_name(&h.table)
+                .set_key(Some(key("a")))
+                .update_expression("SET v = :v")
+                .expression_attribute_values(":v", s("two")),
+        )
+        .send()
+        .await
+        .expect("update");
+    assert_eq!(
+        h.raw("a").await,
+        Some(versioned(item("a", &[("v", s("two"))]), &local(t0() + 10)))
+    );
+
+    // Deleted, then restored from the image read before: nothing of the image's version or seal
+    // comes back; the restore is a new version above the tombstone, sealed anew.
+    h.set_clock(t0() + 20);
+    h.ferry
+        .delete(put(), key("a"))
+        .send()
+        .await
+        .expect("delete");
+    let restored = h
+        .ferry
+        .restore(put(), image.clone())
+        .expect("restore")
+        .send()
+        .await
+        .expect("restore");
+    assert_eq!(restored.version, local(t0() + 21));
+    assert_eq!(
+        h.raw("a").await,
+        Some(stamped(item("a", &[("v", s("one"))]), &local(t0() + 21)))
+    );
+
+    // A copy under another key, stamped by the clock.
+    let copied = h
+        .ferry
+        .copy_to(put(), image, key("b"))
+        .expect("copy")
+        .send()
+        .await
+        .expect("copy");
+    assert_eq!(copied.version, local(t0() + 20));
+    assert_eq!(
+        h.raw("b").await,
+        Some(stamped(item("b", &[("v", s("one"))]), &local(t0() + 20)))
+    );
 }
 
 /// Applications spawn these futures onto multi-threaded runtimes.

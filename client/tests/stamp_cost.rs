@@ -1,7 +1,8 @@
 //! A write made through the helper costs Ferry no stamp: the real enqueue handler, fed the real
 //! stream records of helper writes (dynoxide's stream, moto's SQS for the buffer), forwards each
 //! record as it is, and its metrics line says `Stamped: 0, Tombstoned: 0`. The same kinds of
-//! writes made without the helper cost a stamp or a tombstone each.
+//! writes made without the helper cost a stamp or a tombstone each, and so does a plain
+//! write-back of an item read (its seal no longer matches), which the helper's restore avoids.
 
 use aws_lambda_events::event::dynamodb::Event;
 use aws_sdk_dynamodb::types::{AttributeValue as V, Put};
@@ -72,7 +73,8 @@ async fn helper_writes_cost_no_stamp() {
     let mut poller = StreamPoller::new(&region.endpoint(), LOCAL, &table.stream_arn);
 
     // Every kind of helper write: put, update, delete, an update that brings the deleted key
-    // back, a conditional put, and a transaction with a put and a tombstone.
+    // back, a conditional put, a transaction with a put and a tombstone, a restore of an item
+    // read before that tombstone and a copy of it to another key.
     let put = |i: SdkItem| client.put_item().table_name(TABLE).set_item(Some(i));
     let written = ferry.put(put(item("a", "new"))).send().await.expect("put");
     let written = ferry
@@ -121,6 +123,16 @@ async fn helper_writes_cost_no_stamp() {
         .send()
         .await
         .expect("put");
+    let image = client
+        .get_item()
+        .table_name(TABLE)
+        .set_key(Some(key("c")))
+        .consistent_read(true)
+        .send()
+        .await
+        .expect("get")
+        .item
+        .expect("item");
     let entries = vec![
         ferry
             .put_entry(
@@ -145,27 +157,43 @@ async fn helper_writes_cost_no_stamp() {
         .send()
         .await
         .expect("transaction");
+    ferry
+        .restore(client.put_item().table_name(TABLE), image.clone())
+        .expect("restore")
+        .send()
+        .await
+        .expect("restore");
+    ferry
+        .copy_to(client.put_item().table_name(TABLE), image.clone(), key("e"))
+        .expect("copy")
+        .send()
+        .await
+        .expect("copy");
 
     let records = poller
-        .collect(8, Duration::from_secs(10))
+        .collect(10, Duration::from_secs(10))
         .await
         .expect("stream records");
-    assert_eq!(records.len(), 8, "one stream record per helper write");
+    assert_eq!(records.len(), 10, "one stream record per helper write");
     let outcome = enqueue(records, &enqueuer).await;
     let c = &outcome.counts;
     assert_eq!(
         (c.forwarded, c.stamped, c.tombstoned, c.failed, c.poison),
-        (8, 0, 0, 0, 0),
+        (10, 0, 0, 0, 0),
         "{c:?}"
     );
     let m = metrics(&outcome);
     assert_eq!(
         (&m["Stamped"], &m["Tombstoned"], &m["Forwarded"]),
-        (&0.into(), &0.into(), &8.into())
+        (&0.into(), &0.into(), &10.into())
     );
 
-    // Without the helper: an unstamped put costs a stamp, a hard delete a tombstone.
+    // Without the helper: an unstamped put costs a stamp, a hard delete a tombstone, and a
+    // plain write-back of the image read, changed, a stamp (its seal no longer matches).
     put(item("d", "plain")).send().await.expect("plain put");
+    let mut changed = image;
+    changed.insert("status".into(), V::S("changed".into()));
+    put(changed).send().await.expect("plain write-back");
     client
         .delete_item()
         .table_name(TABLE)
@@ -174,13 +202,13 @@ async fn helper_writes_cost_no_stamp() {
         .await
         .expect("hard delete");
     let records = poller
-        .collect(2, Duration::from_secs(10))
+        .collect(3, Duration::from_secs(10))
         .await
         .expect("stream records");
     let outcome = enqueue(records, &enqueuer).await;
     let m = metrics(&outcome);
     assert_eq!(
         (&m["Stamped"], &m["Tombstoned"], &m["Forwarded"]),
-        (&1.into(), &1.into(), &0.into())
+        (&2.into(), &1.into(), &0.into())
     );
 }

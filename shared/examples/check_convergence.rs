@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 const USAGE: &str = "usage: check_convergence [--runs N] [--seed S] [--hole NAME]... [--skew MS] \
-[--merge item|attribute] [--steps N] [--ttl-share F] [--duplicates F] [--checkpoints F] [--keys 1-8] [--own-share F] [--stale-write-backs] [--early-ttl] [--unstamped-puts] [--threads T] [--trace]";
+[--merge item|attribute] [--steps N] [--ttl-share F] [--duplicates F] [--checkpoints F] [--keys 1-8] [--own-share F] [--app-writes F] [--no-filter] [--identical-restores] [--write-time-floor] [--late-ttl] [--unstamped-puts] [--threads T] [--trace]";
 
 fn main() -> ExitCode {
     match run() {
@@ -90,6 +90,18 @@ fn run() -> Result<ExitCode, String> {
             "--trace" => trace = true,
             "--stale-write-backs" => options.stale_write_backs = true,
             "--early-ttl" => options.early_ttl = true,
+            "--write-time-floor" => options.stale_write_backs = false,
+            "--late-ttl" => options.early_ttl = false,
+            "--no-filter" => options.filter_removes = false,
+            "--identical-restores" => options.identical_restores = true,
+            "--app-writes" => {
+                let v = value("--app-writes")?;
+                options.app_writes = v
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|f| (0.0..=1.0).contains(f))
+                    .ok_or(format!("--app-writes {v}: not a share between 0 and 1"))?;
+            }
             "--unstamped-puts" => options.unstamped_puts = true,
             "-h" | "--help" => return Err("the convergence checker".into()),
             other => return Err(format!("unknown argument `{other}`")),
@@ -184,11 +196,20 @@ fn replay_flags(options: &CheckOptions) -> String {
     if options.duplicate_share != defaults.duplicate_share {
         flags.push_str(&format!(" --duplicates {}", options.duplicate_share));
     }
-    if options.stale_write_backs {
-        flags.push_str(" --stale-write-backs");
+    if !options.stale_write_backs {
+        flags.push_str(" --write-time-floor");
     }
-    if options.early_ttl {
-        flags.push_str(" --early-ttl");
+    if !options.early_ttl {
+        flags.push_str(" --late-ttl");
+    }
+    if !options.filter_removes {
+        flags.push_str(" --no-filter");
+    }
+    if options.identical_restores {
+        flags.push_str(" --identical-restores");
+    }
+    if options.app_writes != defaults.app_writes {
+        flags.push_str(&format!(" --app-writes {}", options.app_writes));
     }
     if options.unstamped_puts {
         flags.push_str(" --unstamped-puts");

@@ -1,6 +1,7 @@
 //! `classify`: what enqueue does with one stream record (the contract's cases 1–4).
 
 use crate::config::{Config, ItemFilter, MergeMode};
+use crate::digest::{is_expiry_tombstone, is_sealed};
 use crate::item::{describe_key, key_of, AttributeValue, Item};
 use crate::merge::{self, MergeError, StampHint};
 use crate::record::ChangeRecord;
@@ -14,7 +15,8 @@ pub enum Classified {
     ReplicatedIn,
     /// Case 2: a local write carrying a new local version: send it to every destination.
     Forward(ChangeRecord),
-    /// Case 3: the table's TTL removed the item; every region expires its own copy.
+    /// Case 3: the table's TTL removed the item (or this is the local tombstone it left, see
+    /// [`Hint::expired`]); every region expires its own copy.
     TtlExpiry,
     /// The item filter excludes this key.
     Filtered,
@@ -40,6 +42,23 @@ pub struct Hint {
     /// The TTL value of a tombstone in the old or new image: a stamp that turns an updated
     /// tombstone back into an item removes the TTL only if it still holds this value.
     pub tombstone_ttl: Option<AttributeValue>,
+    /// The record is the TTL process removing an item at this version: the key gets a local
+    /// tombstone at it, so that no older record recreates the item here.
+    pub expired: Option<Version>,
+    /// The record is a drain's write over an application's write that was not stamped yet.
+    pub clobbered: Option<Box<Clobber>>,
+}
+
+/// A drain wrote a replicated version over an application's write that carried a version it had
+/// read (unsealed: not stamped yet). The application's write is the later one where it was
+/// made; like an unversioned write, which a drain waits for, it must not be lost to an older
+/// concurrent version: enqueue puts it back above the drain's ([`crate::reconcile`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Clobber {
+    /// The application's write (the record's old image).
+    pub written: Item,
+    /// What the drain wrote over it (the record's new image).
+    pub by: Item,
 }
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -190,10 +209,20 @@ fn decide(record: &EventRecord, config: &Config) -> Result<Decided, ClassifyErro
         None
     };
 
+    let empty = Item::new();
     if new.is_none() && is_ttl_removal(record) {
+        // Not gated by the filter: a versioned item Ferry sealed has replicated (an item that
+        // left a `has:` filter keeps its last replicated state everywhere).
+        return expiry(&key, old, config).map_err(|source| ClassifyError::BadVersion {
+            sequence: sequence(),
+            key: describe_key(&key),
+            source,
+        });
+    }
+    if new.is_some_and(|n| is_expiry_tombstone(n, &config.names)) {
+        // The local tombstone of an expiry: this region's alone.
         return Ok(Done(Classified::TtlExpiry));
     }
-    let empty = Item::new();
     if !admits(
         config,
         &change.keys,
@@ -247,12 +276,28 @@ fn decide(record: &EventRecord, config: &Config) -> Result<Decided, ClassifyErro
 
     let mut forward = None;
     if let (Some(new), Some(vn)) = (new, vn.as_ref()) {
-        if vn.origin != config.local_region && Some(vn) != vo.as_ref() {
-            return Ok(Done(Classified::ReplicatedIn));
-        }
-        if vn.origin == config.local_region && vo.as_ref().is_none_or(|vo| vn > vo) {
-            let written_at_ms = created_ms(record).max(vn.ts_ms);
-            forward = Some((config.is_tombstone(new), written_at_ms));
+        if is_sealed(new, &config.names) {
+            if vn.origin != config.local_region && is_drain_write(old, vo.as_ref(), vn) {
+                return Ok(Done(match old.filter(|o| !is_sealed(o, &config.names)) {
+                    Some(written) => Classified::Reconcile(Hint {
+                        key,
+                        seen: vo.iter().chain([vn]).max().cloned(),
+                        new_version: Some(vn.clone()),
+                        changed: Vec::new(),
+                        tombstone_ttl: None,
+                        expired: None,
+                        clobbered: Some(Box::new(Clobber {
+                            written: written.clone(),
+                            by: new.clone(),
+                        })),
+                    }),
+                    None => Classified::ReplicatedIn,
+                }));
+            }
+            if vn.origin == config.local_region && vo.as_ref().is_none_or(|vo| vn > vo) {
+                let written_at_ms = created_ms(record).max(vn.ts_ms);
+                forward = Some((config.is_tombstone(new), written_at_ms));
+            }
         }
     }
     let vn = match (forward, vn) {
@@ -271,7 +316,8 @@ fn decide(record: &EventRecord, config: &Config) -> Result<Decided, ClassifyErro
     let changed = match new {
         None => Vec::new(),
         Some(new) => {
-            let is_version = |n: &str| n == config.names.ts || n == config.names.origin;
+            let n = &config.names;
+            let is_version = |a: &str| a == n.ts || a == n.origin || a == n.sum;
             diff_by(old.unwrap_or(&empty), new, is_version)
         }
     };
@@ -286,7 +332,45 @@ fn decide(record: &EventRecord, config: &Config) -> Result<Decided, ClassifyErro
         new_version: vn,
         changed,
         tombstone_ttl,
+        expired: None,
+        clobbered: None,
     })))
+}
+
+/// A TTL removal: every region expires its own copy, nothing is forwarded. An item-mode version
+/// that Ferry wrote leaves a local tombstone at it ([`crate::reconcile`]); an unversioned or
+/// unsealed item has its own record still to deal with it, and a tombstone expires for good.
+fn expiry(key: &Item, old: Option<&Item>, config: &Config) -> Result<Decided, VersionError> {
+    let names = &config.names;
+    let Some(old) = old.filter(|o| {
+        config.merge_mode == MergeMode::Item && !config.is_tombstone(o) && is_sealed(o, names)
+    }) else {
+        return Ok(Decided::Done(Classified::TtlExpiry));
+    };
+    let Some(version) = Version::of(old, names)? else {
+        return Ok(Decided::Done(Classified::TtlExpiry));
+    };
+    Ok(Decided::Done(Classified::Reconcile(Hint {
+        key: key.clone(),
+        seen: Some(version.clone()),
+        new_version: None,
+        changed: Vec::new(),
+        tombstone_ttl: None,
+        expired: Some(version),
+        clobbered: None,
+    })))
+}
+
+/// Whether a write of the sealed foreign version `vn` over `old` can be a drain's. A drain writes
+/// into an absent key or over an older version, never over an unversioned item (it waits for the
+/// stamp) and never lowering the version: anything else carrying a foreign version is an
+/// application writing back a version it read.
+fn is_drain_write(old: Option<&Item>, vo: Option<&Version>, vn: &Version) -> bool {
+    match (old, vo) {
+        (None, _) => true,
+        (Some(_), None) => false,
+        (Some(_), Some(vo)) => vn > vo,
+    }
 }
 
 /// A REMOVE made by the table's TTL process, not by an application.
@@ -317,12 +401,36 @@ fn other_mode_write(old: Option<&Item>, new: Option<&Item>, config: &Config) -> 
     }
 }
 
-fn admits(config: &Config, keys: &Item, new: &Item, old: &Item) -> bool {
+pub(crate) fn admits(config: &Config, keys: &Item, new: &Item, old: &Item) -> bool {
     match &config.filter {
         // Tombstones carry no application attribute: they follow the item they delete.
         ItemFilter::HasAttribute(_) if config.is_tombstone(new) || config.is_tombstone(old) => true,
-        ItemFilter::HasAttribute(name) => new.contains_key(name) || old.contains_key(name),
+        ItemFilter::HasAttribute(name) => {
+            new.contains_key(name) || old.contains_key(name) || is_stamp(old, new, config)
+        }
         filter => filter.admits(keys, &config.key, new, old),
+    }
+}
+
+/// A write that changed only Ferry's attributes: enqueue's stamp of an earlier write. Enqueue
+/// stamps only writes the filter admitted, so the stamp's record carries on what that write
+/// started (a plain `REMOVE` of the filter attribute replicates the removal).
+fn is_stamp(old: &Item, new: &Item, config: &Config) -> bool {
+    let application = |item: &Item| {
+        item.iter()
+            .filter(|(n, _)| !config.names.is_ferry_attribute(n))
+            .map(|(n, v)| (n.clone(), v.clone()))
+            .collect::<Vec<_>>()
+    };
+    let local_version = Version::of(new, &config.names)
+        .ok()
+        .flatten()
+        .is_some_and(|v| v.origin == config.local_region);
+    !old.is_empty() && local_version && {
+        let (mut a, mut b) = (application(old), application(new));
+        a.sort_by(|x, y| x.0.cmp(&y.0));
+        b.sort_by(|x, y| x.0.cmp(&y.0));
+        a == b
     }
 }
 

@@ -145,8 +145,8 @@ fn compare(a: &AttributeValue, b: &AttributeValue) -> Option<Ordering> {
 
 /// Compares two DynamoDB numbers exactly (decimal strings, up to 38 digits, any exponent).
 pub fn compare_numbers(a: &str, b: &str) -> Option<Ordering> {
-    let (sa, da, ea) = normalize(a)?;
-    let (sb, db, eb) = normalize(b)?;
+    let (sa, da, ea) = normalize_number(a)?;
+    let (sb, db, eb) = normalize_number(b)?;
     let za = da.is_empty();
     let zb = db.is_empty();
     let sign = |neg: bool, zero: bool| {
@@ -171,7 +171,7 @@ pub fn compare_numbers(a: &str, b: &str) -> Option<Ordering> {
 }
 
 /// (negative, significant digits without leading/trailing zeros, exponent of the first digit).
-fn normalize(s: &str) -> Option<(bool, String, i64)> {
+pub(crate) fn normalize_number(s: &str) -> Option<(bool, String, i64)> {
     let s = s.trim();
     let (neg, s) = match s.strip_prefix('-') {
         Some(r) => (true, r),

@@ -22,6 +22,9 @@ pub struct AttributeNames {
     /// Attribute merge mode's version map (attribute name → version). Reserved in both modes:
     /// its presence in an image is what marks a record as one of attribute mode.
     pub versions: String,
+    /// The seal of a version Ferry wrote ([`crate::digest`]): an application that writes back a
+    /// version it read with other content (or under another key) leaves it unmatched.
+    pub sum: String,
 }
 
 impl Default for AttributeNames {
@@ -32,14 +35,17 @@ impl Default for AttributeNames {
             tombstone: "ferry_deleted".into(),
             ttl: "ttl".into(),
             versions: "ferry_versions".into(),
+            sum: "ferry_sum".into(),
         }
     }
 }
 
 impl AttributeNames {
-    /// True for the attributes Ferry owns (the version, the marker, the TTL, the version map).
+    /// True for the attributes Ferry owns (the version, the marker, the TTL, the version map, the
+    /// seal).
     pub fn is_ferry_attribute(&self, name: &str) -> bool {
-        name == self.ts
+        name == self.sum
+            || name == self.ts
             || name == self.origin
             || name == self.tombstone
             || name == self.ttl
@@ -202,7 +208,7 @@ impl Config {
     /// `FERRY_DESTINATIONS` (comma-separated regions), `FERRY_ATTR_TS`, `FERRY_ATTR_ORIGIN`,
     /// `FERRY_ATTR_TOMBSTONE`, `FERRY_ATTR_TTL`, `FERRY_TOMBSTONE_LIFETIME_S`,
     /// `FERRY_DRAIN_LAG_ALLOWANCE_S`, `FERRY_FILTER`, `FERRY_MERGE_MODE` (`item` or `attribute`),
-    /// `FERRY_ATTR_VERSIONS`. The result is validated.
+    /// `FERRY_ATTR_VERSIONS`, `FERRY_ATTR_SUM`. The result is validated.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let get = |k: &str| lookup(k).filter(|v| !v.trim().is_empty());
         let region = get("FERRY_LOCAL_REGION")
@@ -225,6 +231,7 @@ impl Config {
             tombstone: get("FERRY_ATTR_TOMBSTONE").unwrap_or(defaults.tombstone),
             ttl: get("FERRY_ATTR_TTL").unwrap_or(defaults.ttl),
             versions: get("FERRY_ATTR_VERSIONS").unwrap_or(defaults.versions),
+            sum: get("FERRY_ATTR_SUM").unwrap_or(defaults.sum),
         };
         let number = |name: &'static str, default: u64| -> Result<u64, ConfigError> {
             match get(name) {
@@ -272,6 +279,7 @@ impl Config {
             n.tombstone.as_str(),
             n.ttl.as_str(),
             n.versions.as_str(),
+            n.sum.as_str(),
         ]) {
             if name.is_empty() {
                 return Err(ConfigError::Empty("attribute name"));

@@ -38,6 +38,7 @@
 //! stands for: the helper's delete, or for a tombstone Ferry wrote, the local delete (or expiry)
 //! that left the key absent.
 
+mod app_writes;
 mod attribute;
 pub use attribute::AttributeHole;
 
@@ -48,6 +49,7 @@ use crate::coalesce::coalesce;
 use crate::condition::Condition;
 use crate::config::Config;
 use crate::config::MergeMode;
+use crate::digest::seal;
 use crate::item::{AttributeValue, Item, ItemKey};
 use crate::reconcile::{reconcile, tombstone_item, Action};
 use crate::record::ChangeRecord;
@@ -94,23 +96,37 @@ pub enum Hole {
     KeepTombMarker,
     /// Write-backs and tombstones are stamped with the clock alone, not above what was seen.
     NoFloor,
-    /// A write-back onto a foreign version checks only the version, not that the item still holds
-    /// what the write set.
-    VersionOnlyCondition,
     /// Only the write a record is about is stamped; later local states stamped below what the
     /// record saw are not lifted.
     NoLift,
+    /// The rules before application writes were considered: a foreign version that differs from
+    /// the old image's is replicated-in, whatever it replaced and whatever content it carries.
+    ForeignIsReplicated,
+    /// Ferry writes no seal: an application's write-back of a version it read is taken for a
+    /// version Ferry wrote.
+    NoSeal,
+    /// A drain's write over an unstamped application write stands (the write is not put back).
+    NoRestore,
+    /// A TTL expiry leaves the key empty (no local tombstone at the expired version).
+    NoExpiryTombstone,
+    /// A `has:` filter admits only records whose images hold the attribute: enqueue's stamp of a
+    /// `REMOVE` of it does not replicate.
+    FilterDropsStamps,
 }
 
 impl Hole {
-    pub const ALL: [Hole; 7] = [
+    pub const ALL: [Hole; 11] = [
         Hole::UnversionedOldest,
         Hole::NoTombstones,
         Hole::FirstContract,
         Hole::KeepTombMarker,
         Hole::NoFloor,
-        Hole::VersionOnlyCondition,
         Hole::NoLift,
+        Hole::ForeignIsReplicated,
+        Hole::NoSeal,
+        Hole::NoRestore,
+        Hole::NoExpiryTombstone,
+        Hole::FilterDropsStamps,
     ];
 
     pub fn name(self) -> &'static str {
@@ -120,8 +136,12 @@ impl Hole {
             Hole::FirstContract => "first-contract",
             Hole::KeepTombMarker => "keep-tomb-marker",
             Hole::NoFloor => "no-floor",
-            Hole::VersionOnlyCondition => "version-only-condition",
             Hole::NoLift => "no-lift",
+            Hole::ForeignIsReplicated => "foreign-is-replicated",
+            Hole::NoSeal => "no-seal",
+            Hole::NoRestore => "no-restore",
+            Hole::NoExpiryTombstone => "no-expiry-tombstone",
+            Hole::FilterDropsStamps => "filter-drops-stamps",
         }
     }
 
@@ -140,11 +160,19 @@ impl Hole {
             Hole::NoFloor => {
                 "stamp write-backs and tombstones with the clock alone, not above the versions the record saw"
             }
-            Hole::VersionOnlyCondition => {
-                "a write-back checks only the version, not that the item still holds what the write set"
-            }
             Hole::NoLift => {
                 "stamp only the write a record is about; leave later local states below what the record saw"
+            }
+            Hole::ForeignIsReplicated => {
+                "take any write of a foreign version that differs from the old one for replicated-in"
+            }
+            Hole::NoSeal => "write no seal: a write-back of a version read passes for Ferry's",
+            Hole::NoRestore => {
+                "let a drain's write over an unstamped application write stand (no restore)"
+            }
+            Hole::NoExpiryTombstone => "leave the key empty after a TTL expiry (no local tombstone)",
+            Hole::FilterDropsStamps => {
+                "a has: filter drops the stamp of a plain REMOVE of the filter attribute"
             }
         }
     }
@@ -204,6 +232,17 @@ pub struct CheckOptions {
     /// version map. On, it shows a known limit (`docs/attribute-merge.md`): a helper write of the
     /// same item in the same region before enqueue's stamp can let an older record back in.
     pub unstamped_puts: bool,
+    /// Share of application operations that are plain writes of what an application read:
+    /// write-backs of the image last read (with a new value), copies read before a delete put
+    /// back, copies to another key, and (with `filter_removes`) `REMOVE`s of the filter attribute.
+    pub app_writes: f64,
+    /// Histories replicate by a `has:rep` filter; every application write sets `rep`, and some
+    /// plain updates `REMOVE` it (the removal must replicate).
+    pub filter_removes: bool,
+    /// Some write-backs put the image back exactly as read: the contract's residual (a
+    /// byte-identical restore into a key deleted before its tombstone landed is taken for a
+    /// replayed copy). Off by default; on, it measures the residual's rate.
+    pub identical_restores: bool,
 }
 
 impl Default for CheckOptions {
@@ -218,11 +257,14 @@ impl Default for CheckOptions {
             duplicate_share: 0.15,
             checkpoint_share: 0.01,
             trace: false,
-            stale_write_backs: false,
-            early_ttl: false,
+            stale_write_backs: true,
+            early_ttl: true,
             merge_mode: MergeMode::Item,
             attribute_holes: Vec::new(),
             unstamped_puts: false,
+            app_writes: 0.25,
+            filter_removes: true,
+            identical_restores: false,
         }
     }
 }
@@ -625,6 +667,8 @@ struct Region {
     gone: HashMap<String, OpId>,
     /// Key → the last application hard delete here.
     deleted: HashMap<String, OpId>,
+    /// Key → the item an application here last read of it, and what that read saw.
+    reads: HashMap<String, (Item, Past)>,
 }
 
 struct Sim<'o> {
@@ -641,6 +685,8 @@ struct Sim<'o> {
     ops: Vec<Op>,
     /// A tombstone's identity → the operation it stands for.
     tomb_ops: HashMap<TombId, Vec<OpId>>,
+    /// (key, op) → the identical restores of the state op wrote: the same state, written again.
+    restores: HashMap<(String, OpId), Vec<OpId>>,
     keys: Vec<String>,
     anomaly: Option<String>,
     log: Vec<String>,
@@ -666,6 +712,9 @@ impl<'o> Sim<'o> {
             .iter()
             .map(|&name| {
                 let mut config = Config::new(name, PK);
+                if options.filter_removes {
+                    config.filter = crate::config::ItemFilter::HasAttribute(app_writes::REP.into());
+                }
                 config.destinations = REGIONS[..n]
                     .iter()
                     .filter(|d| **d != name)
@@ -681,6 +730,7 @@ impl<'o> Sim<'o> {
                     inflight: None,
                     gone: HashMap::new(),
                     deleted: HashMap::new(),
+                    reads: HashMap::new(),
                 }
             })
             .collect();
@@ -715,6 +765,7 @@ impl<'o> Sim<'o> {
                 expires_at: None,
             }],
             tomb_ops: HashMap::new(),
+            restores: HashMap::new(),
             keys,
             anomaly: None,
             log: Vec::new(),
@@ -854,7 +905,16 @@ impl<'o> Sim<'o> {
 
     /// A write as DynamoDB does it: the new state (or absence), and a stream record with both
     /// images unless nothing changed.
-    fn write(&mut self, r: usize, key: &str, new: Option<Item>, by_ttl: bool) {
+    fn write(&mut self, r: usize, key: &str, mut new: Option<Item>, by_ttl: bool) {
+        if self.options.has(Hole::NoSeal) {
+            // The hole: no version seal (an expiry's local tombstone keeps its own mark).
+            let sum = &self.regions[r].config.names.sum;
+            if let Some(item) = new.as_mut() {
+                if matches!(item.get(sum), Some(AttributeValue::S(v)) if v.starts_with("v1-")) {
+                    item.remove(sum);
+                }
+            }
+        }
         let at_ms = self.clock(r);
         let region = &mut self.regions[r];
         let old = match &new {
@@ -877,7 +937,13 @@ impl<'o> Sim<'o> {
     /// tombstone Ferry wrote, each delete or expiry it can stand for. Empty: no operation made it.
     fn ops_of(&self, r: usize, key: &str, item: &Item) -> Vec<OpId> {
         if let Some(AttributeValue::N(op)) = item.get(OP) {
-            return op.parse().ok().into_iter().collect();
+            let Ok(op) = op.parse::<OpId>() else {
+                return Vec::new();
+            };
+            let restores = self.restores.get(&(key.to_string(), op));
+            return std::iter::once(op)
+                .chain(restores.into_iter().flatten().copied())
+                .collect();
         }
         if self.regions[r].config.is_tombstone(item) {
             if let Some(ops) = self
@@ -939,6 +1005,11 @@ impl<'o> Sim<'o> {
         let cur_version = cur.as_ref().and_then(|c| self.version(r, c));
         let past = self.seen_by(r, &key);
         let op = self.ops.len();
+        self.remember_read(r, &key, cur.as_ref(), &past);
+        if self.rng.gen_bool(self.options.app_writes) && self.plain_app_write(r, &key, past.clone())
+        {
+            return;
+        }
         let config = self.regions[r].config.clone();
         let names = &config.names;
         // A helper stamps above the version it read, unless it is blind (the clock alone).
@@ -951,6 +1022,7 @@ impl<'o> Sim<'o> {
             let blind = self.rng.gen_bool(BLIND);
             let mut item = self.fresh_item(&key, op, now);
             Version::new(helper_ts(blind), name).stamp_into(&mut item, names);
+            seal(&mut item, names);
             (
                 item,
                 true,
@@ -966,6 +1038,7 @@ impl<'o> Sim<'o> {
             // An update keeps whatever the item has: its version, a tombstone marker, a TTL.
             let mut item = cur.clone().unwrap_or_else(|| key_item(&key));
             item.insert(VAL.into(), AttributeValue::S(format!("v{op}")));
+            self.mark_replicated(&mut item);
             item.insert(OP.into(), AttributeValue::N(op.to_string()));
             match self.rng.gen_range(0..4) {
                 0 => {
@@ -981,20 +1054,10 @@ impl<'o> Sim<'o> {
             }
             (item, false, "update")
         } else if x < 0.85 {
-            if cur.is_none() {
+            if cur.as_ref().is_none_or(|c| !self.replicates(c)) {
                 return;
             }
-            self.ops.push(Op {
-                key: key.clone(),
-                content: None,
-                past,
-                helper: false,
-                expires_at: None,
-            });
-            self.regions[r].gone.insert(key.clone(), op);
-            self.regions[r].deleted.insert(key.clone(), op);
-            self.trace(|| format!("{name} op {op}: hard delete {key}"));
-            self.write(r, &key, None, false);
+            self.hard_delete(r, &key, past, "hard delete");
             return;
         } else {
             let version = Version::new(helper_ts(false), name);
@@ -1002,6 +1065,41 @@ impl<'o> Sim<'o> {
             self.register_tombstone(r, &key, &item, vec![op]);
             (item, true, "helper tombstone")
         };
+        self.commit_write(r, &key, new, past, helper, what);
+    }
+
+    /// An application's hard delete of `key` in region `r` as the next operation.
+    fn hard_delete(&mut self, r: usize, key: &str, past: Past, what: &str) {
+        let op = self.ops.len();
+        self.ops.push(Op {
+            key: key.to_string(),
+            content: None,
+            past,
+            helper: false,
+            expires_at: None,
+        });
+        self.regions[r].gone.insert(key.to_string(), op);
+        self.regions[r].deleted.insert(key.to_string(), op);
+        let name = self.regions[r].name;
+        self.trace(|| format!("{name} op {op}: {what} {key}"));
+        self.write(r, key, None, false);
+    }
+
+    /// An application write of `new` to `key` in region `r` as the next operation: what a reader
+    /// sees after it is recorded, then the table is written.
+    fn commit_write(
+        &mut self,
+        r: usize,
+        key: &str,
+        new: Item,
+        past: Past,
+        helper: bool,
+        what: &str,
+    ) {
+        let op = self.ops.len();
+        let name = self.regions[r].name;
+        let config = &self.regions[r].config;
+        let names = &config.names;
         let is_tombstone = config.is_tombstone(&new);
         let content = if is_tombstone && !config.has_application_attributes(&new) {
             None
@@ -1009,6 +1107,7 @@ impl<'o> Sim<'o> {
             let mut view = new.clone();
             view.remove(&names.ts);
             view.remove(&names.origin);
+            view.remove(&names.sum);
             if is_tombstone {
                 // The application updated a deleted key: the stamp makes it an item again.
                 view.remove(&names.tombstone);
@@ -1021,19 +1120,20 @@ impl<'o> Sim<'o> {
             _ => None,
         };
         self.ops.push(Op {
-            key: key.clone(),
+            key: key.to_string(),
             content,
             past,
             helper,
             expires_at,
         });
         self.trace(|| format!("{name} op {op}: {what} {key} -> {}", show(&new)));
-        self.write(r, &key, Some(new), false);
+        self.write(r, key, Some(new), false);
     }
 
     /// A put's item: the key, the op, a value, sometimes an extra attribute and a TTL.
     fn fresh_item(&mut self, key: &str, op: OpId, now: u64) -> Item {
         let mut item = key_item(key);
+        self.mark_replicated(&mut item);
         item.insert(OP.into(), AttributeValue::N(op.to_string()));
         item.insert(VAL.into(), AttributeValue::S(format!("v{op}")));
         if self.rng.gen_bool(0.3) {
@@ -1139,7 +1239,7 @@ impl<'o> Sim<'o> {
             self.regions[r].cursor += 1;
             let event = event_record(&entry, seq, self.regions[r].name);
             let classified = match classify(&event, &self.regions[r].config) {
-                Ok(c) => c,
+                Ok(c) => old_classify(c, &entry, &self.regions[r].config, self.options),
                 Err(e) => {
                     self.fail(format!("classify: {e}"));
                     return true;
@@ -1148,9 +1248,10 @@ impl<'o> Sim<'o> {
             let name = self.regions[r].name;
             match classified {
                 Classified::ReplicatedIn | Classified::TtlExpiry => {}
-                Classified::Filtered => {
+                Classified::Filtered if !self.options.filter_removes => {
                     self.fail("classify filtered a record under filter All".into())
                 }
+                Classified::Filtered => {}
                 Classified::StampAttributes(_) => {
                     self.fail("an attribute-mode hint in an item-mode history".into())
                 }
@@ -1225,13 +1326,6 @@ impl<'o> Sim<'o> {
         let config = &self.regions[r].config;
         let mut action = if holes.has(Hole::FirstContract) {
             first_contract(hint, about_write, current, now, config)
-        } else if holes.has(Hole::VersionOnlyCondition) {
-            // Without the changed attributes, the foreign-version row checks the version only.
-            let blind = Hint {
-                changed: Vec::new(),
-                ..hint.clone()
-            };
-            reconcile(&blind, current, now, config)
         } else {
             reconcile(hint, current, now, config)
         };
@@ -1261,8 +1355,10 @@ impl<'o> Sim<'o> {
                     let clock_only = Version::new(now, local);
                     match &mut action {
                         Action::Stamp { version, .. } => *version = clock_only,
-                        Action::Tombstone { item, version, .. } => {
+                        Action::Tombstone { item, version, .. }
+                        | Action::Restore { item, version, .. } => {
                             clock_only.stamp_into(item, &names);
+                            seal(item, &names);
                             *version = clock_only;
                         }
                         Action::Nothing => {}
@@ -1297,7 +1393,9 @@ impl<'o> Sim<'o> {
             let current = self.regions[r].table.get(&key).cloned();
             let condition = match &inflight.action {
                 Action::Nothing => return,
-                Action::Stamp { condition, .. } | Action::Tombstone { condition, .. } => condition,
+                Action::Stamp { condition, .. }
+                | Action::Tombstone { condition, .. }
+                | Action::Restore { condition, .. } => condition,
             };
             if condition.holds(current.as_ref()) {
                 match inflight.action {
@@ -1306,6 +1404,7 @@ impl<'o> Sim<'o> {
                         version,
                         remove,
                         ttl,
+                        sum,
                         ..
                     } => {
                         // UpdateItem: sets the version, removes the listed attributes.
@@ -1322,11 +1421,16 @@ impl<'o> Sim<'o> {
                         if let Some(ttl) = ttl {
                             item.insert(self.regions[r].config.names.ttl.clone(), ttl);
                         }
+                        item.insert(self.regions[r].config.names.sum.clone(), sum);
                         // A stamped tombstone still stands for what it stood for.
                         if !old_ops.is_empty() && self.regions[r].config.is_tombstone(&item) {
                             self.register_tombstone(r, &key, &item, old_ops);
                         }
                         self.trace(|| format!("{name} write-back: stamp {key} at {version}"));
+                        self.write(r, &key, Some(item), false);
+                    }
+                    Action::Restore { item, version, .. } => {
+                        self.trace(|| format!("{name} write-back: restore {key} at {version}"));
                         self.write(r, &key, Some(item), false);
                     }
                     Action::Tombstone { item, version, .. } => {
@@ -1671,6 +1775,7 @@ impl<'o> Sim<'o> {
                 let mut view = item.clone();
                 view.remove(&config.names.ts);
                 view.remove(&config.names.origin);
+                view.remove(&config.names.sum);
                 Some(view)
             };
             // A tombstone Ferry wrote into an expiry's gap stands for the expiry, which is no
@@ -1716,6 +1821,61 @@ impl<'o> Sim<'o> {
             }
         }
         Verdict::Ok
+    }
+}
+
+/// The classify-side holes put back: the decision the rules before application writes made.
+fn old_classify(
+    classified: Classified,
+    entry: &StreamEntry,
+    config: &Config,
+    options: &CheckOptions,
+) -> Classified {
+    let names = &config.names;
+    let version = |i: &Option<Item>| {
+        i.as_ref()
+            .and_then(|i| Version::of(i, names).ok().flatten())
+    };
+    let (vo, vn) = (version(&entry.old), version(&entry.new));
+    let foreign_changed = vn
+        .as_ref()
+        .is_some_and(|v| v.origin != config.local_region && vn != vo);
+    match classified {
+        Classified::Reconcile(hint) if hint.clobbered.is_some() => {
+            if options.has(Hole::NoRestore) || options.has(Hole::ForeignIsReplicated) {
+                Classified::ReplicatedIn
+            } else {
+                Classified::Reconcile(hint)
+            }
+        }
+        Classified::Reconcile(hint) if hint.expired.is_some() => {
+            if options.has(Hole::NoExpiryTombstone) {
+                Classified::TtlExpiry
+            } else {
+                Classified::Reconcile(hint)
+            }
+        }
+        Classified::Reconcile(_) if options.has(Hole::ForeignIsReplicated) && foreign_changed => {
+            Classified::ReplicatedIn
+        }
+        Classified::Forward(record) if options.has(Hole::FilterDropsStamps) => {
+            let empty = Item::new();
+            let (new, old) = (
+                entry.new.as_ref().unwrap_or(&empty),
+                entry.old.as_ref().unwrap_or(&empty),
+            );
+            let keys = key_item(&entry.key);
+            if config.is_tombstone(new)
+                || config.is_tombstone(old)
+                || config.filter.admits(&keys, &config.key, new, old)
+                || config.filter.admits(&keys, &config.key, old, old)
+            {
+                Classified::Forward(record)
+            } else {
+                Classified::Filtered
+            }
+        }
+        other => other,
     }
 }
 
@@ -1769,7 +1929,10 @@ fn first_contract(
             Condition::Equals(names.origin.clone(), v.origin_value()),
         ]),
     };
+    let mut after = current.cloned().unwrap_or_default();
+    floor.stamp_into(&mut after, names);
     Ok(Action::Stamp {
+        sum: crate::digest::seal_of(&after, names),
         version: floor,
         remove: Vec::new(),
         ttl: None,
@@ -1847,6 +2010,7 @@ fn show_action(action: &Action) -> String {
             version, remove, ..
         } => format!("stamp at {} removing {remove:?}", base(version)),
         Action::Tombstone { version, .. } => format!("tombstone at {}", base(version)),
+        Action::Restore { version, .. } => format!("restore at {}", base(version)),
     }
 }
 

@@ -16,6 +16,7 @@ pub mod compare;
 pub mod condition;
 pub mod config;
 pub mod convergence;
+pub mod digest;
 pub mod item;
 pub mod merge;
 pub mod migrate;

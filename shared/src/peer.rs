@@ -25,7 +25,7 @@ pub fn canonical(config: &Config) -> String {
         ItemFilter::HasAttribute(a) => format!("has:{a}"),
     };
     // Length-prefixed fields: no name can be confused with a separator.
-    let fields: [(&str, &str); 11] = [
+    let fields: [(&str, &str); 12] = [
         ("mode", config.merge_mode.name()),
         ("pk", &config.key.partition),
         ("sk", config.key.sort.as_deref().unwrap_or("")),
@@ -34,6 +34,7 @@ pub fn canonical(config: &Config) -> String {
         ("tombstone", &n.tombstone),
         ("ttl", &n.ttl),
         ("versions", &n.versions),
+        ("sum", &n.sum),
         (
             "tombstone_lifetime_s",
             &config.tombstone_lifetime_s.to_string(),
@@ -53,12 +54,9 @@ pub fn canonical(config: &Config) -> String {
 
 /// `v1-` and 16 hex digits of FNV-1a 64 over [`canonical`]: stable across builds and platforms.
 pub fn fingerprint(config: &Config) -> String {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in canonical(config).bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    format!("v1-{h:016x}")
+    let mut h = crate::digest::Fnv64::default();
+    h.write(canonical(config).as_bytes());
+    format!("v1-{:016x}", h.finish())
 }
 
 /// The tags a region publishes on its own table.

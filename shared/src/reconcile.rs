@@ -1,8 +1,9 @@
 //! `reconcile`: the contract's case-4 table as one pure function.
 
-use crate::classify::Hint;
+use crate::classify::{Clobber, Hint};
 use crate::condition::Condition;
 use crate::config::Config;
+use crate::digest::{expiry_seal_of, is_sealed, seal, seal_of};
 use crate::item::{AttributeValue, Item};
 use crate::version::{Version, VersionError};
 
@@ -21,6 +22,17 @@ pub enum Action {
         /// A tombstone that stays one moves its TTL with its version ([`tombstone_ttl`]), so
         /// the TTL of every tombstone follows from its version.
         ttl: Option<AttributeValue>,
+        /// The seal of the item as the stamp leaves it (read plus the stamp's changes): right as
+        /// long as the item is as read, which the condition pins as far as it can; a stamp that
+        /// lands on changed content leaves an unsealed item, which is stamped again.
+        sum: AttributeValue,
+        condition: Condition,
+    },
+    /// `PutItem` of an application's write that a drain wrote over before it was stamped, back
+    /// above the drain's version.
+    Restore {
+        item: Item,
+        version: Version,
         condition: Condition,
     },
     /// `PutItem` of a tombstone.
@@ -46,6 +58,12 @@ pub fn reconcile(
         .map_or(now_ms, |s| now_ms.max(s.ts_ms + 1));
     let floor = Version::new(floor_ts, local.clone());
     let pk = &config.key.partition;
+    if let Some(expired) = &hint.expired {
+        return expiry(hint, expired, current, config);
+    }
+    if let Some(clobber) = &hint.clobbered {
+        return restore(clobber, current, floor, now_ms, config);
+    }
 
     let Some(current) = current else {
         // Absent: deleted (since). A tombstone above what was seen.
@@ -64,10 +82,18 @@ pub fn reconcile(
             current,
             None,
             floor,
-            vec![
-                Condition::Exists(pk.clone()),
-                Condition::NotExists(config.names.ts.clone()),
-            ],
+            [
+                vec![
+                    Condition::Exists(pk.clone()),
+                    Condition::NotExists(config.names.ts.clone()),
+                    match current.get(&config.names.sum) {
+                        Some(sum) => Condition::Equals(config.names.sum.clone(), sum.clone()),
+                        None => Condition::NotExists(config.names.sum.clone()),
+                    },
+                ],
+                as_read(hint, current, config),
+            ]
+            .concat(),
             config,
         ));
     };
@@ -78,7 +104,21 @@ pub fn reconcile(
         ]
     };
     let seen_at_least = hint.seen.as_ref().is_some_and(|s| cv <= *s);
+    // What pins the item as read beyond its version: its seal (or the absence of one).
+    let pin = |mut condition: Vec<Condition>| {
+        condition.push(match current.get(&config.names.sum) {
+            Some(sum) => Condition::Equals(config.names.sum.clone(), sum.clone()),
+            None => Condition::NotExists(config.names.sum.clone()),
+        });
+        condition
+    };
 
+    if !is_sealed(current, &config.names) {
+        // An application wrote a version it read (kept by an update, or put back) over other
+        // content: a local write that is not stamped yet (this record's, or a later one's).
+        let condition = [pin(version_is(&cv)), as_read(hint, current, config)].concat();
+        return Ok(stamp(hint, current, Some(&cv), floor, condition, config));
+    }
     if hint.new_version.as_ref() == Some(&cv) {
         if cv.origin == *local {
             // The write is still there: give it a version above what it replaced.
@@ -87,13 +127,13 @@ pub fn reconcile(
                 current,
                 Some(&cv),
                 floor,
-                version_is(&cv),
+                pin(version_is(&cv)),
                 config,
             ));
         }
         if still_holds(current, &hint.changed) {
-            // A foreign version kept by a local update whose values are still there.
-            let mut condition = version_is(&cv);
+            // A foreign version kept by a local write whose values are still there.
+            let mut condition = pin(version_is(&cv));
             condition.extend(hint.changed.iter().map(|(name, value)| match value {
                 Some(v) => Condition::Equals(name.clone(), v.clone()),
                 None => Condition::NotExists(name.clone()),
@@ -104,11 +144,13 @@ pub fn reconcile(
         return Ok(Action::Nothing);
     }
     if cv.origin != *local && seen_at_least {
-        // An older copy that a drain put into the gap a delete left.
+        // An older copy that a drain put into the gap a delete left. (Or one a drain wrote over
+        // an application's stale write-back, which carried a version below what it replaced:
+        // the drain's own record then puts the write back over this tombstone, [`Clobber`].)
         return Ok(tombstone(
             hint,
             floor,
-            Condition::and(version_is(&cv)),
+            Condition::and(pin(version_is(&cv))),
             now_ms,
             config,
         ));
@@ -120,7 +162,7 @@ pub fn reconcile(
             current,
             Some(&cv),
             floor,
-            version_is(&cv),
+            pin(version_is(&cv)),
             config,
         ));
     }
@@ -138,12 +180,199 @@ pub fn reconcile(
             current,
             Some(&cv),
             version,
-            version_is(&cv),
+            pin(version_is(&cv)),
             config,
         ));
     }
     // Newer than anything seen: that write has its own record.
     Ok(Action::Nothing)
+}
+
+/// A drain's write over an unstamped application write: while the key still holds what the
+/// drain wrote (or its content lifted to a local version, or a tombstone), put the application's
+/// write back above it. Anything else is a newer write with its own record.
+fn restore(
+    clobber: &Clobber,
+    current: Option<&Item>,
+    floor: Version,
+    now_ms: u64,
+    config: &Config,
+) -> Result<Action, VersionError> {
+    let names = &config.names;
+    let Some(by) = Version::of(&clobber.by, names)? else {
+        return Ok(Action::Nothing);
+    };
+    let pinned = match current {
+        None if expired(&clobber.by, now_ms, config)
+            && crate::classify::admits(
+                config,
+                &key_of_item(&clobber.written, config),
+                &clobber.written,
+                &Item::new(),
+            ) =>
+        {
+            let item = restored(clobber, floor.clone(), config);
+            let condition = Condition::NotExists(config.key.partition.clone());
+            return Ok(Action::Restore {
+                item,
+                version: floor,
+                condition,
+            });
+        }
+        Some(current) if is_sealed(current, names) => current,
+        _ => return Ok(Action::Nothing),
+    };
+    let Some(cv) = Version::of(pinned, names)? else {
+        return Ok(Action::Nothing);
+    };
+    // Still the drain's write, or the drain's content lifted to a local version
+    // — or a tombstone since: of the drain's version (its expiry, its delete), or the one the
+    // application write's own record left, taking the drain's write for a copy in a delete's
+    // gap ([`reconcile`]'s foreign row). The drain's version never saw the application's write.
+    let lifted = application_view(pinned, config) == application_view(&clobber.by, config);
+    let over_the_drain = cv == by || (cv > by && lifted);
+    if !over_the_drain && !config.is_tombstone(pinned) {
+        return Ok(Action::Nothing);
+    }
+    let current = pinned;
+    if !crate::classify::admits(
+        config,
+        &key_of_item(current, config),
+        &clobber.written,
+        current,
+    ) {
+        // Put back, it would not replicate: the regions would differ.
+        return Ok(Action::Nothing);
+    }
+    let version = floor.max(Version::new(
+        cv.ts_ms.saturating_add(1),
+        config.local_region.clone(),
+    ));
+    let item = restored(clobber, version.clone(), config);
+    let mut condition = vec![
+        Condition::Equals(names.ts.clone(), cv.ts_value()),
+        Condition::Equals(names.origin.clone(), cv.origin_value()),
+    ];
+    condition.push(match current.get(&names.sum) {
+        Some(sum) => Condition::Equals(names.sum.clone(), sum.clone()),
+        None => Condition::NotExists(names.sum.clone()),
+    });
+    Ok(Action::Restore {
+        item,
+        version,
+        condition: Condition::And(condition),
+    })
+}
+
+/// The application's write as [`restore`] puts it back: at `version`, sealed, and an item again
+/// if it was an update of a tombstone (as its stamp would have made it).
+fn restored(clobber: &Clobber, version: Version, config: &Config) -> Item {
+    let names = &config.names;
+    let mut item = clobber.written.clone();
+    if config.is_tombstone(&item) && config.has_application_attributes(&item) {
+        item.remove(&names.tombstone);
+        let carried = Version::of(&item, names).ok().flatten();
+        if carried.is_some_and(|v| item.get(&names.ttl) == Some(&tombstone_ttl(&v, 0, config))) {
+            item.remove(&names.ttl);
+        }
+    }
+    version.stamp_into(&mut item, names);
+    seal(&mut item, names);
+    item
+}
+
+/// Whether the item's TTL attribute (epoch seconds) is due at `now_ms`.
+fn expired(item: &Item, now_ms: u64, config: &Config) -> bool {
+    match item.get(&config.names.ttl) {
+        Some(AttributeValue::N(ttl)) => ttl
+            .parse::<u64>()
+            .is_ok_and(|s| s.saturating_mul(1000) <= now_ms),
+        _ => false,
+    }
+}
+
+/// The key attributes of an item.
+fn key_of_item(item: &Item, config: &Config) -> Item {
+    item.iter()
+        .filter(|(n, _)| config.key.is_key(n))
+        .map(|(n, v)| (n.clone(), v.clone()))
+        .collect()
+}
+
+/// The item without Ferry's attributes.
+fn application_view(item: &Item, config: &Config) -> Item {
+    item.iter()
+        .filter(|(n, _)| !config.names.is_ferry_attribute(n))
+        .map(|(n, v)| (n.clone(), v.clone()))
+        .collect()
+}
+
+/// An expiry's row: a local tombstone at the expired version where the key is empty, where a
+/// drain has put an older (or the same) version into the gap the expiry left, or where an older
+/// tombstone stands (every region that expires the same versions ends with the same tombstone);
+/// anything else is a newer write with its own record.
+fn expiry(
+    hint: &Hint,
+    expired: &Version,
+    current: Option<&Item>,
+    config: &Config,
+) -> Result<Action, VersionError> {
+    let names = &config.names;
+    let condition = match current {
+        None => Condition::NotExists(config.key.partition.clone()),
+        Some(current) => {
+            // A drain's older copy, or an older tombstone (an earlier expiry's, or one decided
+            // before the expired version came that landed after it went).
+            let older_copy = is_sealed(current, names)
+                && Version::of(current, names)?.is_some_and(|cv| {
+                    cv <= *expired
+                        && (cv.origin != config.local_region || config.is_tombstone(current))
+                });
+            let (Some(sum), true) = (current.get(&names.sum), older_copy) else {
+                return Ok(Action::Nothing);
+            };
+            let cv = Version::of(current, names)?.unwrap_or_else(|| expired.clone());
+            Condition::And(vec![
+                Condition::Equals(names.ts.clone(), cv.ts_value()),
+                Condition::Equals(names.origin.clone(), cv.origin_value()),
+                Condition::Equals(names.sum.clone(), sum.clone()),
+            ])
+        }
+    };
+    Ok(Action::Tombstone {
+        item: expiry_tombstone(&hint.key, expired, config),
+        version: expired.clone(),
+        condition,
+    })
+}
+
+/// At most this many attributes pin an unstamped item as read ([`as_read`]).
+const PINNED_ATTRIBUTES: usize = 16;
+
+/// Conditions that an unstamped item is still the one read: an unversioned or unsealed item has
+/// no version of its own to pin, so a stamp decided now could land, seconds later, on a later
+/// write and version it below what came in between. Pinned: the attributes the record's write
+/// changed (or, for a delete's record, the item's own), as read, up to [`PINNED_ATTRIBUTES`].
+/// A later write that changed none of them is caught by its seal instead: the stamp seals the
+/// content as read, so it leaves such an item unsealed, and it is stamped again.
+fn as_read(hint: &Hint, current: &Item, config: &Config) -> Vec<Condition> {
+    let mut names: Vec<&String> = if hint.changed.is_empty() {
+        current
+            .keys()
+            .filter(|n| !config.key.is_key(n) && !config.names.is_ferry_attribute(n))
+            .collect()
+    } else {
+        hint.changed.iter().map(|(n, _)| n).collect()
+    };
+    names.sort();
+    names
+        .into_iter()
+        .take(PINNED_ATTRIBUTES)
+        .map(|n| match current.get(n) {
+            Some(v) => Condition::Equals(n.clone(), v.clone()),
+            None => Condition::NotExists(n.clone()),
+        })
+        .collect()
 }
 
 /// Whether the current item still holds what the write set, compared as DynamoDB's condition
@@ -195,7 +424,16 @@ fn stamp(
             }
         }
     }
+    let mut after = current.clone();
+    version.stamp_into(&mut after, names);
+    for name in &remove {
+        after.remove(name);
+    }
+    if let Some(ttl) = &ttl {
+        after.insert(names.ttl.clone(), ttl.clone());
+    }
     Action::Stamp {
+        sum: seal_of(&after, names),
         version,
         remove,
         ttl,
@@ -226,6 +464,19 @@ pub fn tombstone_item(key: &Item, version: &Version, now_ms: u64, config: &Confi
         config.names.ttl.clone(),
         tombstone_ttl(version, now_ms, config),
     );
+    seal(&mut item, &config.names);
+    item
+}
+
+/// The local tombstone of an expiry: a tombstone at the expired version, sealed as an expiry's
+/// so that it is never forwarded (an expiry costs no replicated write). Its TTL follows from the
+/// version alone, so every region that expires the item leaves the same tombstone; it outlives
+/// every older record, which all left their regions within the stream's day of the version.
+pub fn expiry_tombstone(key: &Item, version: &Version, config: &Config) -> Item {
+    let mut item = tombstone_item(key, version, 0, config);
+    item.remove(&config.names.sum);
+    let sum = expiry_seal_of(&item, &config.names);
+    item.insert(config.names.sum.clone(), sum);
     item
 }
 

@@ -1,6 +1,6 @@
 //! The convergence checker in `make test`: a few thousand random histories must converge and keep
 //! causality under the contract's rules, and every known-wrong rule of the contract ("Checked" in
-//! `../shared/DESIGN.md`) must be caught — a checker that cannot fail proves nothing.
+//! `docs/contract.md`) must be caught — a checker that cannot fail proves nothing.
 //!
 //! The full run is `make check-convergence N=100000` (release build, printed seed, replayable).
 
@@ -15,7 +15,7 @@ const LARGE_SKEW_MS: u64 = 3_000;
 
 /// Under clock skew larger than the replication delay the contract promises convergence, not
 /// full causality: "an unstamped write or hard delete can lose to a concurrent older one"
-/// (`DESIGN.md`, Known limits). Helper-stamped writes must still never be lost.
+/// (`docs/contract.md`, Known limits). Helper-stamped writes must still never be lost.
 fn documented_limit_under_skew(verdict: &Verdict) -> bool {
     matches!(
         verdict,

@@ -1,6 +1,6 @@
-//! The contract's decisions, one test per case (`/work/shared/DESIGN.md`, with
-//! `contract_model.py` where the words leave doubt): classify, reconcile's case-4 table, the apply
-//! condition and `judge`, coalescing, the version order, and config validation.
+//! The contract's decisions, one test per case (`docs/contract.md`, with the convergence checker,
+//! `shared/src/convergence.rs`, where the words leave doubt): classify, reconcile's case-4 table,
+//! the apply condition and `judge`, coalescing, the version order, and config validation.
 
 // `classify` takes `&EventRecord` (and may take more): keep the borrow that works with both.
 #![allow(clippy::needless_borrows_for_generic_args)]
@@ -12,7 +12,9 @@ use common::{
     TTL_SERVICE,
 };
 use ferry_core::apply::PendingReason;
-use ferry_core::reconcile::tombstone_item;
+use ferry_core::classify::Clobber;
+use ferry_core::digest::{is_expiry_tombstone, is_sealed, seal, seal_of};
+use ferry_core::reconcile::{expiry_tombstone, tombstone_item};
 use ferry_core::{
     apply_condition, classify, coalesce, judge, reconcile, Action, AttributeValue, ChangeRecord,
     Classified, ClassifyError, Condition, Config, ConfigError, Hint, Item, ItemFilter, ItemKey,
@@ -25,6 +27,7 @@ const TS: &str = "ferry_ts";
 const ORIGIN: &str = "ferry_origin";
 const MARKER: &str = "ferry_deleted";
 const TTL: &str = "ttl";
+const SUM: &str = "ferry_sum";
 /// The stream record's creation time in the test events (1 700 000 000 s).
 const CREATED_MS: u64 = 1_700_000_000_000;
 
@@ -74,10 +77,11 @@ fn case1_replicated_in_is_skipped() {
         classify_one("INSERT", None, Some(&new), None),
         Classified::ReplicatedIn
     );
-    // A drain writing a foreign version *older* than the one it replaced is still a drain.
-    let newer_old = image("k", &[], Some(&v(300, LOCAL)));
+    // A sealed drain write is replicated-in too.
+    let mut sealed = new.clone();
+    seal(&mut sealed, &config().names);
     assert_eq!(
-        classify_one("MODIFY", Some(&newer_old), Some(&new), None),
+        classify_one("MODIFY", Some(&old), Some(&sealed), None),
         Classified::ReplicatedIn
     );
     // A replicated tombstone too.
@@ -125,16 +129,62 @@ fn case2_local_helper_tombstone_is_forwarded_as_a_tombstone() {
 }
 
 #[test]
-fn case3_ttl_expiry_is_skipped() {
-    let old = image("k", &[("a", n("1"))], Some(&v(100, LOCAL)));
-    assert_eq!(
-        classify_one("REMOVE", Some(&old), None, TTL_SERVICE),
-        Classified::TtlExpiry
-    );
-    // A tombstone expiring is a TTL expiry too, wherever it came from.
+fn case3_ttl_expiry_is_not_forwarded_and_leaves_an_expiry_hint() {
+    // A sealed, versioned item that expires: nothing is forwarded; the key gets a local
+    // tombstone at the expired version (the hint's `expired`).
+    for origin in [LOCAL, FOREIGN] {
+        let old = image("k", &[("a", n("1"))], Some(&v(100, origin)));
+        let mut sealed = old.clone();
+        seal(&mut sealed, &config().names);
+        for old in [old, sealed] {
+            assert_eq!(
+                classify_one("REMOVE", Some(&old), None, TTL_SERVICE),
+                Classified::Reconcile(Hint {
+                    key: key("k"),
+                    seen: Some(v(100, origin)),
+                    new_version: None,
+                    changed: vec![],
+                    tombstone_ttl: None,
+                    expired: Some(v(100, origin)),
+                    clobbered: None,
+                }),
+                "{origin}"
+            );
+        }
+    }
+    // A tombstone expiring is simply gone, wherever it came from.
     let tomb = tombstone_image("k", &v(100, FOREIGN), "5");
     assert_eq!(
         classify_one("REMOVE", Some(&tomb), None, TTL_SERVICE),
+        Classified::TtlExpiry
+    );
+    // An unversioned or unsealed item leaves no tombstone: its own record deals with the key.
+    let unversioned = image("k", &[("a", n("1"))], None);
+    assert_eq!(
+        classify_one("REMOVE", Some(&unversioned), None, TTL_SERVICE),
+        Classified::TtlExpiry
+    );
+    let mut unsealed = image("k", &[("a", n("1"))], Some(&v(100, LOCAL)));
+    seal(&mut unsealed, &config().names);
+    unsealed.insert("a".into(), n("2"));
+    assert_eq!(
+        classify_one("REMOVE", Some(&unsealed), None, TTL_SERVICE),
+        Classified::TtlExpiry
+    );
+    // In attribute mode an expiry is skipped as before.
+    let mut attribute_mode = config();
+    attribute_mode.merge_mode = ferry_core::MergeMode::Attribute;
+    let plain = image("k", &[("a", n("1"))], None);
+    assert_eq!(
+        classify_with(&attribute_mode, "REMOVE", Some(&plain), None, TTL_SERVICE),
+        Ok(Classified::TtlExpiry)
+    );
+    // The expiry tombstone's own record is recognised by its seal and never forwarded.
+    let c = config();
+    let local_tomb = expiry_tombstone(&key("k"), &v(100, LOCAL), &c);
+    assert!(is_expiry_tombstone(&local_tomb, &c.names));
+    assert_eq!(
+        classify_one("INSERT", None, Some(&local_tomb), None),
         Classified::TtlExpiry
     );
 }
@@ -148,6 +198,8 @@ fn case4_application_delete_is_a_hint_not_a_ttl_expiry() {
         new_version: None,
         changed: vec![],
         tombstone_ttl: None,
+        expired: None,
+        clobbered: None,
     });
     for identity in [
         None,
@@ -212,6 +264,8 @@ fn case4_unversioned_local_write_is_a_hint() {
             new_version: None,
             changed: vec![("a".into(), Some(n("1"))), ("pk".into(), Some(s("k")))],
             tombstone_ttl: None,
+            expired: None,
+            clobbered: None,
         }
     );
     // An unstamped put over a stamped item: seen is the version it replaced, and the attributes
@@ -230,6 +284,8 @@ fn case4_unversioned_local_write_is_a_hint() {
             new_version: None,
             changed: vec![("a".into(), Some(n("2"))), ("b".into(), None)],
             tombstone_ttl: None,
+            expired: None,
+            clobbered: None,
         }
     );
 }
@@ -247,6 +303,8 @@ fn case4_update_that_kept_the_version_is_a_hint() {
                 new_version: Some(v(100, origin)),
                 changed: vec![("a".into(), Some(n("2")))],
                 tombstone_ttl: None,
+                expired: None,
+                clobbered: None,
             },
             "{origin}"
         );
@@ -281,6 +339,132 @@ fn case4_update_of_a_tombstone_carries_the_tombstone_ttl() {
             new_version: Some(v(100, FOREIGN)),
             changed: vec![("a".into(), Some(n("1")))],
             tombstone_ttl: Some(n("1234567")),
+            expired: None,
+            clobbered: None,
+        }
+    );
+}
+
+/// Seals (`docs/contract.md`, "Application writes that carry a version they read"): an
+/// application write that carries back a version it read is a case-4 hint, never forwarded or
+/// skipped as replicated-in.
+#[test]
+fn case4_unsealed_new_image_is_a_hint_never_forwarded() {
+    let names = config().names;
+    // A read-modify-write put of a local item: a newer local version carried over other content
+    // (say, a copy of a later state) — without the seal it would be forwarded as it is.
+    let old = image("k", &[("a", n("1"))], Some(&v(100, FOREIGN)));
+    let mut read = image("k", &[("a", n("1"))], Some(&v(150, LOCAL)));
+    seal(&mut read, &names);
+    let mut written = read.clone();
+    written.insert("a".into(), n("2"));
+    assert!(!is_sealed(&written, &names));
+    assert_eq!(
+        hint_of(classify_one("MODIFY", Some(&old), Some(&written), None)),
+        Hint {
+            key: key("k"),
+            seen: Some(v(150, LOCAL)),
+            new_version: Some(v(150, LOCAL)),
+            // The seal is not an application attribute: never listed as changed.
+            changed: vec![("a".into(), Some(n("2")))],
+            tombstone_ttl: None,
+            expired: None,
+            clobbered: None,
+        }
+    );
+    // A foreign version carried back over other content is not replicated-in.
+    let mut foreign = image("k", &[("a", n("1"))], Some(&v(300, FOREIGN)));
+    seal(&mut foreign, &names);
+    foreign.insert("a".into(), n("3"));
+    assert!(matches!(
+        classify_one("MODIFY", Some(&old), Some(&foreign), None),
+        Classified::Reconcile(Hint {
+            clobbered: None,
+            expired: None,
+            ..
+        })
+    ));
+    // A copy to another key keeps the seal of the original key: unsealed there.
+    let mut copy = read.clone();
+    copy.insert("pk".into(), s("k2"));
+    let h = hint_of(classify_one("INSERT", None, Some(&copy), None));
+    assert_eq!(h.key, key("k2"));
+    assert_eq!(h.new_version, Some(v(150, LOCAL)));
+    // The same write, sealed, is forwarded (case 2).
+    assert!(matches!(
+        classify_one("MODIFY", Some(&old), Some(&read), None),
+        Classified::Forward(_)
+    ));
+}
+
+#[test]
+fn case4_sealed_foreign_version_over_unversioned_or_lowering_is_a_hint() {
+    let names = config().names;
+    let mut restored = image("k", &[("a", n("2"))], Some(&v(200, FOREIGN)));
+    seal(&mut restored, &names);
+    // Over an unversioned item: a drain waits for the stamp, so this is no drain's write.
+    let unversioned = image("k", &[("a", n("1"))], None);
+    assert_eq!(
+        hint_of(classify_one(
+            "MODIFY",
+            Some(&unversioned),
+            Some(&restored),
+            None
+        )),
+        Hint {
+            key: key("k"),
+            seen: Some(v(200, FOREIGN)),
+            new_version: Some(v(200, FOREIGN)),
+            changed: vec![("a".into(), Some(n("2")))],
+            tombstone_ttl: None,
+            expired: None,
+            clobbered: None,
+        }
+    );
+    // Below the version it replaced: a drain's write only ever raises the version.
+    let newer_old = image("k", &[], Some(&v(300, LOCAL)));
+    assert_eq!(
+        hint_of(classify_one(
+            "MODIFY",
+            Some(&newer_old),
+            Some(&restored),
+            None
+        )),
+        Hint {
+            key: key("k"),
+            seen: Some(v(300, LOCAL)),
+            new_version: Some(v(200, FOREIGN)),
+            changed: vec![("a".into(), Some(n("2")))],
+            tombstone_ttl: None,
+            expired: None,
+            clobbered: None,
+        }
+    );
+}
+
+/// A drain's (sealed, higher) write over an application's unsealed write-back that was not
+/// stamped yet: a hint that carries both, so enqueue can put the application's write back.
+#[test]
+fn case1_drain_write_over_an_unsealed_item_is_a_clobber_hint() {
+    let names = config().names;
+    let mut written = image("k", &[("a", n("1"))], Some(&v(100, FOREIGN)));
+    seal(&mut written, &names);
+    written.insert("a".into(), n("7"));
+    let mut by = image("k", &[("a", n("5"))], Some(&v(400, FOREIGN)));
+    seal(&mut by, &names);
+    assert_eq!(
+        hint_of(classify_one("MODIFY", Some(&written), Some(&by), None)),
+        Hint {
+            key: key("k"),
+            seen: Some(v(400, FOREIGN)),
+            new_version: Some(v(400, FOREIGN)),
+            changed: vec![],
+            tombstone_ttl: None,
+            expired: None,
+            clobbered: Some(Box::new(Clobber {
+                written: written.clone(),
+                by: by.clone(),
+            })),
         }
     );
 }
@@ -401,6 +585,8 @@ fn hint(seen: Option<Version>, new_version: Option<Version>) -> Hint {
         new_version,
         changed: vec![],
         tombstone_ttl: None,
+        expired: None,
+        clobbered: None,
     }
 }
 
@@ -409,6 +595,43 @@ fn version_is(ver: &Version) -> Vec<Condition> {
         Condition::Equals(TS.into(), n(&ver.ts_ms.to_string())),
         Condition::Equals(ORIGIN.into(), s(&ver.origin)),
     ]
+}
+
+/// The version as read plus the seal as read (or its absence): what every condition on an
+/// existing versioned item pins.
+fn pinned(ver: &Version, current: &Item) -> Vec<Condition> {
+    let mut c = version_is(ver);
+    c.push(seal_pin(current));
+    c
+}
+
+fn seal_pin(current: &Item) -> Condition {
+    match current.get(SUM) {
+        Some(sum) => Condition::Equals(SUM.into(), sum.clone()),
+        None => Condition::NotExists(SUM.into()),
+    }
+}
+
+/// The seal a stamp gives `current`: the item as read, at `version`, without `remove`, with
+/// `ttl` if any.
+fn sealed_after(
+    current: &Item,
+    version: &Version,
+    remove: &[&str],
+    ttl: Option<&AttributeValue>,
+) -> AttributeValue {
+    let names = config().names;
+    let mut after = current.clone();
+    version.stamp_into(&mut after, &names);
+    for r in remove {
+        after.remove(*r);
+    }
+    if let Some(ttl) = ttl {
+        after.insert(TTL.into(), ttl.clone());
+    }
+    seal(&mut after, &names);
+    assert!(is_sealed(&after, &names));
+    after[SUM].clone()
 }
 
 /// Runs reconcile and checks what every action must satisfy: its condition holds on the
@@ -422,6 +645,9 @@ fn run(h: &Hint, current: Option<&Item>, now: u64) -> Action {
             version, condition, ..
         }
         | Action::Tombstone {
+            version, condition, ..
+        }
+        | Action::Restore {
             version, condition, ..
         } => {
             assert!(condition.holds(current), "{condition:?} on {current:?}");
@@ -456,7 +682,18 @@ fn row1_absent_gets_a_tombstone_at_the_floor() {
     names.sort();
     assert_eq!(
         names,
-        ["ferry_deleted", "ferry_origin", "ferry_ts", "pk", "ttl"]
+        [
+            "ferry_deleted",
+            "ferry_origin",
+            "ferry_sum",
+            "ferry_ts",
+            "pk",
+            "ttl"
+        ]
+    );
+    assert!(
+        is_sealed(&tomb, &c.names),
+        "a tombstone Ferry writes is sealed"
     );
     assert_eq!(tomb[MARKER], AttributeValue::Bool(true));
     assert_eq!(tomb["pk"], s("k"));
@@ -497,9 +734,13 @@ fn row2_unversioned_current_is_stamped() {
             version: v(NOW, LOCAL),
             remove: vec![],
             ttl: None,
+            sum: sealed_after(&current, &v(NOW, LOCAL), &[], None),
+            // No version to pin: the seal's absence and the item's attributes as read.
             condition: Condition::And(vec![
                 Condition::Exists("pk".into()),
                 Condition::NotExists(TS.into()),
+                Condition::NotExists(SUM.into()),
+                Condition::Equals("a".into(), n("1")),
             ]),
         }
     );
@@ -517,10 +758,25 @@ fn row3_n_version_local_origin_is_stamped() {
             version: v(NOW, LOCAL),
             remove: vec![],
             ttl: None,
-            condition: Condition::And(version_is(&v(900_000, LOCAL))),
+            sum: sealed_after(&current, &v(NOW, LOCAL), &[], None),
+            condition: Condition::And(pinned(&v(900_000, LOCAL), &current)),
         },
         "local origin: stamped whatever the values"
     );
+    // A sealed item: its seal as read is pinned.
+    let mut sealed = current.clone();
+    seal(&mut sealed, &config().names);
+    let Action::Stamp { condition, .. } = run(&h, Some(&sealed), NOW) else {
+        panic!("stamp");
+    };
+    assert_eq!(
+        condition,
+        Condition::And(pinned(&v(900_000, LOCAL), &sealed))
+    );
+    assert!(matches!(
+        pinned(&v(900_000, LOCAL), &sealed)[2],
+        Condition::Equals(_, _)
+    ));
     // Under skew, the floor is seen + 1.
     let Action::Stamp { version, .. } = run(&h, Some(&current), 10) else {
         panic!("stamp");
@@ -534,7 +790,7 @@ fn row3_n_version_foreign_still_holding_the_write_is_stamped() {
     h.changed = vec![("a".into(), Some(n("1"))), ("b".into(), None)];
     // DynamoDB's equality: 1.0 = 1.
     let current = image("k", &[("a", n("1.0"))], Some(&v(900_000, FOREIGN)));
-    let mut expected = version_is(&v(900_000, FOREIGN));
+    let mut expected = pinned(&v(900_000, FOREIGN), &current);
     expected.push(Condition::Equals("a".into(), n("1")));
     expected.push(Condition::NotExists("b".into()));
     assert_eq!(
@@ -543,6 +799,7 @@ fn row3_n_version_foreign_still_holding_the_write_is_stamped() {
             version: v(NOW, LOCAL),
             remove: vec![],
             ttl: None,
+            sum: sealed_after(&current, &v(NOW, LOCAL), &[], None),
             condition: Condition::And(expected),
         }
     );
@@ -574,7 +831,7 @@ fn row5_foreign_copy_at_or_below_seen_gets_a_tombstone() {
             Action::Tombstone {
                 item: tombstone_item(&key("k"), &v(NOW, LOCAL), NOW, &config()),
                 version: v(NOW, LOCAL),
-                condition: Condition::And(version_is(&cv)),
+                condition: Condition::And(pinned(&cv, &current)),
             },
             "{cv}"
         );
@@ -602,7 +859,8 @@ fn row6_local_state_at_or_below_seen_is_lifted() {
                     version: v(NOW, LOCAL),
                     remove: vec![],
                     ttl: None,
-                    condition: Condition::And(version_is(&cv)),
+                    sum: sealed_after(&current, &v(NOW, LOCAL), &[], None),
+                    condition: Condition::And(pinned(&cv, &current)),
                 }
             );
         } else {
@@ -637,7 +895,7 @@ fn stamp_onto_an_updated_tombstone_removes_the_marker_and_its_ttl() {
     let mut h = hint(Some(cv.clone()), Some(cv.clone()));
     h.changed = vec![("a".into(), Some(n("1")))];
     h.tombstone_ttl = Some(n("2196000"));
-    let mut condition = version_is(&cv);
+    let mut condition = pinned(&cv, &current);
     condition.push(Condition::Equals(MARKER.into(), AttributeValue::Bool(true)));
     condition.push(Condition::Equals(TTL.into(), n("2196000")));
     assert_eq!(
@@ -646,12 +904,13 @@ fn stamp_onto_an_updated_tombstone_removes_the_marker_and_its_ttl() {
             version: v(NOW, LOCAL),
             remove: vec![MARKER.into(), TTL.into()],
             ttl: None,
+            sum: sealed_after(&current, &v(NOW, LOCAL), &[MARKER, TTL], None),
             condition: Condition::And(condition),
         }
     );
     // The application set its own TTL since: only the marker goes.
     current.insert(TTL.into(), n("42"));
-    let mut condition = version_is(&cv);
+    let mut condition = pinned(&cv, &current);
     condition.push(Condition::Equals(MARKER.into(), AttributeValue::Bool(true)));
     assert_eq!(
         run(&h, Some(&current), NOW),
@@ -659,6 +918,7 @@ fn stamp_onto_an_updated_tombstone_removes_the_marker_and_its_ttl() {
             version: v(NOW, LOCAL),
             remove: vec![MARKER.into()],
             ttl: None,
+            sum: sealed_after(&current, &v(NOW, LOCAL), &[MARKER], None),
             condition: Condition::And(condition),
         }
     );
@@ -668,17 +928,19 @@ fn stamp_onto_an_updated_tombstone_removes_the_marker_and_its_ttl() {
 fn lifting_a_plain_tombstone_keeps_it_a_tombstone_and_moves_its_ttl() {
     let current = tombstone_image("k", &v(850_000, LOCAL), "2000");
     let h = hint(Some(v(900_000, FOREIGN)), None);
-    let mut condition = version_is(&v(850_000, LOCAL));
+    let mut condition = pinned(&v(850_000, LOCAL), &current);
     // The TTL as read: one the application set meanwhile is never overwritten.
     condition.push(Condition::Equals(TTL.into(), n("2000")));
     let lifetime = config().tombstone_lifetime_s;
+    let new_ttl = n(&(NOW / 1000 + lifetime).to_string());
     assert_eq!(
         run(&h, Some(&current), NOW),
         Action::Stamp {
             version: v(NOW, LOCAL),
             remove: vec![],
             // The TTL follows the tombstone's new version.
-            ttl: Some(n(&(NOW / 1000 + lifetime).to_string())),
+            ttl: Some(new_ttl.clone()),
+            sum: sealed_after(&current, &v(NOW, LOCAL), &[], Some(&new_ttl)),
             condition: Condition::And(condition),
         }
     );
@@ -702,7 +964,7 @@ fn an_updated_tombstone_lifted_with_its_marker_is_revived_by_a_later_record() {
     let before = v(850_000, LOCAL);
     let mut h = hint(Some(before.clone()), Some(before));
     h.changed = vec![("a".into(), Some(n("1")))];
-    let mut condition = version_is(&lifted);
+    let mut condition = pinned(&lifted, &current);
     condition.push(Condition::Equals(MARKER.into(), AttributeValue::Bool(true)));
     condition.push(Condition::Equals(TTL.into(), tomb_ttl.clone()));
     assert_eq!(
@@ -711,6 +973,7 @@ fn an_updated_tombstone_lifted_with_its_marker_is_revived_by_a_later_record() {
             version: v(2_000_001, LOCAL),
             remove: vec![MARKER.into(), TTL.into()],
             ttl: None,
+            sum: sealed_after(&current, &v(2_000_001, LOCAL), &[MARKER, TTL], None),
             condition: Condition::And(condition),
         }
     );
@@ -754,6 +1017,123 @@ fn reconcile_refuses_a_half_version() {
             missing: ORIGIN.into()
         })
     );
+}
+
+/// Row 6: an unsealed current item (an application carried back a version it read) is stamped
+/// like an unversioned one, pinning its version, its seal as read and the values as read.
+#[test]
+fn row6_unsealed_current_is_stamped() {
+    let names = config().names;
+    let mut current = image("k", &[("a", n("1"))], Some(&v(800_000, FOREIGN)));
+    seal(&mut current, &names);
+    let read_seal = current[SUM].clone();
+    current.insert("a".into(), n("2"));
+    let mut h = hint(Some(v(900_000, LOCAL)), None);
+    h.changed = vec![("a".into(), Some(n("2")))];
+    // Foreign and at or below seen: sealed, that would be row 8's tombstone.
+    assert_eq!(
+        run(&h, Some(&current), NOW),
+        Action::Stamp {
+            version: v(NOW, LOCAL),
+            remove: vec![],
+            ttl: None,
+            sum: sealed_after(&current, &v(NOW, LOCAL), &[], None),
+            condition: Condition::And(vec![
+                Condition::Equals(TS.into(), n("800000")),
+                Condition::Equals(ORIGIN.into(), s(FOREIGN)),
+                Condition::Equals(SUM.into(), read_seal),
+                Condition::Equals("a".into(), n("2")),
+            ]),
+        }
+    );
+}
+
+/// An expiry's hint: a local tombstone at the expired version, sealed as an expiry's, where the
+/// key is empty or holds an older sealed copy; nothing over a newer write.
+#[test]
+fn expiry_hint_leaves_a_local_tombstone_at_the_expired_version() {
+    let c = config();
+    let expired = v(800_000, LOCAL);
+    let mut h = hint(Some(expired.clone()), None);
+    h.expired = Some(expired.clone());
+    let tomb = expiry_tombstone(&key("k"), &expired, &c);
+    assert!(is_expiry_tombstone(&tomb, &c.names));
+    assert!(is_sealed(&tomb, &c.names));
+    assert_eq!(tomb[MARKER], AttributeValue::Bool(true));
+    assert_eq!(Version::of(&tomb, &c.names), Ok(Some(expired.clone())));
+    assert_ne!(
+        tomb[SUM],
+        seal_of(&tomb, &c.names),
+        "an expiry's seal, not a version's"
+    );
+    assert_eq!(
+        reconcile(&h, None, NOW, &c),
+        Ok(Action::Tombstone {
+            item: tomb.clone(),
+            version: expired.clone(),
+            condition: Condition::NotExists("pk".into()),
+        })
+    );
+    // A drain put an older (or the same) foreign copy into the gap the expiry left.
+    let mut older = image("k", &[("a", n("1"))], Some(&v(700_000, FOREIGN)));
+    seal(&mut older, &c.names);
+    let Ok(Action::Tombstone {
+        item, condition, ..
+    }) = reconcile(&h, Some(&older), NOW, &c)
+    else {
+        panic!("an older copy gets the expiry tombstone");
+    };
+    assert_eq!(item, tomb);
+    assert!(condition.holds(Some(&older)));
+    assert_eq!(
+        condition,
+        Condition::And(pinned(&v(700_000, FOREIGN), &older))
+    );
+    // A newer write has its own record.
+    let mut newer = image("k", &[("a", n("1"))], Some(&v(900_000, FOREIGN)));
+    seal(&mut newer, &c.names);
+    assert_eq!(reconcile(&h, Some(&newer), NOW, &c), Ok(Action::Nothing));
+    // So does an unsealed one (an application's write-back).
+    let mut unsealed = older.clone();
+    unsealed.insert("a".into(), n("9"));
+    assert_eq!(reconcile(&h, Some(&unsealed), NOW, &c), Ok(Action::Nothing));
+}
+
+/// A drain wrote over an application's unstamped write-back: while the key still holds the
+/// drain's write, the application's write is put back above it, sealed.
+#[test]
+fn clobber_hint_restores_the_application_write_above_the_drain() {
+    let c = config();
+    let mut written = image("k", &[("a", n("1"))], Some(&v(100_000, FOREIGN)));
+    seal(&mut written, &c.names);
+    written.insert("a".into(), n("7"));
+    let mut by = image("k", &[("a", n("5"))], Some(&v(2_000_000, FOREIGN)));
+    seal(&mut by, &c.names);
+    let mut h = hint(Some(v(2_000_000, FOREIGN)), Some(v(2_000_000, FOREIGN)));
+    h.clobbered = Some(Box::new(Clobber {
+        written: written.clone(),
+        by: by.clone(),
+    }));
+    let Action::Restore {
+        item,
+        version,
+        condition,
+    } = run(&h, Some(&by), NOW)
+    else {
+        panic!("restore");
+    };
+    assert_eq!(version, v(2_000_001, LOCAL));
+    assert_eq!(item["a"], n("7"));
+    assert_eq!(Version::of(&item, &c.names), Ok(Some(version.clone())));
+    assert!(is_sealed(&item, &c.names));
+    assert_eq!(
+        condition,
+        Condition::And(pinned(&v(2_000_000, FOREIGN), &by))
+    );
+    // A later local write since has its own record.
+    let mut later = image("k", &[("a", n("8"))], Some(&v(2_500_000, LOCAL)));
+    seal(&mut later, &c.names);
+    assert_eq!(run(&h, Some(&later), NOW), Action::Nothing);
 }
 
 // ---------------------------------------------------------------- apply condition and judge

@@ -18,7 +18,21 @@ checks:
 * a key written by one region only holds exactly that region's last write (plus Ferry's stamp,
   with that region as origin), and a key deleted and not rewritten is absent everywhere;
 * no record reached a DLQ;
+* every read-modify-write read of a key one region writes alone showed that region's last write;
 * stopping `ferry local up` (SIGTERM, as Ctrl-C would) ends it and every process it started.
+
+Ordinary application code also writes back what it read (issue #15), and so do the writers here,
+before and during the outage: read-modify-write puts (get_item, change one field, put_item of the
+whole item as read, Ferry's attributes included; the put sometimes a moment after the read, so
+a newer version may have arrived in between) on keys one region writes and on shared keys, and
+restores (an item as read is remembered, the key deleted, the copy put back a moment later with
+one field changed). Some keys are *adopted*: written once by one region before the outage and
+from then on only by the next region, whose first writes are such a restore or a
+read-modify-write put carrying the first region's version (for half of them also their last
+write; the other half are written on at random). A restored or read-modify-written item
+is its writer's last write like any other: the checks above hold for it, with its writer as the
+origin of the stamp. Ferry's attributes (`ferry_ts`, `ferry_origin`, `ferry_deleted`, `ttl`,
+`ferry_sum`) are never part of what a key must hold, but every region must hold the same ones.
 
 Run by `make test` (target `local-up-check`); by hand:
     cargo build -p ferry-cli --bin ferry && .venv/bin/python tests/local/boto3_outage_check.py
@@ -45,7 +59,9 @@ from botocore.config import Config
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # Ferry's attribute names (the defaults the sandbox runs with; see client/README.md).
 TS, ORIGIN, DELETED, TTL = "ferry_ts", "ferry_origin", "ferry_deleted", "ttl"
-FERRY_ATTRS = {TS, ORIGIN, DELETED, TTL}
+# The seal of a version Ferry wrote (a digest of the item): one more attribute of Ferry's.
+SUM = "ferry_sum"
+FERRY_ATTRS = {TS, ORIGIN, DELETED, TTL, SUM}
 PK = "pk"
 
 
@@ -270,8 +286,13 @@ def show_value(v, limit=80):
 
 
 def app_view(item):
-    """An item without Ferry's stamp: what the application wrote."""
-    return None if item is None else {k: v for k, v in item.items() if k not in (TS, ORIGIN)}
+    """An item without Ferry's stamp and seal: what the application wrote."""
+    return None if item is None else {k: v for k, v in item.items() if k not in (TS, ORIGIN, SUM)}
+
+
+def without_ferry(item):
+    """A raw item (AttributeValue dict) without any Ferry attribute: what the application wrote."""
+    return {k: v for k, v in item.items() if k not in FERRY_ATTRS}
 
 
 # ---------------------------------------------------------------- the workload
@@ -327,6 +348,10 @@ class Writer:
         self.model = {}  # owned key -> item (AttributeValue dict) or None (deleted)
         self.writes = 0
         self.seq = 0
+        self.adopted = []  # keys another region wrote first, written only by this one since
+        self.pending = []  # [(due, seq, action)]: the second half of a delayed write
+        self.read_errors = []  # own keys whose read did not show this region's last write
+        self.counts = {"rmw": 0, "restore": 0}
 
     def own_key(self, tag):
         return f"own-{self.region}-{tag}"
@@ -409,23 +434,101 @@ class Writer:
         self.writes += 1
         self.model[pk] = cur
 
+    # Writes of what the application read (issue #15): the item as get_item returned it, Ferry's
+    # attributes included, one field changed.
+    def read(self, pk, owned=True):
+        """get_item as an application does it; a tombstone reads as absent (client/README.md).
+        For a key this region writes alone, the read must show its last write."""
+        raw = self.client.get_item(TableName=self.table, Key={PK: {"S": pk}}, ConsistentRead=True).get("Item")
+        if owned:
+            want = self.model.get(pk)
+            want = None if want is None else canon_item(want)
+            # A tombstone an update_item brought back holds the update's attributes until Ferry
+            # lifts the marker: what it holds then is the application's write all the same.
+            app = None if raw is None else without_ferry(raw)
+            got = None if app is None or (DELETED in raw and set(app) == {PK}) else canon_item(app)
+            if got != want:
+                self.read_errors.append(
+                    f"{pk} read in {self.region}: expected its last write {show(want)}, read {show(got)}"
+                )
+        return None if raw is None or DELETED in raw else raw
+
+    def later(self, delay, action):
+        """Runs `action` once `delay` seconds have passed (see run_due)."""
+        self.seq += 1
+        self.pending.append((time.monotonic() + delay, self.seq, action))
+        self.pending.sort(key=lambda p: (p[0], p[1]))
+
+    def run_due(self, everything=False):
+        now = time.monotonic()
+        while self.pending and (everything or self.pending[0][0] <= now):
+            _, _, action = self.pending.pop(0)
+            action()
+
+    def put_back(self, pk, item, owned):
+        """put_item of an item made from a read: the application's last write of the key."""
+        self.client.put_item(TableName=self.table, Item=item)
+        self.writes += 1
+        if owned:
+            self.model[pk] = without_ferry(item)
+
+    def rmw(self, pk, owned=True, delay=0.0):
+        """Read-modify-write: get_item, change one field, put_item of the whole item as read
+        (now, or `delay` s later: a newer version may land in between). Nothing if absent."""
+        item = self.read(pk, owned)
+        if item is None:
+            return False
+        self.seq += 1
+        item = dict(item, rmw={"S": f"read-modify-write in {self.region} #{self.seq}"})
+        self.counts["rmw"] += 1
+        if delay > 0:
+            self.later(delay, lambda: self.put_back(pk, item, owned))
+        else:
+            self.put_back(pk, item, owned)
+        return True
+
+    def restore(self, pk, owned=True, delay=0.5):
+        """Remember the item as read, delete the key, put the copy back `delay` s later with one
+        field changed. Nothing if absent."""
+        item = self.read(pk, owned)
+        if item is None:
+            return False
+        self.delete(pk, owned)
+        self.seq += 1
+        item = dict(item, restored={"S": f"restored in {self.region} #{self.seq}"})
+        self.counts["restore"] += 1
+        self.later(delay, lambda: self.put_back(pk, item, owned))
+        return True
+
     def random_op(self, tags, shared_keys):
         """One random write: mostly to keys only this region writes, some to shared keys."""
+        self.run_due()
         r = self.rng.random()
         if r < 0.2:
             pk = self.rng.choice(shared_keys)
-            if self.rng.random() < 0.25:
+            x = self.rng.random()
+            if x < 0.2:
                 self.delete(pk, owned=False)
+            elif x < 0.4:
+                self.rmw(pk, owned=False, delay=self.rng.choice([0, 0, 0.2, 0.6]))
+            elif x < 0.5:
+                self.restore(pk, owned=False, delay=self.rng.uniform(0.05, 1.0))
             else:
                 self.put(pk, owned=False, note={"S": f"shared write from {self.region}"})
             return
-        pk = self.own_key(self.rng.choice(tags))
-        if r < 0.45:
+        # Half the adopted keys only: the other half keep their first write as their last.
+        keys = [self.own_key(t) for t in tags] + self.adopted[: (len(self.adopted) + 1) // 2]
+        pk = self.rng.choice(keys)
+        if r < 0.4:
             self.put(pk, payload={"S": "x" * self.rng.randrange(0, 400)}, n={"N": str(self.rng.random())})
-        elif r < 0.75:
+        elif r < 0.6:
             # REMOVE / DELETE on a missing item: DynamoDB's result is not worth modelling here.
             live = self.model.get(pk) is not None
             self.update(pk, self.rng.choice(["set", "remove", "add_set", "del_set"] if live else ["set", "add_set"]))
+        elif r < 0.75:
+            self.rmw(pk, delay=self.rng.choice([0, 0, 0.3]))
+        elif r < 0.82:
+            self.restore(pk, delay=self.rng.uniform(0.05, 1.5))
         else:
             self.delete(pk)
 
@@ -541,12 +644,29 @@ def run(args, sandbox):
     for w in writers:
         w.put(w.own_key("reborn"), v={"N": "2"})
         w.update(w.own_key(tags[1]), "set")  # update_item on a deleted key brings it back
+    for w in writers:  # writing back what was read (issue #15), before the outage too
+        w.rmw(w.own_key(tags[min(5, len(tags) - 1)]))
+        w.restore(w.own_key(tags[min(3, len(tags) - 1)]), delay=0.3)
+        w.rmw(w.rng.choice(shared), owned=False)
+    adopt(writers, args)  # (takes seconds: the restores' copies are put back after it)
+    for w in writers:
+        w.run_due(everything=True)
     before = sum(w.writes for w in writers)
     log(f"made {before} writes before the outage ({len(writers)} regions, seed {args.seed})")
 
     # 2. The outage, from another process, as a user would; everybody keeps writing.
     sandbox.outage(cut, args.outage_seconds)
     started = time.monotonic()
+    # The adopters' first writes, while the region is cut off: each carries back the version of
+    # the region that wrote the key first (half restores, half read-modify-write puts). Half the
+    # adopted keys are written again by the random writes below; for the other half these stay
+    # the last write.
+    for w in writers:
+        for i, pk in enumerate(w.adopted):
+            if i % 2 == 0:
+                w.restore(pk, delay=w.rng.uniform(0.1, 2.0))
+            else:
+                w.rmw(pk, delay=w.rng.uniform(0.0, 2.0))
     outage_end = started + args.outage_seconds
     write_until = started + args.write_seconds
     period = 1.0 / args.rate
@@ -566,11 +686,19 @@ def run(args, sandbox):
         time.sleep(max(0.0, next_at - time.monotonic()))
     if not probe_done:
         log("outage shorter than the probe needs: isolation not probed")
+    for w in writers:  # delayed halves still due: done now
+        w.run_due(everything=True)
     for w in writers:  # the last word on some keys, after the outage
         w.update(w.own_key(tags[0]), "set")
         w.delete(w.own_key(tags[2]))
     during = sum(w.writes for w in writers) - before
     log(f"made {during} more writes during/after the outage of {cut} ({args.outage_seconds} s)")
+    log(
+        "of which read-modify-write puts: "
+        + ", ".join(f"{w.region} {w.counts['rmw']}" for w in writers)
+        + "; restores: "
+        + ", ".join(f"{w.region} {w.counts['restore']}" for w in writers)
+    )
     if "is cut off" not in sandbox.stderr_tail(10_000):
         raise CheckFailed("`ferry local up` never reported the region cut off")
 
@@ -592,6 +720,12 @@ def run(args, sandbox):
         if time.monotonic() > deadline:
             report_failure(writers, scans, diff, errors)
         time.sleep(2)
+    read_errors = [e for w in writers for e in w.read_errors]
+    if read_errors:
+        raise CheckFailed(
+            f"{len(read_errors)} reads of keys written by one region did not show its last write:\n"
+            + "\n".join("  " + e for e in read_errors[:40])
+        )
     converged = time.monotonic() - max(outage_end, wait_from)
     tomb = {w.region: scan_live(w)[1] for w in writers}
     dlq = dlq_depths(sandbox.endpoints)
@@ -632,8 +766,47 @@ def probe_isolation(writers, cut, args):
     log(f"isolation probe: nothing crossed between {cut} and the others during the outage")
 
 
+def adopt(writers, args):
+    """Keys written once by one region, then handed to the next: seeded here, each must reach
+    every region (stamped by its first writer) before the next region takes it over."""
+    seeds = {}
+    for i, w in enumerate(writers):
+        heir = writers[(i + 1) % len(writers)]
+        for j in range(args.adopted):
+            pk = f"adopt-{w.region}-{j}"
+            w.put(pk, owned=False, first={"S": f"written by {w.region}, adopted by {heir.region}"})
+            seeds[pk] = (w, heir)
+    deadline = time.monotonic() + 60
+    waiting = dict(seeds)
+    while waiting:
+        for pk, (w, heir) in list(waiting.items()):
+            copies = []
+            for other in writers:
+                got = other.client.get_item(
+                    TableName=other.table, Key={PK: {"S": pk}}, ConsistentRead=True
+                ).get("Item")
+                copies.append(got)
+            if all(c is not None and c.get(ORIGIN) == {"S": w.region} for c in copies) and all(
+                canon_item(c) == canon_item(copies[0]) for c in copies
+            ):
+                del waiting[pk]
+                heir.model[pk] = without_ferry(copies[0])
+                heir.adopted.append(pk)
+        if waiting and time.monotonic() > deadline:
+            raise CheckFailed(f"keys to adopt did not reach every region in 60 s: {sorted(waiting)}")
+        if waiting:
+            time.sleep(0.3)
+    for w in writers:
+        w.adopted.sort()
+    log(f"{len(seeds)} keys written by one region, stamped and everywhere, adopted by the next")
+
+
 def report_failure(writers, scans, diff, errors):
     lines = []
+    read_errors = [e for w in writers for e in w.read_errors]
+    if read_errors:
+        lines.append(f"{len(read_errors)} reads of keys written by one region did not show its last write:")
+        lines += ["  " + e for e in read_errors[:20]]
     if diff:
         lines.append(f"{len(diff)} keys differ between regions:")
         for k in diff[:20]:
@@ -659,6 +832,7 @@ def main():
     p.add_argument("--write-seconds", type=float, default=10, help="writing after the outage began")
     p.add_argument("--rate", type=float, default=25, help="write rounds per second (one write per region each)")
     p.add_argument("--keys", type=int, default=24, help="keys each region writes alone")
+    p.add_argument("--adopted", type=int, default=4, help="keys each region writes first and hands to the next")
     p.add_argument("--timeout", type=float, default=90, help="seconds to converge after the writes end")
     p.add_argument("--ready-timeout", type=float, default=120)
     p.add_argument("--seed", type=int, default=int(os.environ.get("SEED", "0") or 0))

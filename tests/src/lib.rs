@@ -4,7 +4,8 @@
 //! - [`start`]: a multi-region [`Cluster`] with the suite's pacing.
 //! - [`App`]: an application writing into one region the way applications do — plain SDK
 //!   `PutItem`/`UpdateItem`/`DeleteItem` (unstamped: Ferry stamps them) and writes stamped the
-//!   way Ferry's helper stamps them (read, then version `max(now, previous + 1)`).
+//!   way Ferry's helper stamps them (read, then version `max(now, previous + 1)`; puts sealed,
+//!   updates without a seal).
 //! - [`Ledger`]: what every region's last write to every key left (the item put, the `ALL_NEW`
 //!   of an update, absence for a delete), to judge the converged state: a key written by one
 //!   region must show that region's last write; a key written by several must show the last
@@ -210,11 +211,12 @@ impl App {
         )
     }
 
-    /// A `PutItem` stamped the way the helper stamps it. Returns the version.
+    /// A `PutItem` stamped (and sealed) the way the helper stamps it. Returns the version.
     pub async fn put_stamped(&self, mut item: Item) -> Version {
         let pk = pk_of(&item);
         let version = self.next_version(&pk).await;
         version.stamp_into(&mut item, &self.config.names);
+        ferry_core::digest::seal(&mut item, &self.config.names);
         self.put_raw(&item).await;
         version
     }
@@ -254,8 +256,10 @@ impl App {
     }
 
     /// An `UpdateItem SET name = value` that also stamps a new version, as the helper does.
-    /// On a tombstone it also removes the marker and the TTL (the key is an item again).
-    /// Returns the item as the update left it (`ALL_NEW`).
+    /// On a tombstone it also removes the marker and the TTL (the key is an item again). Like
+    /// the helper, it removes the seal: the content after an update is DynamoDB's to compute, so
+    /// no seal can be written for it, and an item without one is trusted as Ferry's (forwarded
+    /// as it is). Returns the item as the update left it (`ALL_NEW`).
     pub async fn update_stamped(&self, pk: &str, name: &str, value: AttributeValue) -> Item {
         let version = self.next_version(pk).await;
         let names = &self.config.names;
@@ -264,12 +268,13 @@ impl App {
             .update_item()
             .table_name(&self.table.name)
             .set_key(Some(to_sdk(&key(pk))))
-            .update_expression("SET #a = :v, #ts = :ts, #o = :o REMOVE #d, #ttl")
+            .update_expression("SET #a = :v, #ts = :ts, #o = :o REMOVE #d, #ttl, #sum")
             .expression_attribute_names("#a", name)
             .expression_attribute_names("#ts", &names.ts)
             .expression_attribute_names("#o", &names.origin)
             .expression_attribute_names("#d", &names.tombstone)
             .expression_attribute_names("#ttl", &names.ttl)
+            .expression_attribute_names("#sum", &names.sum)
             .expression_attribute_values(":v", SdkValue::from(value))
             .expression_attribute_values(":ts", SdkValue::from(version.ts_value()))
             .expression_attribute_values(":o", SdkValue::from(version.origin_value()))
@@ -810,4 +815,245 @@ pub async fn dlq_messages(
 /// An SDK item from the core's.
 pub fn sdk(item: &Item) -> HashMap<String, SdkValue> {
     to_sdk(item)
+}
+
+/// Polls until the cluster has converged (as [`wait_converged`]: three looks in a row) or has
+/// *settled without converging*: every buffer empty and every region's items unchanged, look
+/// after look, for `quiet` — nothing left that could still change them, so waiting longer cannot
+/// help. `Err(last look)` then, or after `timeout`. A divergent end is thus reported seconds
+/// after it sets in instead of after the whole timeout.
+pub async fn wait_converged_or_settled(
+    cluster: &Cluster,
+    quiet: Duration,
+    timeout: Duration,
+) -> Result<Look, Look> {
+    let start = Instant::now();
+    let mut in_a_row = 0;
+    // The scans of the last look, and since when they have been unchanged with empty buffers.
+    let mut last_scans = Vec::new();
+    let mut still_since: Option<Instant> = None;
+    loop {
+        let l = look(cluster).await;
+        if l.converged() {
+            in_a_row += 1;
+            if in_a_row >= 3 {
+                eprintln!("converged in {} ms", start.elapsed().as_millis());
+                return Ok(l);
+            }
+        } else {
+            in_a_row = 0;
+            if l.backlog != 0 || still_since.is_none() || last_scans != l.scans {
+                still_since = (l.backlog == 0).then(Instant::now);
+                last_scans = l.scans.clone();
+            } else if still_since.is_some_and(|t| t.elapsed() >= quiet) {
+                eprintln!(
+                    "settled without converging after {} ms: buffers empty, nothing changed for {} s",
+                    start.elapsed().as_millis(),
+                    quiet.as_secs()
+                );
+                return Err(l);
+            }
+        }
+        if start.elapsed() > timeout {
+            return Err(l);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Pipelines with another configuration
+
+/// A [`Cluster`]'s replication re-run with another configuration (an item filter, say): the
+/// cluster's own stream pollers and drains are parked for good (their regions marked cut off:
+/// they read and take nothing) and every region gets a new enqueue loop — the real handler on
+/// its own reader of the region's stream, which starts at the trim horizon — and new drains,
+/// all with the changed [`Config`]. The tables, buffers, proxies, stats and TTL processes stay
+/// the cluster's, so [`look`], [`wait_converged`] and [`apps`] work as before. Start it before
+/// the first write. An outage is then [`Rewired::begin_outage`] / [`Rewired::end_outage`] (the
+/// cluster's own would wake its parked pipeline). Stop it with [`Rewired::shutdown`] before the
+/// cluster's.
+pub struct Rewired {
+    /// Per region: set while it is cut off (its new pipeline waits).
+    pub cut_off: Vec<Arc<std::sync::atomic::AtomicBool>>,
+    /// Per region, the configuration the new pipeline runs with.
+    pub configs: Vec<Config>,
+    stop: tokio::sync::watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// Re-runs `cluster`'s replication with every region's config changed by `change` (see
+/// [`Rewired`]). The new settings are published on every table before any drain starts.
+pub async fn rewire(cluster: &Cluster, change: impl Fn(&mut Config)) -> Rewired {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    for r in &cluster.regions {
+        r.cut_off.store(true, Ordering::SeqCst);
+    }
+    let configs: Vec<Config> = cluster
+        .regions
+        .iter()
+        .map(|r| {
+            let mut c = r.config.clone();
+            change(&mut c);
+            c.validate().expect("a valid changed config");
+            c
+        })
+        .collect();
+    let cut_off: Vec<Arc<AtomicBool>> = cluster
+        .regions
+        .iter()
+        .map(|_| Arc::new(AtomicBool::new(false)))
+        .collect();
+    let (stop, _) = tokio::sync::watch::channel(false);
+    let mut tasks = Vec::new();
+    let mut enqueuers = Vec::new();
+    for (i, region) in cluster.regions.iter().enumerate() {
+        let destinations = cluster
+            .buffers
+            .iter()
+            .filter(|b| b.source == region.name)
+            .map(|b| ferry_enqueue::Destination {
+                region: b.destination.clone(),
+                buffer: b.buffer.clone(),
+            })
+            .collect();
+        let enqueuer = ferry_enqueue::Enqueuer::new(
+            configs[i].clone(),
+            region.table(&cluster.options.table),
+            destinations,
+            region.clock.clone(),
+        )
+        .unwrap_or_else(|e| panic!("{}: enqueue: {e}", region.name));
+        enqueuer.publish_settings().await;
+        enqueuers.push(enqueuer);
+    }
+    for (i, enqueuer) in enqueuers.into_iter().enumerate() {
+        let region = &cluster.regions[i];
+        let poller = ferry_sandbox::StreamPoller::for_table(
+            &region.dynamo.endpoint(),
+            &region.name,
+            &cluster.options.table,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{}: stream: {e}", region.name));
+        tasks.push(tokio::spawn(rewired_enqueue_loop(
+            poller,
+            enqueuer,
+            cut_off[i].clone(),
+            cluster.stats.clone(),
+            stop.subscribe(),
+        )));
+    }
+    let base = cluster.moto.sdk_config(&cluster.regions[0].name);
+    for b in &cluster.buffers {
+        let s = cluster
+            .region_index(&b.source)
+            .expect("the buffer's source");
+        let dest = &cluster.regions[cluster
+            .region_index(&b.destination)
+            .expect("the buffer's destination")];
+        let mut settings = ferry_aws::ClientSettings::new(dest.name.clone());
+        settings.dynamodb_endpoint = Some(dest.proxy.endpoint());
+        settings.attempt_timeout = Some(Duration::from_secs(2));
+        settings.operation_timeout = Some(Duration::from_secs(5));
+        settings.connect_timeout = Some(Duration::from_millis(500));
+        let table = Table::new(
+            settings.dynamodb(&base).await,
+            cluster.options.table.clone(),
+        );
+        tasks.push(tokio::spawn(ferry_cli::drain_task::run(
+            ferry_cli::drain_task::DrainTask {
+                config: configs[s].clone(),
+                pair: b.clone(),
+                table,
+                clock: cluster.regions[s].clock.clone(),
+                budget: cluster.options.drain_budget,
+                period: cluster.options.drain_period,
+                cut_off: cut_off[s].clone(),
+                stats: cluster.stats.clone(),
+            },
+            stop.subscribe(),
+        )));
+    }
+    Rewired {
+        cut_off,
+        configs,
+        stop,
+        tasks,
+    }
+}
+
+impl Rewired {
+    /// Cuts region `i` off: its table refuses the cross-region path, its new pipeline waits.
+    pub fn begin_outage(&self, cluster: &Cluster, i: usize) {
+        self.cut_off[i].store(true, std::sync::atomic::Ordering::SeqCst);
+        cluster.regions[i]
+            .proxy
+            .set_mode(ferry_sandbox::FaultMode::Refuse);
+    }
+
+    pub fn end_outage(&self, cluster: &Cluster, i: usize) {
+        let mode = match cluster.options.rtt_ms {
+            0 => ferry_sandbox::FaultMode::Pass,
+            rtt => ferry_sandbox::FaultMode::Delay(Duration::from_millis(rtt / 2)),
+        };
+        cluster.regions[i].proxy.set_mode(mode);
+        self.cut_off[i].store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Stops the new pipelines (the cluster's own stay parked).
+    pub async fn shutdown(mut self) {
+        let _ = self.stop.send(true);
+        for t in self.tasks.drain(..) {
+            t.abort();
+            let _ = t.await;
+        }
+    }
+}
+
+/// Lambda's stream trigger for a [`Rewired`] region, as the cluster runs it: the stream in
+/// order, batches to the real handler, a reported failure resent from the failing record.
+async fn rewired_enqueue_loop(
+    mut poller: ferry_sandbox::StreamPoller,
+    enqueuer: ferry_enqueue::Enqueuer,
+    cut_off: Arc<std::sync::atomic::AtomicBool>,
+    stats: Arc<ferry_cli::stats::Stats>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let region = enqueuer.config().local_region.clone();
+    let mut pending = Vec::new();
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        if cut_off.load(std::sync::atomic::Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        }
+        if pending.is_empty() {
+            match poller.next_batch(1000).await {
+                Ok(records) if !records.is_empty() => pending = records,
+                _ => {
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_millis(40)) => {}
+                        _ = stop.changed() => return,
+                    }
+                    continue;
+                }
+            }
+        }
+        let mut event = aws_lambda_events::event::dynamodb::Event::default();
+        event.records = std::mem::take(&mut pending);
+        let outcome = ferry_enqueue::handle(&event, &enqueuer).await;
+        stats.enqueued(&region, &outcome.counts);
+        if let Some(seq) = outcome.retry_from() {
+            let from = event
+                .records
+                .iter()
+                .position(|r| r.change.sequence_number.as_deref() == Some(seq))
+                .unwrap_or(0);
+            pending = event.records.split_off(from);
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
 }

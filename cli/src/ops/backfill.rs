@@ -262,6 +262,7 @@ pub enum Step {
         version: Version,
         remove: Vec<String>,
         ttl: Option<ferry_core::AttributeValue>,
+        sum: ferry_core::AttributeValue,
         condition: ferry_core::Condition,
     },
     /// Gone (deleted meanwhile), or not replicated by the item filter.
@@ -278,18 +279,23 @@ pub fn step_for(current: Option<&Item>, now_ms: u64, config: &Config) -> Result<
     if !config.filter.admits(&key, &config.key, item, &Item::new()) {
         return Ok(Step::Skip);
     }
+    // An unsealed version is an application's write-back, not a version to spread: stamp it.
+    let sealed = ferry_core::digest::is_sealed(item, &config.names);
     if let Some(record) = ChangeRecord::from_stored(item, &config.local_region, config)
         .map_err(|e| format!("{}: {e}", describe_key(&key)))?
+        .filter(|_| sealed)
     {
         return Ok(Step::Apply(record));
     }
-    // The hint of a write nobody has seen: reconcile's "no version" row.
+    // The hint of a write nobody has seen: reconcile's "no version" row (or the unsealed one).
     let hint = Hint {
         key: key.clone(),
         seen: None,
         new_version: None,
         changed: Vec::new(),
         tombstone_ttl: None,
+        expired: None,
+        clobbered: None,
     };
     match reconcile(&hint, Some(item), now_ms, config)
         .map_err(|e| format!("{}: {e}", describe_key(&key)))?
@@ -298,12 +304,14 @@ pub fn step_for(current: Option<&Item>, now_ms: u64, config: &Config) -> Result<
             version,
             remove,
             ttl,
+            sum,
             condition,
         } => Ok(Step::Stamp {
             key,
             version,
             remove,
             ttl,
+            sum,
             condition,
         }),
         other => Err(format!(
@@ -536,6 +544,7 @@ impl Run<'_> {
                     version,
                     remove,
                     ttl,
+                    sum,
                     condition,
                 } => {
                     let outcome = while_throttled(
@@ -545,6 +554,7 @@ impl Run<'_> {
                                 &version,
                                 &remove,
                                 ttl.as_ref(),
+                                &sum,
                                 &condition,
                                 &self.config,
                             )
@@ -859,6 +869,34 @@ mod tests {
             Step::Apply(r) => {
                 assert_eq!(r.version, Version::new(5, "eu-west-1"));
                 assert_eq!(r.image, versioned);
+            }
+            other => panic!("{other:?}"),
+        }
+        // Sealed, it is spread as it is.
+        let mut sealed = versioned.clone();
+        ferry_core::digest::seal(&mut sealed, &config.names);
+        assert!(matches!(
+            step_for(Some(&sealed), 1_000, &config).unwrap(),
+            Step::Apply(r) if r.image == sealed
+        ));
+        // Unsealed (an application carried the version back over other content): stamped and
+        // sealed first, never spread as it is.
+        let mut unsealed = sealed.clone();
+        unsealed.insert("v".into(), AttributeValue::S("changed".into()));
+        match step_for(Some(&unsealed), 1_000, &config).unwrap() {
+            Step::Stamp {
+                version,
+                sum,
+                condition,
+                ..
+            } => {
+                assert_eq!(version, Version::new(1_000, "us-east-1"));
+                assert!(condition.holds(Some(&unsealed)));
+                assert!(!condition.holds(Some(&sealed)), "pins the content as read");
+                let mut after = unsealed.clone();
+                version.stamp_into(&mut after, &config.names);
+                after.insert(config.names.sum.clone(), sum);
+                assert!(ferry_core::digest::is_sealed(&after, &config.names));
             }
             other => panic!("{other:?}"),
         }

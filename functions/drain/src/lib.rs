@@ -1,7 +1,7 @@
 //! # ferry-drain
 //!
 //! Applies one buffer queue (source region → destination region) to the destination table with
-//! last-writer-wins conditional writes, as `../shared/DESIGN.md` specifies. Every decision
+//! last-writer-wins conditional writes, as `docs/contract.md` specifies. Every decision
 //! (unpacking, coalescing, the apply condition, the judgement of a refused write) is
 //! `ferry-core`'s; this crate only schedules the I/O around them.
 //!

@@ -1,6 +1,6 @@
 //! # ferry-enqueue
 //!
-//! The stream-triggered Lambda of the source region (`../shared/DESIGN.md`, "What `enqueue` does
+//! The stream-triggered Lambda of the source region (`docs/contract.md`, "What `enqueue` does
 //! with each stream record"). The core's `classify` decides every record; this crate only carries
 //! the decisions out:
 //!
@@ -488,19 +488,32 @@ async fn reconcile_one(
                 version,
                 remove,
                 ttl,
+                sum,
                 condition,
             } => {
                 table
-                    .stamp_if(&hint.key, version, remove, ttl.as_ref(), condition, config)
+                    .stamp_if(
+                        &hint.key,
+                        version,
+                        remove,
+                        ttl.as_ref(),
+                        sum,
+                        condition,
+                        config,
+                    )
                     .await
             }
             Action::Tombstone {
+                item, condition, ..
+            }
+            | Action::Restore {
                 item, condition, ..
             } => table.put_if(item, condition).await,
         }
         .map_err(|e| e.to_string())?;
         match (written, action) {
-            (WriteOutcome::Written, Action::Stamp { version, .. }) => {
+            (WriteOutcome::Written, Action::Stamp { version, .. })
+            | (WriteOutcome::Written, Action::Restore { version, .. }) => {
                 return Ok(Done::Stamped(version))
             }
             (WriteOutcome::Written, Action::Tombstone { version, .. }) => {

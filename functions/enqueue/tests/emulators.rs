@@ -731,18 +731,40 @@ async fn a_write_of_the_other_mode_fails_the_batch_from_there() {
 async fn skips_ttl_replicated_in_and_filtered_records() {
     let h = harness("skips").await;
     let enqueuer = h.enqueuer();
+    // A TTL removal sends nothing; it leaves this region's own tombstone at the expired version
+    // (exactly the INSERT of `expiry-tombstone.json`), whose record is then skipped as TTL.
     let outcome = handle_json(&fixture("remove-by-ttl.json"), &enqueuer)
         .await
         .expect("event");
     assert_clean(&outcome);
+    let c = &outcome.counts;
+    assert_eq!(
+        (c.skipped_ttl, c.tombstoned, c.forwarded, c.sqs_requests),
+        (0, 1, 0, 0),
+        "{c:?}"
+    );
+    assert_eq!(
+        h.get("session#9f2c41").await,
+        Some(fixture_new_image("expiry-tombstone.json", 0)),
+        "the local expiry tombstone"
+    );
+    let outcome = handle_json(&fixture("expiry-tombstone.json"), &enqueuer)
+        .await
+        .expect("event");
+    assert_clean(&outcome);
     assert_eq!(outcome.counts.skipped_ttl, 1);
+    assert_eq!(outcome.counts.sqs_requests, 0);
     let outcome = handle_json(&fixture("replicated-in.json"), &enqueuer)
         .await
         .expect("event");
     assert_clean(&outcome);
     assert_eq!(outcome.counts.skipped_replicated_in, 1);
     assert_eq!(outcome.counts.sqs_requests, 0);
-    assert_eq!(h.item_count().await, 0, "no write for a skipped record");
+    assert_eq!(
+        h.item_count().await,
+        1,
+        "no write for a skipped record (the expiry tombstone aside)"
+    );
     h.assert_queues_hold(&[]).await;
 
     let mut config = h.config.clone();
@@ -761,7 +783,7 @@ async fn skips_ttl_replicated_in_and_filtered_records() {
             c.filtered,
             c.tombstoned
         ),
-        (5, 1, 1, 2, 1),
+        (5, 1, 0, 2, 2),
         "{c:?}"
     );
     h.assert_queues_hold(&["cart#5150"]).await;
@@ -769,6 +791,12 @@ async fn skips_ttl_replicated_in_and_filtered_records() {
         h.get("cart#4040").await.is_some(),
         "the hard delete's tombstone"
     );
+    // The TTL removal is decided before the filter: its expiry tombstone (local, never sent).
+    let expired = h.get("session#77aa").await.expect("the expiry tombstone");
+    assert!(ferry_core::digest::is_expiry_tombstone(
+        &expired,
+        &h.config.names
+    ));
     assert!(h.get("profile#44").await.is_none(), "filtered: not touched");
 }
 

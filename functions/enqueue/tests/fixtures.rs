@@ -56,8 +56,14 @@ fn every_fixture_gets_the_contract_decision() {
         ("insert.json", &["forward"]),
         ("modify.json", &["forward"]),
         ("remove-by-app.json", &["reconcile"]),
-        ("remove-by-ttl.json", &["ttl"]),
+        // A TTL removal of a (sealed) version: reconciled into a local expiry tombstone, never
+        // forwarded; that tombstone's own record is the TTL skip.
+        ("remove-by-ttl.json", &["reconcile"]),
+        ("expiry-tombstone.json", &["ttl"]),
         ("replicated-in.json", &["replicated-in"]),
+        // A copy of a sealed foreign version under another key: the seal does not match, so it
+        // is an application's write to stamp, not a drain's (no replicated-in skip).
+        ("copied-version.json", &["reconcile"]),
         ("unstamped-write.json", &["reconcile"]),
         ("kept-version.json", &["reconcile"]),
         ("number-38-digits.json", &["forward"]),
@@ -69,7 +75,13 @@ fn every_fixture_gets_the_contract_decision() {
         ),
         (
             "mixed-batch.json",
-            &["forward", "ttl", "replicated-in", "reconcile", "reconcile"],
+            &[
+                "forward",
+                "reconcile",
+                "replicated-in",
+                "reconcile",
+                "reconcile",
+            ],
         ),
     ];
     let mut listed: Vec<String> = std::fs::read_dir(fixture_dir())
@@ -185,14 +197,36 @@ fn kept_version_hint_names_the_changed_attributes() {
     assert_eq!(hint.new_version, hint.seen);
 }
 
+/// The TTL removal of a sealed, versioned item is an expiry hint at its version; the record of
+/// the tombstone enqueue writes for it is recognised by its seal.
+#[test]
+fn ttl_removal_hint_and_its_expiry_tombstone() {
+    let config = config();
+    let (_, plan) = plan_of("remove-by-ttl.json", &config);
+    let (_, hint) = &plan.hints[0];
+    let expired = ferry_core::Version::new(1_732_478_400_000, "us-east-1");
+    assert_eq!(hint.expired, Some(expired.clone()));
+    let tomb = ferry_core::reconcile::expiry_tombstone(&hint.key, &expired, &config);
+    assert_eq!(
+        tomb,
+        new_image("expiry-tombstone.json", 0),
+        "the fixture is the tombstone enqueue writes for remove-by-ttl.json"
+    );
+    assert!(ferry_core::digest::is_expiry_tombstone(
+        &tomb,
+        &config.names
+    ));
+}
+
 #[test]
 fn filter_counts_from_config() {
     let mut config = config();
     config.filter = ferry_core::ItemFilter::parse("pk-prefix:cart#").expect("filter");
     let (_, plan) = plan_of("mixed-batch.json", &config);
-    // TTL expiry is decided before the filter; the two non-cart keys are filtered.
+    // A TTL removal is decided before the filter (a sealed version that expires gets its local
+    // expiry tombstone whatever the filter); the two non-cart keys are filtered.
     assert_eq!(
         decisions(&plan),
-        ["forward", "ttl", "filtered", "filtered", "reconcile"]
+        ["forward", "reconcile", "filtered", "filtered", "reconcile"]
     );
 }

@@ -51,13 +51,16 @@ impl Table {
         write_outcome("PutItem", result)
     }
 
-    /// `UpdateItem` that sets only the version (and removes `remove`), under a condition.
+    /// `UpdateItem` that sets only the version and its seal (and removes `remove`), under a
+    /// condition.
+    #[allow(clippy::too_many_arguments)]
     pub async fn stamp_if(
         &self,
         key: &Item,
         version: &Version,
         remove: &[String],
         ttl: Option<&AttributeValue>,
+        sum: &AttributeValue,
         condition: &Condition,
         config: &Config,
     ) -> Result<WriteOutcome, AwsError> {
@@ -67,7 +70,9 @@ impl Table {
         let origin = expr.name(&config.names.origin);
         let ts_v = expr.value(&version.ts_value());
         let origin_v = expr.value(&version.origin_value());
-        let mut update = format!("SET {ts} = {ts_v}, {origin} = {origin_v}");
+        let sum_name = expr.name(&config.names.sum);
+        let sum_v = expr.value(sum);
+        let mut update = format!("SET {ts} = {ts_v}, {origin} = {origin_v}, {sum_name} = {sum_v}");
         if let Some(ttl) = ttl {
             let name = expr.name(&config.names.ttl);
             let value = expr.value(ttl);
