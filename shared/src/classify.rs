@@ -278,21 +278,7 @@ fn decide(record: &EventRecord, config: &Config) -> Result<Decided, ClassifyErro
     if let (Some(new), Some(vn)) = (new, vn.as_ref()) {
         if is_sealed(new, &config.names) {
             if vn.origin != config.local_region && is_drain_write(old, vo.as_ref(), vn) {
-                return Ok(Done(match old.filter(|o| !is_sealed(o, &config.names)) {
-                    Some(written) => Classified::Reconcile(Hint {
-                        key,
-                        seen: vo.iter().chain([vn]).max().cloned(),
-                        new_version: Some(vn.clone()),
-                        changed: Vec::new(),
-                        tombstone_ttl: None,
-                        expired: None,
-                        clobbered: Some(Box::new(Clobber {
-                            written: written.clone(),
-                            by: new.clone(),
-                        })),
-                    }),
-                    None => Classified::ReplicatedIn,
-                }));
+                return Ok(Done(replicated_in(key, old, vo.as_ref(), new, vn, config)));
             }
             if vn.origin == config.local_region && vo.as_ref().is_none_or(|vo| vn > vo) {
                 let written_at_ms = created_ms(record).max(vn.ts_ms);
@@ -361,6 +347,33 @@ fn expiry(key: &Item, old: Option<&Item>, config: &Config) -> Result<Decided, Ve
     })))
 }
 
+/// A drain's write: skipped (the loop guard), unless it overwrote an application's write-back
+/// that enqueue had not stamped yet, which is then put back ([`Clobber`]).
+fn replicated_in(
+    key: Item,
+    old: Option<&Item>,
+    vo: Option<&Version>,
+    new: &Item,
+    vn: &Version,
+    config: &Config,
+) -> Classified {
+    let Some(written) = old.filter(|o| !is_sealed(o, &config.names)) else {
+        return Classified::ReplicatedIn;
+    };
+    Classified::Reconcile(Hint {
+        key,
+        seen: vo.into_iter().chain([vn]).max().cloned(),
+        new_version: Some(vn.clone()),
+        changed: Vec::new(),
+        tombstone_ttl: None,
+        expired: None,
+        clobbered: Some(Box::new(Clobber {
+            written: written.clone(),
+            by: new.clone(),
+        })),
+    })
+}
+
 /// Whether a write of the sealed foreign version `vn` over `old` can be a drain's. A drain writes
 /// into an absent key or over an older version, never over an unversioned item (it waits for the
 /// stamp) and never lowering the version: anything else carrying a foreign version is an
@@ -416,22 +429,11 @@ pub(crate) fn admits(config: &Config, keys: &Item, new: &Item, old: &Item) -> bo
 /// stamps only writes the filter admitted, so the stamp's record carries on what that write
 /// started (a plain `REMOVE` of the filter attribute replicates the removal).
 fn is_stamp(old: &Item, new: &Item, config: &Config) -> bool {
-    let application = |item: &Item| {
-        item.iter()
-            .filter(|(n, _)| !config.names.is_ferry_attribute(n))
-            .map(|(n, v)| (n.clone(), v.clone()))
-            .collect::<Vec<_>>()
-    };
     let local_version = Version::of(new, &config.names)
         .ok()
         .flatten()
         .is_some_and(|v| v.origin == config.local_region);
-    !old.is_empty() && local_version && {
-        let (mut a, mut b) = (application(old), application(new));
-        a.sort_by(|x, y| x.0.cmp(&y.0));
-        b.sort_by(|x, y| x.0.cmp(&y.0));
-        a == b
-    }
+    !old.is_empty() && local_version && config.application_view(old) == config.application_view(new)
 }
 
 /// When the stream record's write happened, in ms since the epoch.

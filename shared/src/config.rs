@@ -310,6 +310,14 @@ impl Config {
         }
     }
 
+    /// The item without Ferry's attributes: what an application wrote (its key included).
+    pub fn application_view(&self, item: &Item) -> Item {
+        item.iter()
+            .filter(|(n, _)| !self.names.is_ferry_attribute(n))
+            .map(|(n, v)| (n.clone(), v.clone()))
+            .collect()
+    }
+
     /// True if the item holds anything besides its key and Ferry's attributes.
     pub fn has_application_attributes(&self, item: &Item) -> bool {
         item.keys()

@@ -86,10 +86,7 @@ pub fn reconcile(
                 vec![
                     Condition::Exists(pk.clone()),
                     Condition::NotExists(config.names.ts.clone()),
-                    match current.get(&config.names.sum) {
-                        Some(sum) => Condition::Equals(config.names.sum.clone(), sum.clone()),
-                        None => Condition::NotExists(config.names.sum.clone()),
-                    },
+                    seal_as_read(current, config),
                 ],
                 as_read(hint, current, config),
             ]
@@ -106,10 +103,7 @@ pub fn reconcile(
     let seen_at_least = hint.seen.as_ref().is_some_and(|s| cv <= *s);
     // What pins the item as read beyond its version: its seal (or the absence of one).
     let pin = |mut condition: Vec<Condition>| {
-        condition.push(match current.get(&config.names.sum) {
-            Some(sum) => Condition::Equals(config.names.sum.clone(), sum.clone()),
-            None => Condition::NotExists(config.names.sum.clone()),
-        });
+        condition.push(seal_as_read(current, config));
         condition
     };
 
@@ -206,7 +200,7 @@ fn restore(
         None if expired(&clobber.by, now_ms, config)
             && crate::classify::admits(
                 config,
-                &key_of_item(&clobber.written, config),
+                &clobber.written,
                 &clobber.written,
                 &Item::new(),
             ) =>
@@ -229,18 +223,13 @@ fn restore(
     // — or a tombstone since: of the drain's version (its expiry, its delete), or the one the
     // application write's own record left, taking the drain's write for a copy in a delete's
     // gap ([`reconcile`]'s foreign row). The drain's version never saw the application's write.
-    let lifted = application_view(pinned, config) == application_view(&clobber.by, config);
+    let lifted = config.application_view(pinned) == config.application_view(&clobber.by);
     let over_the_drain = cv == by || (cv > by && lifted);
     if !over_the_drain && !config.is_tombstone(pinned) {
         return Ok(Action::Nothing);
     }
     let current = pinned;
-    if !crate::classify::admits(
-        config,
-        &key_of_item(current, config),
-        &clobber.written,
-        current,
-    ) {
+    if !crate::classify::admits(config, current, &clobber.written, current) {
         // Put back, it would not replicate: the regions would differ.
         return Ok(Action::Nothing);
     }
@@ -253,10 +242,7 @@ fn restore(
         Condition::Equals(names.ts.clone(), cv.ts_value()),
         Condition::Equals(names.origin.clone(), cv.origin_value()),
     ];
-    condition.push(match current.get(&names.sum) {
-        Some(sum) => Condition::Equals(names.sum.clone(), sum.clone()),
-        None => Condition::NotExists(names.sum.clone()),
-    });
+    condition.push(seal_as_read(current, config));
     Ok(Action::Restore {
         item,
         version,
@@ -291,20 +277,13 @@ fn expired(item: &Item, now_ms: u64, config: &Config) -> bool {
     }
 }
 
-/// The key attributes of an item.
-fn key_of_item(item: &Item, config: &Config) -> Item {
-    item.iter()
-        .filter(|(n, _)| config.key.is_key(n))
-        .map(|(n, v)| (n.clone(), v.clone()))
-        .collect()
-}
-
-/// The item without Ferry's attributes.
-fn application_view(item: &Item, config: &Config) -> Item {
-    item.iter()
-        .filter(|(n, _)| !config.names.is_ferry_attribute(n))
-        .map(|(n, v)| (n.clone(), v.clone()))
-        .collect()
+/// The item's seal as read (or its absence): what every write-back pins besides the version.
+fn seal_as_read(current: &Item, config: &Config) -> Condition {
+    let sum = &config.names.sum;
+    match current.get(sum) {
+        Some(value) => Condition::Equals(sum.clone(), value.clone()),
+        None => Condition::NotExists(sum.clone()),
+    }
 }
 
 /// An expiry's row: a local tombstone at the expired version where the key is empty, where a
