@@ -118,15 +118,7 @@ impl Plan {
             (false, _) => OpKind::HardDelete,
             (true, _) => OpKind::Tombstone,
         };
-        let id = self.next_id;
-        self.next_id += 1;
-        Op {
-            id,
-            region,
-            key,
-            shared,
-            kind,
-        }
+        self.numbered(region, key, shared, kind)
     }
 
     /// The disjoint workload's next write: a random region sets its own attribute of a random
@@ -135,14 +127,19 @@ impl Plan {
         let region = self.rng.gen_range(0..self.regions);
         let key = format!("shared-{:03}", self.rng.gen_range(0..self.shared_keys));
         let stamped = self.rng.gen_bool(0.5);
+        self.numbered(region, key, true, OpKind::SetOwnAttribute { stamped })
+    }
+
+    /// The write with the next id: ids count every write of the run from 1, in plan order.
+    fn numbered(&mut self, region: usize, key: String, shared: bool, kind: OpKind) -> Op {
         let id = self.next_id;
         self.next_id += 1;
         Op {
             id,
             region,
             key,
-            shared: true,
-            kind: OpKind::SetOwnAttribute { stamped },
+            shared,
+            kind,
         }
     }
 

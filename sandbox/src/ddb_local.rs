@@ -8,15 +8,15 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 
 use crate::clients::{dynamodb_client_with, ClientOptions};
 use crate::error::{Result, SandboxError};
 use crate::http::RawClient;
-use crate::process::ManagedChild;
-use crate::util::{free_port, repo_root, run_setup_command, which, FileLock};
+use crate::process::{set_up, start_on_free_port, ManagedChild};
+use crate::util::{repo_root, run_setup_command, which, FileLock};
 
 /// The npm package (pinned) that ships DynamoDB Local 1.25.
 pub const DYNAMODB_LOCAL_NPM_PACKAGE: &str = "amplify-dynamodb-simulator@2.9.30";
@@ -205,21 +205,8 @@ impl DynamoDbLocal {
     /// answers `ListTables` (at most [`DYNAMODB_LOCAL_START_TIMEOUT`]; it takes ~3 s).
     /// Fails with [`SandboxError::ToolMissing`] when `java` is missing.
     pub async fn start() -> Result<Self> {
-        let install = tokio::task::spawn_blocking(ensure_dynamodb_local)
-            .await
-            .map_err(|e| SandboxError::Io {
-                context: "preparing DynamoDB Local".into(),
-                source: std::io::Error::other(e.to_string()),
-            })??;
-        let mut last_error = None;
-        for _ in 0..3 {
-            match Self::start_on(&install, free_port()?).await {
-                Ok(server) => return Ok(server),
-                Err(e @ SandboxError::ProcessExited { .. }) => last_error = Some(e),
-                Err(e) => return Err(e),
-            }
-        }
-        Err(last_error.unwrap_or_else(|| SandboxError::InvalidArgument("no attempt".into())))
+        let install = set_up("preparing DynamoDB Local", ensure_dynamodb_local).await?;
+        start_on_free_port(|port| Self::start_on(&install, port)).await
     }
 
     async fn start_on(install: &DynamoDbLocalInstall, port: u16) -> Result<Self> {
@@ -245,33 +232,29 @@ impl DynamoDbLocal {
             loopback_only: install.launcher_dir.is_some(),
         };
         let http = RawClient::new();
-        let deadline = Instant::now() + DYNAMODB_LOCAL_START_TIMEOUT;
-        loop {
-            if let Some(e) = server.child.exit_error() {
-                return Err(e);
-            }
-            let probe = http
-                .amz_json(
-                    &server.endpoint(),
-                    "us-east-1",
-                    "DynamoDB_20120810.ListTables",
-                    Bytes::from_static(b"{}"),
-                    Duration::from_secs(2),
-                )
-                .await;
-            if matches!(probe, Ok(ref r) if r.status == 200) {
-                tracing::info!(endpoint = %server.endpoint(), "DynamoDB Local started");
-                return Ok(server);
-            }
-            if Instant::now() >= deadline {
-                return Err(SandboxError::Timeout {
-                    what: "DynamoDB Local answering".into(),
-                    timeout: DYNAMODB_LOCAL_START_TIMEOUT,
-                    detail: format!("; log tail:\n{}", server.child.log_tail(30)),
-                });
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let endpoint = server.endpoint();
+        server
+            .child
+            .wait_answering(
+                "DynamoDB Local",
+                DYNAMODB_LOCAL_START_TIMEOUT,
+                Duration::from_millis(100),
+                || async {
+                    let probe = http
+                        .amz_json(
+                            &endpoint,
+                            "us-east-1",
+                            "DynamoDB_20120810.ListTables",
+                            Bytes::from_static(b"{}"),
+                            Duration::from_secs(2),
+                        )
+                        .await;
+                    matches!(probe, Ok(ref r) if r.status == 200)
+                },
+            )
+            .await?;
+        tracing::info!(endpoint = %server.endpoint(), "DynamoDB Local started");
+        Ok(server)
     }
 
     /// `http://127.0.0.1:PORT`.

@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
-    StreamSpecification, StreamViewType, TableStatus, TimeToLiveSpecification,
+    StreamSpecification, StreamViewType, TableDescription, TableStatus, TimeToLiveSpecification,
 };
 
 use crate::clients::{dynamodb_client_with, ClientOptions};
@@ -304,24 +304,29 @@ pub async fn create_destination_table(
         .create_table()
         .table_name(name)
         .billing_mode(BillingMode::PayPerRequest)
-        .attribute_definitions(
-            AttributeDefinition::builder()
-                .attribute_name(partition_key)
-                .attribute_type(ScalarAttributeType::S)
-                .build()
-                .map_err(|e| SandboxError::InvalidArgument(e.to_string()))?,
-        )
-        .key_schema(
-            KeySchemaElement::builder()
-                .attribute_name(partition_key)
-                .key_type(KeyType::Hash)
-                .build()
-                .map_err(|e| SandboxError::InvalidArgument(e.to_string()))?,
-        )
+        .attribute_definitions(string_attribute(partition_key)?)
+        .key_schema(key_element(partition_key, KeyType::Hash)?)
         .send()
         .await
         .map_err(|e| SandboxError::sdk("CreateTable", e))?;
     Ok(())
+}
+
+/// The definition of a string (`S`) key attribute.
+fn string_attribute(name: &str) -> Result<AttributeDefinition> {
+    AttributeDefinition::builder()
+        .attribute_name(name)
+        .attribute_type(ScalarAttributeType::S)
+        .build()
+        .map_err(|e| SandboxError::InvalidArgument(e.to_string()))
+}
+
+fn key_element(name: &str, kind: KeyType) -> Result<KeySchemaElement> {
+    KeySchemaElement::builder()
+        .attribute_name(name)
+        .key_type(kind)
+        .build()
+        .map_err(|e| SandboxError::InvalidArgument(e.to_string()))
 }
 
 /// How many items the table holds (a paginated `Scan` with `Select=COUNT`).
@@ -351,26 +356,12 @@ pub async fn create_table(
     client: &aws_sdk_dynamodb::Client,
     spec: &TableSpec,
 ) -> Result<TableInfo> {
-    let attr = |name: &str| -> Result<AttributeDefinition> {
-        AttributeDefinition::builder()
-            .attribute_name(name)
-            .attribute_type(ScalarAttributeType::S)
-            .build()
-            .map_err(|e| SandboxError::InvalidArgument(e.to_string()))
-    };
-    let key = |name: &str, kind: KeyType| -> Result<KeySchemaElement> {
-        KeySchemaElement::builder()
-            .attribute_name(name)
-            .key_type(kind)
-            .build()
-            .map_err(|e| SandboxError::InvalidArgument(e.to_string()))
-    };
     let mut request = client
         .create_table()
         .table_name(&spec.name)
         .billing_mode(BillingMode::PayPerRequest)
-        .attribute_definitions(attr(&spec.partition_key)?)
-        .key_schema(key(&spec.partition_key, KeyType::Hash)?)
+        .attribute_definitions(string_attribute(&spec.partition_key)?)
+        .key_schema(key_element(&spec.partition_key, KeyType::Hash)?)
         .stream_specification(
             StreamSpecification::builder()
                 .stream_enabled(true)
@@ -380,51 +371,15 @@ pub async fn create_table(
         );
     if let Some(sk) = &spec.sort_key {
         request = request
-            .attribute_definitions(attr(sk)?)
-            .key_schema(key(sk, KeyType::Range)?);
+            .attribute_definitions(string_attribute(sk)?)
+            .key_schema(key_element(sk, KeyType::Range)?);
     }
     request
         .send()
         .await
         .map_err(|e| SandboxError::sdk("CreateTable", e))?;
-
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    let description = loop {
-        let described = client
-            .describe_table()
-            .table_name(&spec.name)
-            .send()
-            .await
-            .map_err(|e| SandboxError::sdk("DescribeTable", e))?;
-        if let Some(table) = described.table {
-            if table.table_status == Some(TableStatus::Active) {
-                break table;
-            }
-        }
-        if std::time::Instant::now() >= deadline {
-            return Err(SandboxError::Timeout {
-                what: format!("table {} becoming ACTIVE", spec.name),
-                timeout: Duration::from_secs(10),
-                detail: String::new(),
-            });
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-
-    client
-        .update_time_to_live()
-        .table_name(&spec.name)
-        .time_to_live_specification(
-            TimeToLiveSpecification::builder()
-                .enabled(true)
-                .attribute_name(&spec.ttl_attribute)
-                .build()
-                .map_err(|e| SandboxError::InvalidArgument(e.to_string()))?,
-        )
-        .send()
-        .await
-        .map_err(|e| SandboxError::sdk("UpdateTimeToLive", e))?;
-
+    let description = wait_until_active(client, &spec.name).await?;
+    enable_ttl(client, &spec.name, &spec.ttl_attribute).await?;
     let stream_arn = description
         .latest_stream_arn
         .ok_or_else(|| SandboxError::Decode {
@@ -438,19 +393,66 @@ pub async fn create_table(
     })
 }
 
+/// Polls `DescribeTable` until the table is `ACTIVE` (at most 10 s); its description then.
+async fn wait_until_active(
+    client: &aws_sdk_dynamodb::Client,
+    table: &str,
+) -> Result<TableDescription> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(description) = describe_table(client, table).await? {
+            if description.table_status == Some(TableStatus::Active) {
+                return Ok(description);
+            }
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(SandboxError::Timeout {
+                what: format!("table {table} becoming ACTIVE"),
+                timeout: Duration::from_secs(10),
+                detail: String::new(),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn enable_ttl(client: &aws_sdk_dynamodb::Client, table: &str, attribute: &str) -> Result<()> {
+    client
+        .update_time_to_live()
+        .table_name(table)
+        .time_to_live_specification(
+            TimeToLiveSpecification::builder()
+                .enabled(true)
+                .attribute_name(attribute)
+                .build()
+                .map_err(|e| SandboxError::InvalidArgument(e.to_string()))?,
+        )
+        .send()
+        .await
+        .map_err(|e| SandboxError::sdk("UpdateTimeToLive", e))?;
+    Ok(())
+}
+
 /// The stream ARN of an existing table.
 pub async fn stream_arn_of(client: &aws_sdk_dynamodb::Client, table: &str) -> Result<String> {
+    describe_table(client, table)
+        .await?
+        .and_then(|t| t.latest_stream_arn)
+        .ok_or_else(|| SandboxError::Decode {
+            what: format!("DescribeTable {table}"),
+            detail: "the table has no stream".to_string(),
+        })
+}
+
+async fn describe_table(
+    client: &aws_sdk_dynamodb::Client,
+    table: &str,
+) -> Result<Option<TableDescription>> {
     let described = client
         .describe_table()
         .table_name(table)
         .send()
         .await
         .map_err(|e| SandboxError::sdk("DescribeTable", e))?;
-    described
-        .table
-        .and_then(|t| t.latest_stream_arn)
-        .ok_or_else(|| SandboxError::Decode {
-            what: format!("DescribeTable {table}"),
-            detail: "the table has no stream".to_string(),
-        })
+    Ok(described.table)
 }

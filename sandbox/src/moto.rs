@@ -2,15 +2,15 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 
 use crate::clients::{sdk_config, sqs_client_with, ClientOptions};
 use crate::error::{Result, SandboxError};
 use crate::http::RawClient;
-use crate::process::ManagedChild;
-use crate::util::{free_port, is_executable, repo_root, run_setup_command, FileLock};
+use crate::process::{set_up, start_on_free_port, ManagedChild};
+use crate::util::{is_executable, repo_root, run_setup_command, FileLock};
 
 /// The pip requirement installed into the venv when `moto_server` is missing.
 pub const MOTO_REQUIREMENT: &str = "moto[server]==5.*";
@@ -81,22 +81,8 @@ impl Moto {
     /// Installs moto if needed ([`ensure_moto_installed`]), starts it on a free loopback port and
     /// waits until it answers (at most [`MOTO_START_TIMEOUT`]).
     pub async fn start() -> Result<Self> {
-        let moto_bin = tokio::task::spawn_blocking(ensure_moto_installed)
-            .await
-            .map_err(|e| SandboxError::Io {
-                context: "installing moto".into(),
-                source: std::io::Error::other(e.to_string()),
-            })??;
-        let mut last_error = None;
-        // A free port can be taken between the probe and moto's bind: try a few.
-        for _ in 0..3 {
-            match Self::start_on(&moto_bin, free_port()?).await {
-                Ok(moto) => return Ok(moto),
-                Err(e @ SandboxError::ProcessExited { .. }) => last_error = Some(e),
-                Err(e) => return Err(e),
-            }
-        }
-        Err(last_error.unwrap_or_else(|| SandboxError::InvalidArgument("no attempt".into())))
+        let moto_bin = set_up("installing moto", ensure_moto_installed).await?;
+        start_on_free_port(|port| Self::start_on(&moto_bin, port)).await
     }
 
     async fn start_on(moto_bin: &Path, port: u16) -> Result<Self> {
@@ -114,34 +100,29 @@ impl Moto {
             child,
             http: RawClient::new(),
         };
-        let deadline = Instant::now() + MOTO_START_TIMEOUT;
-        loop {
-            if let Some(e) = moto.child.exit_error() {
-                return Err(e);
-            }
-            let probe = moto
-                .http
-                .send(
-                    hyper::Method::GET,
-                    &format!("{}/moto-api/data.json", moto.endpoint()),
-                    &[],
-                    Bytes::new(),
-                    Duration::from_secs(2),
-                )
-                .await;
-            if matches!(probe, Ok(ref r) if r.status == 200) {
-                tracing::info!(endpoint = %moto.endpoint(), "moto started");
-                return Ok(moto);
-            }
-            if Instant::now() >= deadline {
-                return Err(SandboxError::Timeout {
-                    what: "moto answering".into(),
-                    timeout: MOTO_START_TIMEOUT,
-                    detail: format!("; log tail:\n{}", moto.child.log_tail(30)),
-                });
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let http = &moto.http;
+        let probe_url = format!("{}/moto-api/data.json", moto.endpoint());
+        moto.child
+            .wait_answering(
+                "moto",
+                MOTO_START_TIMEOUT,
+                Duration::from_millis(50),
+                || async {
+                    let probe = http
+                        .send(
+                            hyper::Method::GET,
+                            &probe_url,
+                            &[],
+                            Bytes::new(),
+                            Duration::from_secs(2),
+                        )
+                        .await;
+                    matches!(probe, Ok(ref r) if r.status == 200)
+                },
+            )
+            .await?;
+        tracing::info!(endpoint = %moto.endpoint(), "moto started");
+        Ok(moto)
     }
 
     /// `http://127.0.0.1:PORT`.

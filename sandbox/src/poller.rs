@@ -304,69 +304,14 @@ impl StreamPoller {
         shard_id: &str,
         limit: usize,
     ) -> Result<(Vec<EventRecord>, bool)> {
-        let Some(state) = self.shards.get(shard_id) else {
+        let Some(page) = self.fetch_page(shard_id, limit).await? else {
             return Ok((Vec::new(), true));
         };
-        let mut iterator = match &state.iterator {
-            Some(it) => it.clone(),
-            None => self.acquire_iterator(shard_id, state).await?,
-        };
-        let mut retried = false;
-        let page = loop {
-            match self.get_records(&iterator, limit).await {
-                Ok(page) => break page,
-                Err(SandboxError::Service { error_type, .. })
-                    if !retried
-                        && (error_type.ends_with("ExpiredIteratorException")
-                            || error_type.ends_with("TrimmedDataAccessException")) =>
-                {
-                    retried = true;
-                    let Some(state) = self.shards.get(shard_id) else {
-                        return Ok((Vec::new(), true));
-                    };
-                    iterator = self.acquire_iterator(shard_id, state).await?;
-                }
-                Err(e) => {
-                    // Keep a freshly acquired iterator: it does not move the position.
-                    if let Some(state) = self.shards.get_mut(shard_id) {
-                        state.iterator = Some(iterator);
-                    }
-                    return Err(e);
-                }
-            }
-        };
-
-        let mut records = Vec::with_capacity(page.records.len());
-        for mut raw in page.records {
-            if let Some(object) = raw.as_object_mut() {
-                // The Streams API spells the identity `PrincipalId`/`Type`; Lambda delivers
-                // `principalId`/`type`. Hand out Lambda's shape, or TTL removals lose their
-                // identity and read as application deletes.
-                if let Some(serde_json::Value::Object(identity)) = object.get_mut("userIdentity") {
-                    for (api, lambda) in [("PrincipalId", "principalId"), ("Type", "type")] {
-                        if let Some(v) = identity.remove(api) {
-                            identity.entry(lambda).or_insert(v);
-                        }
-                    }
-                }
-                object.insert(
-                    "eventSourceARN".into(),
-                    serde_json::Value::String(self.stream_arn.clone()),
-                );
-                if self.rewrite_region {
-                    object.insert(
-                        "awsRegion".into(),
-                        serde_json::Value::String(self.region.clone()),
-                    );
-                }
-            }
-            let record: EventRecord =
-                serde_json::from_value(raw).map_err(|e| SandboxError::Decode {
-                    what: format!("a GetRecords record of {shard_id}"),
-                    detail: e.to_string(),
-                })?;
-            records.push(record);
-        }
+        let records = page
+            .records
+            .into_iter()
+            .map(|raw| self.lambda_record(raw, shard_id))
+            .collect::<Result<Vec<EventRecord>>>()?;
         let finished = page.next_shard_iterator.is_none();
         if let Some(state) = self.shards.get_mut(shard_id) {
             if let Some(seq) = records
@@ -379,6 +324,72 @@ impl StreamPoller {
             state.finished = finished;
         }
         Ok((records, finished))
+    }
+
+    /// The shard's next page, read with its saved iterator or a new one; an expired or trimmed
+    /// iterator is replaced once. `None`: the shard is not known.
+    async fn fetch_page(&mut self, shard_id: &str, limit: usize) -> Result<Option<RawPage>> {
+        let Some(state) = self.shards.get(shard_id) else {
+            return Ok(None);
+        };
+        let mut iterator = match &state.iterator {
+            Some(it) => it.clone(),
+            None => self.acquire_iterator(shard_id, state).await?,
+        };
+        let mut retried = false;
+        loop {
+            match self.get_records(&iterator, limit).await {
+                Ok(page) => return Ok(Some(page)),
+                Err(SandboxError::Service { error_type, .. })
+                    if !retried
+                        && (error_type.ends_with("ExpiredIteratorException")
+                            || error_type.ends_with("TrimmedDataAccessException")) =>
+                {
+                    retried = true;
+                    let Some(state) = self.shards.get(shard_id) else {
+                        return Ok(None);
+                    };
+                    iterator = self.acquire_iterator(shard_id, state).await?;
+                }
+                Err(e) => {
+                    // Keep a freshly acquired iterator: it does not move the position.
+                    if let Some(state) = self.shards.get_mut(shard_id) {
+                        state.iterator = Some(iterator);
+                    }
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    /// A record of `shard_id` as the Streams API returns it, in the shape Lambda delivers.
+    fn lambda_record(&self, mut raw: serde_json::Value, shard_id: &str) -> Result<EventRecord> {
+        if let Some(object) = raw.as_object_mut() {
+            // The Streams API spells the identity `PrincipalId`/`Type`; Lambda delivers
+            // `principalId`/`type`. Hand out Lambda's shape, or TTL removals lose their
+            // identity and read as application deletes.
+            if let Some(serde_json::Value::Object(identity)) = object.get_mut("userIdentity") {
+                for (api, lambda) in [("PrincipalId", "principalId"), ("Type", "type")] {
+                    if let Some(v) = identity.remove(api) {
+                        identity.entry(lambda).or_insert(v);
+                    }
+                }
+            }
+            object.insert(
+                "eventSourceARN".into(),
+                serde_json::Value::String(self.stream_arn.clone()),
+            );
+            if self.rewrite_region {
+                object.insert(
+                    "awsRegion".into(),
+                    serde_json::Value::String(self.region.clone()),
+                );
+            }
+        }
+        serde_json::from_value(raw).map_err(|e| SandboxError::Decode {
+            what: format!("a GetRecords record of {shard_id}"),
+            detail: e.to_string(),
+        })
     }
 
     async fn get_records(&self, iterator: &str, limit: usize) -> Result<RawPage> {

@@ -6,14 +6,16 @@
 //! as the process, never from a short-lived (test or blocking-pool) thread. Dropping a
 //! [`ManagedChild`] kills its whole process group and reaps it.
 
+use std::future::Future;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use crate::error::{Result, SandboxError};
-use crate::util::{log_dir, tail};
+use crate::util::{free_port, log_dir, tail};
 
 type SpawnReply = mpsc::Sender<std::io::Result<Child>>;
 
@@ -175,6 +177,38 @@ impl ManagedChild {
         })
     }
 
+    /// Waits until `answers` says the child's server answers, probing every `interval`: fails
+    /// as soon as the child exits, and after `timeout` (naming `what` and the log's tail).
+    pub(crate) async fn wait_answering<F, Fut>(
+        &mut self,
+        what: &str,
+        timeout: Duration,
+        interval: Duration,
+        mut answers: F,
+    ) -> Result<()>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = bool>,
+    {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(e) = self.exit_error() {
+                return Err(e);
+            }
+            if answers().await {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(SandboxError::Timeout {
+                    what: format!("{what} answering"),
+                    timeout,
+                    detail: format!("; log tail:\n{}", self.log_tail(30)),
+                });
+            }
+            tokio::time::sleep(interval).await;
+        }
+    }
+
     /// Kills the child's process group with SIGKILL and reaps the child. Idempotent.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -192,6 +226,39 @@ impl ManagedChild {
             tracing::debug!(name = %self.name, "child process stopped");
         }
     }
+}
+
+/// Runs a blocking set-up step (an install, a download) off the async runtime; `what` names it
+/// if the step cannot be run.
+pub(crate) async fn set_up<T: Send + 'static>(
+    what: &str,
+    step: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(step)
+        .await
+        .map_err(|e| SandboxError::Io {
+            context: what.into(),
+            source: std::io::Error::other(e.to_string()),
+        })?
+}
+
+/// Starts a server child with `start_on(port)` on a free loopback port. The port can be taken
+/// between the probe and the child's bind, which shows as the child exiting: that is tried
+/// again on another port, three times in all.
+pub(crate) async fn start_on_free_port<T, F, Fut>(mut start_on: F) -> Result<T>
+where
+    F: FnMut(u16) -> Fut,
+    Fut: Future<Output = Result<T>>,
+{
+    let mut last_error = None;
+    for _ in 0..3 {
+        match start_on(free_port()?).await {
+            Ok(server) => return Ok(server),
+            Err(e @ SandboxError::ProcessExited { .. }) => last_error = Some(e),
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last_error.unwrap_or_else(|| SandboxError::InvalidArgument("no attempt".into())))
 }
 
 impl Drop for ManagedChild {

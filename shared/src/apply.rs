@@ -1,10 +1,12 @@
 //! Applying a change record at a destination: the LWW condition and the judgement of a failed one.
 
 use crate::condition::Condition;
-use crate::config::Config;
+use crate::config::{Config, MergeMode};
 use crate::item::Item;
+use crate::reconcile::expiry_tombstone;
 use crate::record::ChangeRecord;
 use crate::version::Version;
+use std::borrow::Cow;
 
 /// The destination write is a `PutItem` of the record's image under this condition:
 /// `attribute_not_exists(pk) OR ts < :ts OR (ts = :ts AND origin < :origin)`.
@@ -19,6 +21,22 @@ pub fn apply_condition(record: &ChangeRecord, config: &Config) -> Condition {
             Condition::LessThan(n.origin.clone(), record.version.origin_value()),
         ]),
     ])
+}
+
+/// The image a destination stores for `record`: the record's own — or, for an item-mode version
+/// whose TTL is already due when it arrives, the local tombstone its expiry leaves in every
+/// region ([`crate::reconcile::expiry_tombstone`]). Written as an item, it would be removed by
+/// the TTL a moment later, and a record that enqueue handles in between would find the key
+/// empty and take the expiry for a delete.
+pub fn image_to_store<'a>(record: &'a ChangeRecord, now_ms: u64, config: &Config) -> Cow<'a, Item> {
+    let expires = config.merge_mode == MergeMode::Item
+        && !record.tombstone
+        && config.ttl_due(&record.image, now_ms);
+    if expires {
+        Cow::Owned(expiry_tombstone(&record.key, &record.version, config))
+    } else {
+        Cow::Borrowed(&record.image)
+    }
 }
 
 /// What a failed apply condition means, from the item DynamoDB returned (`ALL_OLD`).

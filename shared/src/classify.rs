@@ -219,8 +219,10 @@ fn decide(record: &EventRecord, config: &Config) -> Result<Decided, ClassifyErro
             source,
         });
     }
-    if new.is_some_and(|n| is_expiry_tombstone(n, &config.names)) {
-        // The local tombstone of an expiry: this region's alone.
+    let unstamped_old = old.is_some_and(|o| is_unstamped(o, config));
+    if new.is_some_and(|n| is_expiry_tombstone(n, &config.names)) && !unstamped_old {
+        // The local tombstone of an expiry: this region's alone. (Over an application's write
+        // not stamped yet, it is a drain's, below, which put a version expired on arrival.)
         return Ok(Done(Classified::TtlExpiry));
     }
     if !admits(
@@ -345,6 +347,15 @@ fn expiry(key: &Item, old: Option<&Item>, config: &Config) -> Result<Decided, Ve
         expired: Some(version),
         clobbered: None,
     })))
+}
+
+/// An application's write that enqueue has not stamped yet (unversioned, or carrying a version
+/// it read): a drain's write over it is never the loop guard's alone.
+fn is_unstamped(item: &Item, config: &Config) -> bool {
+    config.merge_mode == MergeMode::Item
+        && !config.is_tombstone(item)
+        && (!is_sealed(item, &config.names)
+            || Version::of(item, &config.names).is_ok_and(|v| v.is_none()))
 }
 
 /// A drain's write: skipped (the loop guard), unless it overwrote an application's write-back

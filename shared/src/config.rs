@@ -318,6 +318,16 @@ impl Config {
             .collect()
     }
 
+    /// Whether the item's TTL attribute (epoch seconds) is due at `now_ms`.
+    pub fn ttl_due(&self, item: &Item, now_ms: u64) -> bool {
+        match item.get(&self.names.ttl) {
+            Some(AttributeValue::N(ttl)) => ttl
+                .parse::<u64>()
+                .is_ok_and(|s| s.saturating_mul(1000) <= now_ms),
+            _ => false,
+        }
+    }
+
     /// True if the item holds anything besides its key and Ferry's attributes.
     pub fn has_application_attributes(&self, item: &Item) -> bool {
         item.keys()

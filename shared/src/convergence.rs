@@ -42,14 +42,14 @@ mod app_writes;
 mod attribute;
 pub use attribute::AttributeHole;
 
-use crate::apply::{apply_condition, judge, Judgement};
+use crate::apply::{apply_condition, image_to_store, judge, Judgement};
 use crate::buffer::{pack, unpack};
 use crate::classify::{classify, Classified, Hint};
 use crate::coalesce::coalesce;
 use crate::condition::Condition;
 use crate::config::Config;
 use crate::config::MergeMode;
-use crate::digest::seal;
+use crate::digest::{is_expiry_tombstone, seal};
 use crate::item::{AttributeValue, Item, ItemKey};
 use crate::reconcile::{reconcile, tombstone_item, Action};
 use crate::record::ChangeRecord;
@@ -696,6 +696,14 @@ fn key_item(key: &str) -> Item {
     Item::from([(PK.to_string(), AttributeValue::S(key.to_string()))])
 }
 
+/// The operation whose write an item is (the history's `op` attribute).
+fn op_of(item: &Item) -> Option<usize> {
+    match item.get(OP) {
+        Some(AttributeValue::N(n)) => n.parse().ok(),
+        _ => None,
+    }
+}
+
 fn key_string(key: &Item) -> String {
     match key.get(PK) {
         Some(AttributeValue::S(s)) => s.clone(),
@@ -847,7 +855,9 @@ impl<'o> Sim<'o> {
                 // later write could otherwise hide the damage before the end).
                 let limit = (0..n).map(|r| self.clock(r)).max().unwrap_or(self.now);
                 self.trace(|| "checkpoint".into());
-                let verdict = self.settle(limit).unwrap_or_else(|| self.verdict(limit));
+                let verdict = self
+                    .settle(limit)
+                    .unwrap_or_else(|| self.verdict(self.ttl_limit(limit)));
                 if let Some(why) = self.anomaly.take() {
                     return (Verdict::Anomaly(why), self.log);
                 }
@@ -860,7 +870,7 @@ impl<'o> Sim<'o> {
         let horizon = self.now + 24 * 3600 * 1000;
         let verdict = self
             .settle(horizon)
-            .unwrap_or_else(|| self.verdict(horizon));
+            .unwrap_or_else(|| self.verdict(self.ttl_limit(horizon)));
         let verdict = match self.anomaly.take() {
             Some(why) => Verdict::Anomaly(why),
             None => verdict,
@@ -870,6 +880,15 @@ impl<'o> Sim<'o> {
 
     /// Ends cut-offs and stalls, lets every pipeline run until nothing changes, then lets every
     /// region's TTL process remove what has expired by `limit_ms`.
+    /// What the TTL process has removed once a settle is over: whatever is due by `limit_ms`, or
+    /// by any region's clock now (a drain stores a version that arrives expired as its expiry,
+    /// and time runs on for the TTL elsewhere).
+    fn ttl_limit(&self, limit_ms: u64) -> u64 {
+        (0..self.regions.len())
+            .map(|r| self.clock(r))
+            .fold(limit_ms, u64::max)
+    }
+
     fn settle(&mut self, limit_ms: u64) -> Option<Verdict> {
         self.down.iter_mut().for_each(|d| *d = false);
         self.stalled.iter_mut().for_each(|d| *d = false);
@@ -887,9 +906,10 @@ impl<'o> Sim<'o> {
                 return None;
             }
             if !progress {
+                let limit = self.ttl_limit(limit_ms);
                 let mut swept = false;
                 for r in 0..self.regions.len() {
-                    swept |= self.ttl_sweep(r, limit_ms, 1.0);
+                    swept |= self.ttl_sweep(r, limit, 1.0);
                 }
                 if !swept {
                     return None;
@@ -960,7 +980,14 @@ impl<'o> Sim<'o> {
         let names = &self.regions[r].config.names;
         let version = Version::of(item, names).ok().flatten()?;
         let ttl = item.get(&names.ttl).map(|t| format!("{t:?}"));
-        Some((key.to_string(), version, ttl))
+        // An expiry's tombstone is this region's alone: the same one elsewhere was written
+        // there, for what happened there.
+        let key = if is_expiry_tombstone(item, names) {
+            format!("{key}@{}", self.regions[r].name)
+        } else {
+            key.to_string()
+        };
+        Some((key, version, ttl))
     }
 
     /// What an operation in region `r` on `key` causally follows: the operation of the state it
@@ -1174,14 +1201,7 @@ impl<'o> Sim<'o> {
             }
             let item = self.regions[r].table.get(&key).cloned();
             // The expiry is the effect of the write that set the TTL.
-            if let Some(op) = item
-                .as_ref()
-                .and_then(|i| i.get(OP))
-                .and_then(|op| match op {
-                    AttributeValue::N(n) => n.parse().ok(),
-                    _ => None,
-                })
-            {
+            if let Some(op) = item.as_ref().and_then(op_of) {
                 self.regions[r].gone.insert(key.clone(), op);
             }
             let name = self.regions[r].name;
@@ -1618,7 +1638,16 @@ impl<'o> Sim<'o> {
         let condition = apply_condition(record, &self.regions[d].config);
         if condition.holds(current.as_ref()) {
             self.trace(|| format!("{name} drain: apply {key} {}", record.version));
-            self.write(d, &key, Some(record.image.clone()), false);
+            let now = self.clock(d);
+            let image = image_to_store(record, now, &self.regions[d].config).into_owned();
+            if image != record.image {
+                // Stored as its expiry: the effect of the write that set the TTL, as a sweep's.
+                if let Some(op) = op_of(&record.image) {
+                    self.regions[d].gone.insert(key.clone(), op);
+                    self.register_tombstone(d, &key, &image, vec![op]);
+                }
+            }
+            self.write(d, &key, Some(image), false);
             return true;
         }
         let judgement = judge(record, current.as_ref(), &self.regions[d].config);

@@ -62,8 +62,22 @@ pub fn is_expiry_tombstone(item: &Item, names: &AttributeNames) -> bool {
     item.get(&names.sum) == Some(&expiry_seal_of(item, names))
 }
 
+/// The seal of a tombstone that enqueue writes over a drain's copy that it takes for an older
+/// version fallen into a delete's gap: a replicated tombstone like any other, which enqueue can
+/// tell from an application's delete when a drain's record shows that the copy was in fact
+/// written over an application's write (`reconcile::restore`).
+pub fn gap_seal_of(item: &Item, names: &AttributeNames) -> AttributeValue {
+    AttributeValue::S(format!("{GAP_SEAL}{:016x}", hash_item(item, names)))
+}
+
+/// True for a tombstone enqueue wrote over a copy in a delete's gap ([`gap_seal_of`]).
+pub fn is_gap_tombstone(item: &Item, names: &AttributeNames) -> bool {
+    item.get(&names.sum) == Some(&gap_seal_of(item, names))
+}
+
 const VERSION_SEAL: &str = "v1-";
 const EXPIRY_SEAL: &str = "x1-";
+const GAP_SEAL: &str = "g1-";
 
 fn hash_item(item: &Item, names: &AttributeNames) -> u64 {
     let mut h = Fnv64::default();
@@ -92,13 +106,10 @@ pub fn is_sealed(item: &Item, names: &AttributeNames) -> bool {
         return !item.contains_key(&names.sum);
     };
     let hash = || format!("{:016x}", hash_item(item, names));
-    match (
-        sum.strip_prefix(VERSION_SEAL),
-        sum.strip_prefix(EXPIRY_SEAL),
-    ) {
-        (Some(hex), _) | (_, Some(hex)) => hex == hash(),
-        _ => false,
-    }
+    [VERSION_SEAL, EXPIRY_SEAL, GAP_SEAL]
+        .iter()
+        .find_map(|prefix| sum.strip_prefix(prefix))
+        .is_some_and(|hex| hex == hash())
 }
 
 fn hash_value(h: &mut Fnv64, value: &AttributeValue) {

@@ -26,7 +26,7 @@ pub mod record;
 pub mod synthetic;
 pub mod version;
 
-pub use apply::{apply_condition, judge, Judgement};
+pub use apply::{apply_condition, image_to_store, judge, Judgement};
 pub use classify::{classify, Classified, ClassifyError, ClassifyInput, Hint};
 pub use clock::Clock;
 pub use coalesce::coalesce;

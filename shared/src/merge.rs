@@ -274,10 +274,14 @@ pub fn decide(
     let empty = Read::default();
     let (o, n_read) = (o.as_ref().unwrap_or(&empty), n.as_ref());
     if let Some(n) = n_read {
-        // Entries this write made new or newer (the whole-item tombstone included).
+        // Entries this write made new or newer (the whole-item tombstone included). An entry at
+        // or below the old image's whole-item tombstone is not new, even where the old image has
+        // none for its attribute: a drain never writes one, an application that puts back a
+        // copy read before the delete does (and is stamped).
+        let above_deleted = |v: &Version| o.state.deleted.as_ref().is_none_or(|od| v > od);
         let older = |name: Option<&String>, v: &Version| match name {
-            Some(name) => o.state.versions.get(name).is_none_or(|ov| v > ov),
-            None => o.state.deleted.as_ref().is_none_or(|od| v > od),
+            Some(name) => o.state.versions.get(name).is_none_or(|ov| v > ov) && above_deleted(v),
+            None => above_deleted(v),
         };
         let fresh: Vec<&Version> = n
             .state
@@ -807,6 +811,32 @@ mod tests {
         assert!(!after.contains_key("a"));
         assert_eq!(after.get("b"), Some(&n(7)));
         assert!(!after.contains_key(&c.names.ttl), "visible: no TTL");
+    }
+
+    #[test]
+    fn a_copy_put_back_over_a_tombstone_is_stamped_not_taken_for_a_drain_write() {
+        let c = config();
+        let before = state_of(&[Write::Set("a".into(), v(5, "r2"), Some(1))]);
+        let copy = before.to_item(&key(), &c);
+        let deleted = merge(&before, &state_of(&[Write::Delete(v(9, "r1"))])).to_item(&key(), &c);
+        let mut restored = copy.clone();
+        restored.insert("a".into(), n(2));
+        let Ok(Decision::Stamp(hint)) = decide(&key(), Some(&deleted), Some(&restored), &c) else {
+            panic!("a restore of a copy read before the delete is the application's write");
+        };
+        assert_eq!(hint.changed, vec![("a".to_string(), Some(n(2)))]);
+        let delta = stamp_delta(&hint, Some(&restored), 1, &c);
+        assert!(delta.versions["a"] > v(9, "r1"), "stamped above the delete");
+        // A drain's entry above the tombstone is still a replicated write.
+        let revived = merge(
+            &AttrState::read(&deleted, &c).unwrap().state,
+            &state_of(&[Write::Set("a".into(), v(12, "r2"), Some(3))]),
+        )
+        .to_item(&key(), &c);
+        assert_eq!(
+            decide(&key(), Some(&deleted), Some(&revived), &c),
+            Ok(Decision::ReplicatedIn)
+        );
     }
 
     #[test]

@@ -3,7 +3,9 @@
 use crate::classify::{Clobber, Hint};
 use crate::condition::Condition;
 use crate::config::Config;
-use crate::digest::{expiry_seal_of, is_sealed, seal, seal_of};
+use crate::digest::{
+    expiry_seal_of, gap_seal_of, is_expiry_tombstone, is_gap_tombstone, is_sealed, seal, seal_of,
+};
 use crate::item::{AttributeValue, Item};
 use crate::version::{Version, VersionError};
 
@@ -141,13 +143,14 @@ pub fn reconcile(
         // An older copy that a drain put into the gap a delete left. (Or one a drain wrote over
         // an application's stale write-back, which carried a version below what it replaced:
         // the drain's own record then puts the write back over this tombstone, [`Clobber`].)
-        return Ok(tombstone(
-            hint,
-            floor,
-            Condition::and(pin(version_is(&cv))),
-            now_ms,
-            config,
-        ));
+        let condition = [pin(version_is(&cv)), content_as_read(current, config)].concat();
+        let mut item = tombstone_item(&hint.key, &floor, now_ms, config);
+        item.insert(config.names.sum.clone(), gap_seal_of(&item, &config.names));
+        return Ok(Action::Tombstone {
+            item,
+            version: floor,
+            condition: Condition::and(condition),
+        });
     }
     if cv.origin == *local && seen_at_least {
         // A local state stamped below what this record saw: lift it.
@@ -197,7 +200,7 @@ fn restore(
         return Ok(Action::Nothing);
     };
     let pinned = match current {
-        None if expired(&clobber.by, now_ms, config)
+        None if config.ttl_due(&clobber.by, now_ms)
             && crate::classify::admits(
                 config,
                 &clobber.written,
@@ -219,13 +222,18 @@ fn restore(
     let Some(cv) = Version::of(pinned, names)? else {
         return Ok(Action::Nothing);
     };
-    // Still the drain's write, or the drain's content lifted to a local version
-    // — or a tombstone since: of the drain's version (its expiry, its delete), or the one the
-    // application write's own record left, taking the drain's write for a copy in a delete's
-    // gap ([`reconcile`]'s foreign row). The drain's version never saw the application's write.
-    let lifted = config.application_view(pinned) == config.application_view(&clobber.by);
+    // Still the drain's write, or the drain's content lifted to a local version — or gone
+    // since by the TTL, or under the tombstone the application write's own record left here,
+    // taking the drain's write for a copy in a delete's gap ([`reconcile`]'s foreign row). The
+    // drain's version never saw the application's write. An application's delete since stands.
+    // (A tombstone since is not the drain's lifted: it reads the same as an application's delete.)
+    let lifted = !config.is_tombstone(pinned)
+        && config.application_view(pinned) == config.application_view(&clobber.by);
     let over_the_drain = cv == by || (cv > by && lifted);
-    if !over_the_drain && !config.is_tombstone(pinned) {
+    let gap = is_gap_tombstone(pinned, names) && config.is_tombstone(pinned);
+    let gone_since =
+        (gap && cv.origin == config.local_region) || is_expiry_tombstone(pinned, names);
+    if !over_the_drain && !gone_since {
         return Ok(Action::Nothing);
     }
     let current = pinned;
@@ -243,6 +251,7 @@ fn restore(
         Condition::Equals(names.origin.clone(), cv.origin_value()),
     ];
     condition.push(seal_as_read(current, config));
+    condition.extend(content_as_read(current, config));
     Ok(Action::Restore {
         item,
         version,
@@ -265,16 +274,6 @@ fn restored(clobber: &Clobber, version: Version, config: &Config) -> Item {
     version.stamp_into(&mut item, names);
     seal(&mut item, names);
     item
-}
-
-/// Whether the item's TTL attribute (epoch seconds) is due at `now_ms`.
-fn expired(item: &Item, now_ms: u64, config: &Config) -> bool {
-    match item.get(&config.names.ttl) {
-        Some(AttributeValue::N(ttl)) => ttl
-            .parse::<u64>()
-            .is_ok_and(|s| s.saturating_mul(1000) <= now_ms),
-        _ => false,
-    }
 }
 
 /// The item's seal as read (or its absence): what every write-back pins besides the version.
@@ -311,11 +310,12 @@ fn expiry(
                 return Ok(Action::Nothing);
             };
             let cv = Version::of(current, names)?.unwrap_or_else(|| expired.clone());
-            Condition::And(vec![
+            let pins = vec![
                 Condition::Equals(names.ts.clone(), cv.ts_value()),
                 Condition::Equals(names.origin.clone(), cv.origin_value()),
                 Condition::Equals(names.sum.clone(), sum.clone()),
-            ])
+            ];
+            Condition::And([pins, content_as_read(current, config)].concat())
         }
     };
     Ok(Action::Tombstone {
@@ -335,14 +335,25 @@ const PINNED_ATTRIBUTES: usize = 16;
 /// A later write that changed none of them is caught by its seal instead: the stamp seals the
 /// content as read, so it leaves such an item unsealed, and it is stamped again.
 fn as_read(hint: &Hint, current: &Item, config: &Config) -> Vec<Condition> {
-    let mut names: Vec<&String> = if hint.changed.is_empty() {
-        current
-            .keys()
-            .filter(|n| !config.key.is_key(n) && !config.names.is_ferry_attribute(n))
-            .collect()
-    } else {
-        hint.changed.iter().map(|(n, _)| n).collect()
-    };
+    if hint.changed.is_empty() {
+        return content_as_read(current, config);
+    }
+    pinned(current, hint.changed.iter().map(|(n, _)| n).collect())
+}
+
+/// Conditions that a sealed item's content is still the one read. Its version and seal do not
+/// tell it from an application's write-back that carried both back with new values (the seal
+/// only tells once read): a tombstone, restore or expiry decided on the read must not land on
+/// that write. Pinned: the application's attributes, as read, up to [`PINNED_ATTRIBUTES`].
+fn content_as_read(current: &Item, config: &Config) -> Vec<Condition> {
+    let names = current
+        .keys()
+        .filter(|n| !config.key.is_key(n) && !config.names.is_ferry_attribute(n))
+        .collect();
+    pinned(current, names)
+}
+
+fn pinned(current: &Item, mut names: Vec<&String>) -> Vec<Condition> {
     names.sort();
     names
         .into_iter()
@@ -411,8 +422,15 @@ fn stamp(
     if let Some(ttl) = &ttl {
         after.insert(names.ttl.clone(), ttl.clone());
     }
+    // An expiry's tombstone lifted stays Ferry's, not an application's delete: a drain's write
+    // it replaced may still be put back over it ([`restore`]).
+    let sum = if is_expiry_tombstone(current, names) && config.is_tombstone(&after) {
+        gap_seal_of(&after, names)
+    } else {
+        seal_of(&after, names)
+    };
     Action::Stamp {
-        sum: seal_of(&after, names),
+        sum,
         version,
         remove,
         ttl,

@@ -13,7 +13,9 @@ use common::{
 };
 use ferry_core::apply::PendingReason;
 use ferry_core::classify::Clobber;
-use ferry_core::digest::{is_expiry_tombstone, is_sealed, seal, seal_of};
+use ferry_core::digest::{
+    gap_seal_of, is_expiry_tombstone, is_gap_tombstone, is_sealed, seal, seal_of,
+};
 use ferry_core::reconcile::{expiry_tombstone, tombstone_item};
 use ferry_core::{
     apply_condition, classify, coalesce, judge, reconcile, Action, AttributeValue, ChangeRecord,
@@ -605,6 +607,23 @@ fn pinned(ver: &Version, current: &Item) -> Vec<Condition> {
     c
 }
 
+/// [`pinned`], and the application's attributes as read: what a tombstone, restore or expiry
+/// over a sealed item pins (a write-back can carry back its version and seal).
+fn pinned_content(ver: &Version, current: &Item) -> Vec<Condition> {
+    let mut c = pinned(ver, current);
+    let mut names: Vec<&String> = current
+        .keys()
+        .filter(|n| n.as_str() != "pk" && !config().names.is_ferry_attribute(n))
+        .collect();
+    names.sort();
+    c.extend(
+        names
+            .into_iter()
+            .map(|n| Condition::Equals(n.clone(), current[n].clone())),
+    );
+    c
+}
+
 fn seal_pin(current: &Item) -> Condition {
     match current.get(SUM) {
         Some(sum) => Condition::Equals(SUM.into(), sum.clone()),
@@ -826,12 +845,17 @@ fn row5_foreign_copy_at_or_below_seen_gets_a_tombstone() {
     for cv in [v(800_000, FOREIGN), v(900_000, "r0")] {
         let current = image("k", &[("a", n("1"))], Some(&cv));
         let action = run(&h, Some(&current), NOW);
+        // Sealed as a gap's: a drain's record that shows the copy was written over an
+        // application's write puts that write back over it.
+        let mut item = tombstone_item(&key("k"), &v(NOW, LOCAL), NOW, &config());
+        item.insert(SUM.into(), gap_seal_of(&item, &config().names));
+        assert!(is_gap_tombstone(&item, &config().names));
         assert_eq!(
             action,
             Action::Tombstone {
-                item: tombstone_item(&key("k"), &v(NOW, LOCAL), NOW, &config()),
+                item,
                 version: v(NOW, LOCAL),
-                condition: Condition::And(pinned(&cv, &current)),
+                condition: Condition::And(pinned_content(&cv, &current)),
             },
             "{cv}"
         );
@@ -1087,7 +1111,7 @@ fn expiry_hint_leaves_a_local_tombstone_at_the_expired_version() {
     assert!(condition.holds(Some(&older)));
     assert_eq!(
         condition,
-        Condition::And(pinned(&v(700_000, FOREIGN), &older))
+        Condition::And(pinned_content(&v(700_000, FOREIGN), &older))
     );
     // A newer write has its own record.
     let mut newer = image("k", &[("a", n("1"))], Some(&v(900_000, FOREIGN)));
@@ -1128,12 +1152,86 @@ fn clobber_hint_restores_the_application_write_above_the_drain() {
     assert!(is_sealed(&item, &c.names));
     assert_eq!(
         condition,
-        Condition::And(pinned(&v(2_000_000, FOREIGN), &by))
+        Condition::And(pinned_content(&v(2_000_000, FOREIGN), &by))
     );
+    // The drain's version and seal carried back over new content: not the drain's write.
+    let mut carried = by.clone();
+    carried.insert("a".into(), n("9"));
+    assert!(!condition.holds(Some(&carried)));
     // A later local write since has its own record.
     let mut later = image("k", &[("a", n("8"))], Some(&v(2_500_000, LOCAL)));
     seal(&mut later, &c.names);
     assert_eq!(run(&h, Some(&later), NOW), Action::Nothing);
+}
+
+/// What a drain's write over an application's write-back may be restored over: the drain's own
+/// write, the gap tombstone the write-back's record left here, an expiry's tombstone — never an
+/// application's delete since (a tombstone above the drain's version that reads the same).
+#[test]
+fn clobber_hint_restores_over_a_gap_or_expiry_tombstone_but_not_a_later_delete() {
+    let c = config();
+    let mut written = image("k", &[("a", n("1"))], Some(&v(100_000, FOREIGN)));
+    seal(&mut written, &c.names);
+    written.insert("a".into(), n("7"));
+    let mut by = tombstone_image("k", &v(2_000_000, FOREIGN), "90000");
+    seal(&mut by, &c.names);
+    let mut h = hint(Some(v(2_000_000, FOREIGN)), Some(v(2_000_000, FOREIGN)));
+    h.clobbered = Some(Box::new(Clobber {
+        written: written.clone(),
+        by: by.clone(),
+    }));
+    let later = v(2_500_000, LOCAL);
+    let delete = tombstone_item(&key("k"), &later, NOW, &c);
+    assert_eq!(
+        run(&h, Some(&delete), NOW),
+        Action::Nothing,
+        "a later delete"
+    );
+    let mut gap = delete.clone();
+    gap.insert(SUM.into(), gap_seal_of(&gap, &c.names));
+    assert!(matches!(run(&h, Some(&gap), NOW), Action::Restore { .. }));
+    let expiry = expiry_tombstone(&key("k"), &v(2_000_000, FOREIGN), &c);
+    assert!(matches!(
+        run(&h, Some(&expiry), NOW),
+        Action::Restore { .. }
+    ));
+}
+
+/// A version whose TTL is due when it arrives is stored as the tombstone its expiry leaves in
+/// every region; a drain's such write over an application's write-back still restores it.
+#[test]
+fn a_version_expired_on_arrival_is_stored_as_its_expiry() {
+    let c = config();
+    let ver = v(2_000_000, FOREIGN);
+    let mut record = change(&ver);
+    record.image.insert(TTL.into(), n("1999"));
+    seal(&mut record.image, &c.names);
+    let stored = ferry_core::image_to_store(&record, 1_999_000, &c);
+    assert_eq!(*stored, expiry_tombstone(&key("k"), &ver, &c));
+    let early = ferry_core::image_to_store(&record, 1_998_999, &c);
+    assert_eq!(*early, record.image, "not due yet");
+    let mut tomb = record.clone();
+    tomb.tombstone = true;
+    assert_eq!(
+        *ferry_core::image_to_store(&tomb, 1_999_000, &c),
+        tomb.image
+    );
+
+    let mut written = image("k", &[("a", n("1"))], Some(&v(100, FOREIGN)));
+    seal(&mut written, &c.names);
+    written.insert("a".into(), n("7"));
+    let expired = expiry_tombstone(&key("k"), &ver, &c);
+    assert!(matches!(
+        classify_one("MODIFY", Some(&written), Some(&expired), None),
+        Classified::Reconcile(Hint {
+            clobbered: Some(_),
+            ..
+        })
+    ));
+    assert_eq!(
+        classify_one("INSERT", None, Some(&expired), None),
+        Classified::TtlExpiry
+    );
 }
 
 // ---------------------------------------------------------------- apply condition and judge

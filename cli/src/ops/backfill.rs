@@ -359,46 +359,9 @@ struct Run<'a> {
 
 pub async fn run(target: &Target, options: &BackfillOptions) -> Result<BackfillReport, OpsError> {
     let started = Instant::now();
-    if options.to.contains(&options.from) || options.to.is_empty() {
-        return Err(OpsError::Usage(
-            "--to must name other regions than --from".into(),
-        ));
-    }
-    if options.segments == 0 || options.segments > 1_000_000 {
-        return Err(OpsError::Usage("--segments must be 1..1000000".into()));
-    }
-    let mut regions = vec![options.from.clone()];
-    regions.extend(options.to.iter().cloned());
-    target.regions(&regions)?;
-    let source = target.table(&options.from).await;
-    let config = target.config(&options.from, &source).await?;
-    let mut destinations = Vec::new();
-    for d in &options.to {
-        let t = target.table(d).await;
-        t.ping().await?;
-        destinations.push((d.clone(), t));
-    }
-    super::target::check_peers(&config, &destinations).await?;
-    let fresh = Checkpoint::new(
-        &target.table_name,
-        &options.from,
-        &options.to,
-        options.segments,
-        config.merge_mode,
-    );
-    let checkpoint = match Checkpoint::load(&options.checkpoint)? {
-        Some(saved) if options.resume => {
-            saved.check_same(&fresh).map_err(OpsError::Usage)?;
-            saved
-        }
-        Some(_) => {
-            return Err(OpsError::Usage(format!(
-                "checkpoint {} exists: pass --resume to continue that backfill, or remove it",
-                options.checkpoint.display()
-            )))
-        }
-        None => fresh,
-    };
+    check_usage(options)?;
+    let (source, config, destinations) = open_tables(target, options).await?;
+    let checkpoint = starting_checkpoint(target, options, config.merge_mode)?;
     let starts = checkpoint.starts().map_err(OpsError::Data)?;
     let skipped_segments = checkpoint.finished.len();
     checkpoint.save(&options.checkpoint)?;
@@ -413,82 +376,169 @@ pub async fn run(target: &Target, options: &BackfillOptions) -> Result<BackfillR
         options,
         finished_now: AtomicU64::new(0),
     };
-    let estimate = run.source.describe().await.ok().and_then(|d| d.item_count);
-    let bar = progress(
-        options.show_progress,
-        estimate.filter(|n| *n > 0).map(|n| n as u64),
-        "{spinner} backfill [{elapsed_precise}] {bar:30} {pos}/{len} {msg}",
-    );
-    let scan = run.source.scan_parallel(
-        options.segments as i32,
-        starts,
-        options.page_size,
-        |segment, page| {
-            let run = &run;
-            let bar = &bar;
-            async move {
-                let n = page.items.len() as u64;
-                futures::stream::iter(page.items.into_iter().map(Ok::<Item, OpsError>))
-                    .map_ok(|item| run.item(item))
-                    .try_buffer_unordered(options.concurrency.max(1))
-                    .try_collect::<Vec<()>>()
-                    .await?;
-                add(&run.counts.scanned, n);
-                bar.inc(n);
-                bar.set_message(run.line(started));
-                run.page_done(segment as u32, page.next.as_ref())
-            }
-        },
-        || add(&run.counts.throttled, 1),
-    );
-    let result = scan.await;
-    bar.finish_and_clear();
-    result?;
-    let checkpoint = run
-        .checkpoint
-        .lock()
-        .map(|c| c.clone())
-        .map_err(|_| OpsError::Data("checkpoint lock poisoned".into()))?;
-    let complete = checkpoint.is_complete();
-    if complete {
-        std::fs::remove_file(&options.checkpoint)
-            .map_err(OpsError::io(options.checkpoint.display().to_string()))?;
+    run.scan(starts, started).await?;
+    let complete = run.settle_checkpoint()?;
+    Ok(run.report(target, skipped_segments, complete, started))
+}
+
+fn check_usage(options: &BackfillOptions) -> Result<(), OpsError> {
+    if options.to.contains(&options.from) || options.to.is_empty() {
+        return Err(OpsError::Usage(
+            "--to must name other regions than --from".into(),
+        ));
     }
-    let elapsed_s = started.elapsed().as_secs_f64();
-    let c = &run.counts;
-    Ok(BackfillReport {
-        table: target.table_name.clone(),
-        from: options.from.clone(),
-        to: options.to.clone(),
-        segments: options.segments,
-        merge_mode: run.config.merge_mode.name().into(),
-        segments_skipped: skipped_segments,
-        segments_finished: get(&run.finished_now) as usize,
-        complete,
-        scanned: get(&c.scanned),
-        restamped: get(&c.restamped),
-        stamped: get(&c.stamped),
-        applied: get(&c.applied),
-        stale: get(&c.stale),
-        conflicts: get(&c.conflicts),
-        pending: get(&c.pending),
-        pending_keys: run
-            .pending_keys
-            .lock()
-            .map(|k| k.clone())
-            .unwrap_or_default(),
-        skipped: get(&c.skipped),
-        throttled: get(&c.throttled),
-        elapsed_s: (elapsed_s * 100.0).round() / 100.0,
-        scanned_per_s: rate(get(&c.scanned), elapsed_s),
-        stamped_per_s: rate(get(&c.stamped), elapsed_s),
-        applied_per_s: rate(get(&c.applied), elapsed_s),
-        stale_per_s: rate(get(&c.stale), elapsed_s),
-        checkpoint: (!complete).then(|| options.checkpoint.display().to_string()),
-    })
+    if options.segments == 0 || options.segments > 1_000_000 {
+        return Err(OpsError::Usage("--segments must be 1..1000000".into()));
+    }
+    Ok(())
+}
+
+/// The source table and its configuration, and every destination table — each answering and
+/// replicating with the source's settings.
+async fn open_tables(
+    target: &Target,
+    options: &BackfillOptions,
+) -> Result<(Table, Config, Vec<(String, Table)>), OpsError> {
+    let mut regions = vec![options.from.clone()];
+    regions.extend(options.to.iter().cloned());
+    target.regions(&regions)?;
+    let source = target.table(&options.from).await;
+    let config = target.config(&options.from, &source).await?;
+    let mut destinations = Vec::new();
+    for d in &options.to {
+        let t = target.table(d).await;
+        t.ping().await?;
+        destinations.push((d.clone(), t));
+    }
+    super::target::check_peers(&config, &destinations).await?;
+    Ok((source, config, destinations))
+}
+
+/// The checkpoint to start from: the saved one with `--resume` (if it is of the same
+/// backfill), a fresh one when none is saved; a saved one without `--resume` is refused.
+fn starting_checkpoint(
+    target: &Target,
+    options: &BackfillOptions,
+    merge_mode: MergeMode,
+) -> Result<Checkpoint, OpsError> {
+    let fresh = Checkpoint::new(
+        &target.table_name,
+        &options.from,
+        &options.to,
+        options.segments,
+        merge_mode,
+    );
+    match Checkpoint::load(&options.checkpoint)? {
+        Some(saved) if options.resume => {
+            saved.check_same(&fresh).map_err(OpsError::Usage)?;
+            Ok(saved)
+        }
+        Some(_) => Err(OpsError::Usage(format!(
+            "checkpoint {} exists: pass --resume to continue that backfill, or remove it",
+            options.checkpoint.display()
+        ))),
+        None => Ok(fresh),
+    }
 }
 
 impl Run<'_> {
+    /// Scans the source from the checkpoint's starts, every item stamped where needed and
+    /// applied, the checkpoint saved after every page.
+    async fn scan(
+        &self,
+        starts: Vec<(i32, Option<Item>)>,
+        started: Instant,
+    ) -> Result<(), OpsError> {
+        let options = self.options;
+        let estimate = self.source.describe().await.ok().and_then(|d| d.item_count);
+        let bar = progress(
+            options.show_progress,
+            estimate.filter(|n| *n > 0).map(|n| n as u64),
+            "{spinner} backfill [{elapsed_precise}] {bar:30} {pos}/{len} {msg}",
+        );
+        let scan = self.source.scan_parallel(
+            options.segments as i32,
+            starts,
+            options.page_size,
+            |segment, page| {
+                let bar = &bar;
+                async move {
+                    let n = page.items.len() as u64;
+                    futures::stream::iter(page.items.into_iter().map(Ok::<Item, OpsError>))
+                        .map_ok(|item| self.item(item))
+                        .try_buffer_unordered(options.concurrency.max(1))
+                        .try_collect::<Vec<()>>()
+                        .await?;
+                    add(&self.counts.scanned, n);
+                    bar.inc(n);
+                    bar.set_message(self.line(started));
+                    self.page_done(segment as u32, page.next.as_ref())
+                }
+            },
+            || add(&self.counts.throttled, 1),
+        );
+        let result = scan.await;
+        bar.finish_and_clear();
+        result
+    }
+
+    /// Whether every segment is finished; a finished backfill's checkpoint file is removed.
+    fn settle_checkpoint(&self) -> Result<bool, OpsError> {
+        let checkpoint = self
+            .checkpoint
+            .lock()
+            .map(|c| c.clone())
+            .map_err(|_| OpsError::Data("checkpoint lock poisoned".into()))?;
+        let complete = checkpoint.is_complete();
+        if complete {
+            std::fs::remove_file(self.path)
+                .map_err(OpsError::io(self.path.display().to_string()))?;
+        }
+        Ok(complete)
+    }
+
+    fn report(
+        &self,
+        target: &Target,
+        segments_skipped: usize,
+        complete: bool,
+        started: Instant,
+    ) -> BackfillReport {
+        let options = self.options;
+        let elapsed_s = started.elapsed().as_secs_f64();
+        let c = &self.counts;
+        BackfillReport {
+            table: target.table_name.clone(),
+            from: options.from.clone(),
+            to: options.to.clone(),
+            segments: options.segments,
+            merge_mode: self.config.merge_mode.name().into(),
+            segments_skipped,
+            segments_finished: get(&self.finished_now) as usize,
+            complete,
+            scanned: get(&c.scanned),
+            restamped: get(&c.restamped),
+            stamped: get(&c.stamped),
+            applied: get(&c.applied),
+            stale: get(&c.stale),
+            conflicts: get(&c.conflicts),
+            pending: get(&c.pending),
+            pending_keys: self
+                .pending_keys
+                .lock()
+                .map(|k| k.clone())
+                .unwrap_or_default(),
+            skipped: get(&c.skipped),
+            throttled: get(&c.throttled),
+            elapsed_s: (elapsed_s * 100.0).round() / 100.0,
+            scanned_per_s: rate(get(&c.scanned), elapsed_s),
+            stamped_per_s: rate(get(&c.stamped), elapsed_s),
+            applied_per_s: rate(get(&c.applied), elapsed_s),
+            stale_per_s: rate(get(&c.stale), elapsed_s),
+            checkpoint: (!complete).then(|| options.checkpoint.display().to_string()),
+        }
+    }
+
     fn line(&self, started: Instant) -> String {
         let s = started.elapsed().as_secs_f64();
         let c = &self.counts;
@@ -685,7 +735,7 @@ impl Run<'_> {
     async fn apply(&self, record: &ChangeRecord) -> Result<(), OpsError> {
         for (region, table) in &self.destinations {
             let outcome = while_throttled(
-                || table.apply(record, &self.config),
+                || table.apply(record, ferry_core::clock::system_now_ms(), &self.config),
                 || add(&self.counts.throttled, 1),
             )
             .await?;

@@ -195,73 +195,96 @@ pub async fn run(
         ..Default::default()
     };
     for r in &regions {
-        let table = target.table(r).await;
-        let described = tokio::time::timeout(Duration::from_secs(5), table.describe()).await;
-        report.regions.push(match described {
-            Ok(Ok(d)) => {
-                let tags = match &d.arn {
-                    Some(arn) => table.tags(arn).await.unwrap_or_default(),
-                    None => Vec::new(),
-                };
-                let tag = |name: &str| tags.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
-                RegionStatus {
-                    region: r.clone(),
-                    answers: true,
-                    error: None,
-                    stream_view_type: d.stream_view_type,
-                    merge_mode: tag(ferry_core::peer::TAG_MERGE_MODE),
-                    settings: tag(ferry_core::peer::TAG_SETTINGS),
-                }
-            }
-            Ok(Err(e)) => RegionStatus {
-                region: r.clone(),
-                answers: false,
-                // A transport error's text is the connector's whole debug output: say what it means.
-                error: Some(match e.kind {
-                    ferry_aws::ErrorKind::Transport => {
-                        format!("{}: no answer (transport)", e.operation)
-                    }
-                    _ => e.to_string(),
-                }),
-                stream_view_type: None,
-                merge_mode: None,
-                settings: None,
-            },
-            Err(_) => RegionStatus {
-                region: r.clone(),
-                answers: false,
-                error: Some("timed out".into()),
-                stream_view_type: None,
-                merge_mode: None,
-                settings: None,
-            },
-        });
+        report.regions.push(region_status(target, r).await);
     }
     let now = ferry_core::clock::system_now_ms();
     for s in &regions {
         for d in regions.iter().filter(|d| *d != s) {
-            let (buffer, dlq) = target.queues(s, d).await?;
-            let depth = buffer.depth().await?;
-            let dlq_depth = dlq.depth().await?;
-            let (oldest_age_s, approx_records) = if with_peek {
-                estimate(&depth, &peek(&buffer).await?, now)
-            } else {
-                (None, None)
-            };
-            report.buffers.push(BufferStatus {
-                source: s.clone(),
-                destination: d.clone(),
-                buffer: depth,
-                dlq: dlq_depth,
-                oldest_age_s,
-                approx_records,
-                destination_answers: report.regions.iter().any(|r| r.region == *d && r.answers),
-            });
+            let destination_answers = report.regions.iter().any(|r| r.region == *d && r.answers);
+            let buffer = buffer_status(target, (s, d), destination_answers, with_peek, now).await?;
+            report.buffers.push(buffer);
         }
     }
     report.problems = problems(&report.regions, &report.buffers);
     report.healthy = report.problems.is_empty();
     Ok(report)
+}
+
+/// Whether the region's table answers (within 5 s), its stream's view type and the tags its
+/// enqueue publishes.
+async fn region_status(target: &Target, region: &str) -> RegionStatus {
+    let table = target.table(region).await;
+    let described = tokio::time::timeout(Duration::from_secs(5), table.describe()).await;
+    match described {
+        Ok(Ok(d)) => {
+            let tags = match &d.arn {
+                Some(arn) => table.tags(arn).await.unwrap_or_default(),
+                None => Vec::new(),
+            };
+            let tag = |name: &str| tags.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+            RegionStatus {
+                region: region.to_string(),
+                answers: true,
+                error: None,
+                stream_view_type: d.stream_view_type,
+                merge_mode: tag(ferry_core::peer::TAG_MERGE_MODE),
+                settings: tag(ferry_core::peer::TAG_SETTINGS),
+            }
+        }
+        // A transport error's text is the connector's whole debug output: say what it means.
+        Ok(Err(e)) => RegionStatus::silent(
+            region,
+            match e.kind {
+                ferry_aws::ErrorKind::Transport => {
+                    format!("{}: no answer (transport)", e.operation)
+                }
+                _ => e.to_string(),
+            },
+        ),
+        Err(_) => RegionStatus::silent(region, "timed out".into()),
+    }
+}
+
+impl RegionStatus {
+    /// A region whose table did not answer, and why.
+    fn silent(region: &str, error: String) -> RegionStatus {
+        RegionStatus {
+            region: region.to_string(),
+            answers: false,
+            error: Some(error),
+            stream_view_type: None,
+            merge_mode: None,
+            settings: None,
+        }
+    }
+}
+
+/// The depths of the buffer from `source` to `destination` and of its DLQ, with the peek's
+/// estimates when asked for.
+async fn buffer_status(
+    target: &Target,
+    (source, destination): (&str, &str),
+    destination_answers: bool,
+    with_peek: bool,
+    now_ms: u64,
+) -> Result<BufferStatus, OpsError> {
+    let (buffer, dlq) = target.queues(source, destination).await?;
+    let depth = buffer.depth().await?;
+    let dlq_depth = dlq.depth().await?;
+    let (oldest_age_s, approx_records) = if with_peek {
+        estimate(&depth, &peek(&buffer).await?, now_ms)
+    } else {
+        (None, None)
+    };
+    Ok(BufferStatus {
+        source: source.to_string(),
+        destination: destination.to_string(),
+        buffer: depth,
+        dlq: dlq_depth,
+        oldest_age_s,
+        approx_records,
+        destination_answers,
+    })
 }
 
 pub async fn main(args: StatusArgs) -> ExitCode {

@@ -269,110 +269,156 @@ fn visible(full: &BTreeMap<ItemKey, Item>, config: &Config) -> Snapshot {
 
 pub async fn run(target: &Target, options: &VerifyOptions) -> Result<VerifyReport, OpsError> {
     let started = Instant::now();
-    let regions = target.regions(&options.regions)?;
-    if regions.len() < 2 {
-        return Err(OpsError::Usage("verify needs at least two regions".into()));
-    }
-    let partitions = options.partitions.clamp(1, 4096);
-    let mut tables = Vec::new();
-    for r in &regions {
-        tables.push(target.table(r).await);
-    }
-    let config = target.config(&regions[0], &tables[0]).await?;
-    let peers: Vec<(String, Table)> = regions[1..]
-        .iter()
-        .cloned()
-        .zip(tables[1..].iter().cloned())
-        .collect();
-    super::target::check_peers(&config, &peers).await?;
-    let dir = match &options.work_dir {
-        Some(d) => tempfile::Builder::new()
-            .prefix("ferry-verify-")
-            .tempdir_in(d),
-        None => tempfile::Builder::new().prefix("ferry-verify-").tempdir(),
-    }
-    .map_err(OpsError::io("creating the spill folder"))?;
-    let bar = progress(
-        options.show_progress,
-        None,
-        "{spinner} verify [{elapsed_precise}] {msg}",
-    );
-    // Scan every region in parallel into its spill files.
-    let scanned: Vec<AtomicU64> = regions.iter().map(|_| AtomicU64::new(0)).collect();
-    let scans = regions
-        .iter()
-        .zip(&tables)
-        .enumerate()
-        .map(|(i, (region, table))| {
-            let (dir, config, scanned, bar, regions) =
-                (dir.path(), &config, &scanned, &bar, &regions);
-            async move {
-                let spill = Spill::create(dir, region, partitions)?;
-                let starts = (0..options.segments.max(1) as i32)
-                    .map(|s| (s, None))
-                    .collect();
-                table
-                    .scan_parallel(
-                        options.segments.max(1) as i32,
-                        starts,
-                        None,
-                        |_, page| {
-                            let spill = &spill;
-                            async move {
-                                for item in &page.items {
-                                    let Ok(key) = key_of(item, &config.key) else {
-                                        continue;
-                                    };
-                                    if !config.filter.admits(&key, &config.key, item, &Item::new())
-                                    {
-                                        continue;
-                                    }
-                                    spill.append(
-                                        partition_of(&ItemKey::of(&key), partitions),
-                                        item,
-                                    )?;
-                                }
-                                scanned[i].fetch_add(page.items.len() as u64, Ordering::Relaxed);
-                                let counts: Vec<String> = regions
-                                    .iter()
-                                    .zip(scanned)
-                                    .map(|(r, n)| format!("{r} {}", n.load(Ordering::Relaxed)))
-                                    .collect();
-                                bar.set_message(format!("scanned {}", counts.join(", ")));
-                                Ok::<bool, OpsError>(true)
-                            }
-                        },
-                        || {},
-                    )
-                    .await?;
-                spill.flush()
-            }
-        });
-    futures::future::try_join_all(scans).await?;
+    let verification = Verification::open(target, options).await?;
+    let scanned = verification.scan().await?;
+    let partitions = verification.partitions;
     let mut report = VerifyReport {
         table: target.table_name.clone(),
-        regions: regions.clone(),
+        regions: verification.regions.clone(),
         scheme: format!(
             "hash-partitioned spill: every region scanned in {} segments into {} partitions on disk by FNV-1a(key) % {}, compared partition by partition; differing keys re-read before reporting",
             options.segments.max(1), partitions, partitions
         ),
-        scanned: regions
-            .iter()
-            .zip(&scanned)
-            .map(|(r, n)| (r.clone(), n.load(Ordering::Relaxed)))
-            .collect(),
+        scanned,
         ..Default::default()
     };
     for p in 0..partitions {
-        bar.set_message(format!("comparing partition {}/{partitions}", p + 1));
-        let mut full = Vec::new();
-        for r in &regions {
-            full.push(load(&spill_path(dir.path(), r, p), &config)?);
+        verification.compare_partition(p, &mut report).await?;
+    }
+    verification.bar.finish_and_clear();
+    report.elapsed_s = (started.elapsed().as_secs_f64() * 100.0).round() / 100.0;
+    Ok(report)
+}
+
+/// One verification under way: the regions' tables, the spill folder and the progress bar.
+struct Verification<'a> {
+    options: &'a VerifyOptions,
+    regions: Vec<String>,
+    tables: Vec<Table>,
+    config: Config,
+    partitions: u32,
+    /// Removed when the verification ends.
+    dir: tempfile::TempDir,
+    bar: indicatif::ProgressBar,
+}
+
+impl<'a> Verification<'a> {
+    /// Opens every region's table, checks that they replicate with the same settings, and makes
+    /// the spill folder.
+    async fn open(target: &Target, options: &'a VerifyOptions) -> Result<Self, OpsError> {
+        let regions = target.regions(&options.regions)?;
+        if regions.len() < 2 {
+            return Err(OpsError::Usage("verify needs at least two regions".into()));
         }
-        let snapshots: Vec<(String, Snapshot)> = regions
+        let partitions = options.partitions.clamp(1, 4096);
+        let mut tables = Vec::new();
+        for r in &regions {
+            tables.push(target.table(r).await);
+        }
+        let config = target.config(&regions[0], &tables[0]).await?;
+        let peers: Vec<(String, Table)> = regions[1..]
+            .iter()
+            .cloned()
+            .zip(tables[1..].iter().cloned())
+            .collect();
+        super::target::check_peers(&config, &peers).await?;
+        let dir = match &options.work_dir {
+            Some(d) => tempfile::Builder::new()
+                .prefix("ferry-verify-")
+                .tempdir_in(d),
+            None => tempfile::Builder::new().prefix("ferry-verify-").tempdir(),
+        }
+        .map_err(OpsError::io("creating the spill folder"))?;
+        let bar = progress(
+            options.show_progress,
+            None,
+            "{spinner} verify [{elapsed_precise}] {msg}",
+        );
+        Ok(Verification {
+            options,
+            regions,
+            tables,
+            config,
+            partitions,
+            dir,
+            bar,
+        })
+    }
+
+    /// Scans every region in parallel into its spill files; the items scanned per region.
+    async fn scan(&self) -> Result<BTreeMap<String, u64>, OpsError> {
+        let scanned: Vec<AtomicU64> = self.regions.iter().map(|_| AtomicU64::new(0)).collect();
+        let scans = (0..self.regions.len()).map(|i| self.scan_region(i, &scanned));
+        futures::future::try_join_all(scans).await?;
+        Ok(self
+            .regions
+            .iter()
+            .zip(&scanned)
+            .map(|(r, n)| (r.clone(), n.load(Ordering::Relaxed)))
+            .collect())
+    }
+
+    /// Appends every replicated item of region `i` to the spill file of its key's partition.
+    async fn scan_region(&self, i: usize, scanned: &[AtomicU64]) -> Result<(), OpsError> {
+        let config = &self.config;
+        let spill = Spill::create(self.dir.path(), &self.regions[i], self.partitions)?;
+        let segments = self.options.segments.max(1) as i32;
+        let starts = (0..segments).map(|s| (s, None)).collect();
+        self.tables[i]
+            .scan_parallel(
+                segments,
+                starts,
+                None,
+                |_, page| {
+                    let spill = &spill;
+                    async move {
+                        for item in &page.items {
+                            let Ok(key) = key_of(item, &config.key) else {
+                                continue;
+                            };
+                            if !config.filter.admits(&key, &config.key, item, &Item::new()) {
+                                continue;
+                            }
+                            spill
+                                .append(partition_of(&ItemKey::of(&key), self.partitions), item)?;
+                        }
+                        scanned[i].fetch_add(page.items.len() as u64, Ordering::Relaxed);
+                        self.show_scanned(scanned);
+                        Ok::<bool, OpsError>(true)
+                    }
+                },
+                || {},
+            )
+            .await?;
+        spill.flush()
+    }
+
+    fn show_scanned(&self, scanned: &[AtomicU64]) {
+        let counts: Vec<String> = self
+            .regions
+            .iter()
+            .zip(scanned)
+            .map(|(r, n)| format!("{r} {}", n.load(Ordering::Relaxed)))
+            .collect();
+        self.bar
+            .set_message(format!("scanned {}", counts.join(", ")));
+    }
+
+    /// Compares partition `p` of every region, re-reads each key that differs, and adds what
+    /// is confirmed to the report.
+    async fn compare_partition(&self, p: u32, report: &mut VerifyReport) -> Result<(), OpsError> {
+        let config = &self.config;
+        self.bar
+            .set_message(format!("comparing partition {}/{}", p + 1, self.partitions));
+        let mut full = Vec::new();
+        for r in &self.regions {
+            full.push(load(&spill_path(self.dir.path(), r, p), config)?);
+        }
+        let snapshots: Vec<(String, Snapshot)> = self
+            .regions
             .iter()
             .zip(&full)
-            .map(|(r, f)| (r.clone(), visible(f, &config)))
+            .map(|(r, f)| (r.clone(), visible(f, config)))
             .collect();
         let part = compare(&snapshots);
         let mut divergent: BTreeSet<ItemKey> = part.differing.iter().cloned().collect();
@@ -392,64 +438,77 @@ pub async fn run(target: &Target, options: &VerifyOptions) -> Result<VerifyRepor
             else {
                 continue;
             };
-            let mut now: Vec<Option<Item>> = Vec::new();
-            for t in &tables {
-                now.push(while_throttled(|| t.get(&key), || {}).await?);
-            }
-            let single: Vec<(String, Snapshot)> = regions
-                .iter()
-                .zip(&now)
-                .map(|(r, i)| (r.clone(), ferry_core::compare::snapshot(i.clone(), &config)))
-                .collect();
-            let again = compare(&single);
-            if again.is_converged() {
-                report.settled_on_recheck += 1;
-                confirmed.matching += 1;
-                continue;
-            }
-            let kind = if again.differing.is_empty() {
-                "missing"
-            } else {
-                "differing"
-            };
-            for (r, keys) in &again.missing {
-                confirmed
-                    .missing
-                    .entry(r.clone())
-                    .or_default()
-                    .extend(keys.iter().cloned());
-            }
-            confirmed.differing.extend(again.differing.iter().cloned());
-            let states: Vec<(&str, Option<&Item>)> = regions
-                .iter()
-                .map(String::as_str)
-                .zip(now.iter().map(Option::as_ref))
-                .collect();
-            let mut d = Difference {
-                key: describe_key(&key),
-                kind: kind.into(),
-                regions: states
-                    .iter()
-                    .map(|(r, i)| (r.to_string(), describe_state(*i, &config)))
-                    .collect(),
-                repair: None,
-            };
-            if options.repair {
-                let outcome = repair(&regions, &tables, &states, &config).await?;
-                if outcome == "repaired" {
-                    report.repaired += 1;
-                } else {
-                    report.unrepaired += 1;
-                }
-                d.repair = Some(outcome);
-            }
-            report.differences.push(d);
+            self.recheck_key(&key, report, &mut confirmed).await?;
         }
-        merge(&mut report, &confirmed);
+        merge(report, &confirmed);
+        Ok(())
     }
-    bar.finish_and_clear();
-    report.elapsed_s = (started.elapsed().as_secs_f64() * 100.0).round() / 100.0;
-    Ok(report)
+
+    /// Reads a key that differed in the scan again in every region: one that now matches
+    /// counts as settled; one that still differs is reported (and repaired with `--repair`).
+    async fn recheck_key(
+        &self,
+        key: &Item,
+        report: &mut VerifyReport,
+        confirmed: &mut Comparison,
+    ) -> Result<(), OpsError> {
+        let config = &self.config;
+        let mut now: Vec<Option<Item>> = Vec::new();
+        for t in &self.tables {
+            now.push(while_throttled(|| t.get(key), || {}).await?);
+        }
+        let single: Vec<(String, Snapshot)> = self
+            .regions
+            .iter()
+            .zip(&now)
+            .map(|(r, i)| (r.clone(), ferry_core::compare::snapshot(i.clone(), config)))
+            .collect();
+        let again = compare(&single);
+        if again.is_converged() {
+            report.settled_on_recheck += 1;
+            confirmed.matching += 1;
+            return Ok(());
+        }
+        let kind = if again.differing.is_empty() {
+            "missing"
+        } else {
+            "differing"
+        };
+        for (r, keys) in &again.missing {
+            confirmed
+                .missing
+                .entry(r.clone())
+                .or_default()
+                .extend(keys.iter().cloned());
+        }
+        confirmed.differing.extend(again.differing.iter().cloned());
+        let states: Vec<(&str, Option<&Item>)> = self
+            .regions
+            .iter()
+            .map(String::as_str)
+            .zip(now.iter().map(Option::as_ref))
+            .collect();
+        let mut d = Difference {
+            key: describe_key(key),
+            kind: kind.into(),
+            regions: states
+                .iter()
+                .map(|(r, i)| (r.to_string(), describe_state(*i, config)))
+                .collect(),
+            repair: None,
+        };
+        if self.options.repair {
+            let outcome = repair(&self.regions, &self.tables, &states, config).await?;
+            if outcome == "repaired" {
+                report.repaired += 1;
+            } else {
+                report.unrepaired += 1;
+            }
+            d.repair = Some(outcome);
+        }
+        report.differences.push(d);
+        Ok(())
+    }
 }
 
 /// Applies the newest versioned state of a key to every region (LWW; attribute mode: the merge
@@ -477,7 +536,12 @@ async fn repair(
         if region == holder {
             continue;
         }
-        match while_throttled(|| table.apply(&record, config), || {}).await? {
+        match while_throttled(
+            || table.apply(&record, ferry_core::clock::system_now_ms(), config),
+            || {},
+        )
+        .await?
+        {
             ApplyOutcome::Written | ApplyOutcome::Judged(Judgement::Stale { .. }) => {}
             ApplyOutcome::Judged(Judgement::Conflict { .. }) => {}
             ApplyOutcome::Judged(Judgement::Pending(reason)) => {

@@ -5,6 +5,7 @@
 use crate::settings::DrainSettings;
 use crate::Drainer;
 use aws_config::SdkConfig;
+use ferry_aws::env::{Env, VariableError};
 use ferry_aws::{Buffer, ClientSettings, Table};
 use ferry_core::{Clock, Config, ConfigError};
 use std::time::Duration;
@@ -13,14 +14,8 @@ use std::time::Duration;
 pub enum EnvError {
     #[error(transparent)]
     Config(#[from] ConfigError),
-    #[error("{0} is not set")]
-    Missing(&'static str),
-    #[error("{name} = `{value}` is not {what}")]
-    Bad {
-        name: &'static str,
-        value: String,
-        what: &'static str,
-    },
+    #[error(transparent)]
+    Variable(#[from] VariableError),
     #[error("the destination region {0} is the source region: a buffer drains to another region")]
     SameRegion(String),
 }
@@ -62,73 +57,35 @@ pub struct DrainEnv {
 
 impl DrainEnv {
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, EnvError> {
-        let get = |k: &str| {
-            lookup(k)
-                .map(|v| v.trim().to_string())
-                .filter(|v| !v.is_empty())
-        };
-        let config = Config::from_lookup(&lookup)?;
-        let required = |k: &'static str| get(k).ok_or(EnvError::Missing(k));
-        let source_region = get("FERRY_SOURCE_REGION").unwrap_or(config.local_region.clone());
-        let destination_region = required("FERRY_DESTINATION_REGION")?;
+        let env = Env::new(lookup);
+        let config = env.config()?;
+        let source_region = env
+            .get("FERRY_SOURCE_REGION")
+            .unwrap_or(config.local_region.clone());
+        let destination_region = env.required("FERRY_DESTINATION_REGION")?;
         if destination_region == source_region {
             return Err(EnvError::SameRegion(destination_region));
         }
-        let number = |name: &'static str, default: u64| -> Result<u64, EnvError> {
-            match get(name) {
-                None => Ok(default),
-                Some(v) => v.parse().map_err(|_| EnvError::Bad {
-                    name,
-                    value: v,
-                    what: "a non-negative integer",
-                }),
-            }
-        };
-        let millis =
-            |name: &'static str, default: u64| number(name, default).map(Duration::from_millis);
-        let budget = match get("FERRY_DRAIN_BUDGET_S") {
-            None => Duration::from_secs(50),
-            Some(v) => v
-                .parse::<f64>()
-                .ok()
-                .filter(|s| s.is_finite() && *s > 0.0 && *s <= 900.0)
-                .map(Duration::from_secs_f64)
-                .ok_or(EnvError::Bad {
-                    name: "FERRY_DRAIN_BUDGET_S",
-                    value: v,
-                    what: "a number of seconds in (0, 900]",
-                })?,
-        };
-        let mut settings = DrainSettings::with_budget(budget);
-        settings.max_in_flight = number("FERRY_MAX_IN_FLIGHT", 64)?.clamp(1, 4096) as usize;
-        settings.take_messages = number("FERRY_TAKE_MESSAGES", 10)?.clamp(1, 1000) as usize;
-        settings.take_records =
-            number("FERRY_TAKE_RECORDS", settings.take_records as u64)?.max(1) as usize;
-        settings.takes_in_flight = number("FERRY_TAKES_IN_FLIGHT", 2)?.clamp(1, 8) as usize;
-        settings.receive_wait_s =
-            number("FERRY_RECEIVE_WAIT_S", settings.receive_wait_s as u64)?.min(20) as i32;
-        settings.visibility_timeout_s = number(
-            "FERRY_VISIBILITY_TIMEOUT_S",
-            settings.visibility_timeout_s as u64,
-        )?
-        .min(43_200) as i32;
-        settings.max_pending_attempts =
-            number("FERRY_MAX_PENDING_ATTEMPTS", 20)?.min(u32::MAX as u64) as u32;
+        let settings = drain_settings(&env)?;
         Ok(DrainEnv {
             source_region,
             destination_region,
-            destination_table: required("FERRY_DESTINATION_TABLE")?,
-            buffer_url: required("FERRY_BUFFER_URL")?,
-            dlq_url: required("FERRY_DLQ_URL")?,
-            destination_role_arn: get("FERRY_DESTINATION_ROLE_ARN"),
-            dynamodb_endpoint: get("FERRY_DYNAMODB_ENDPOINT"),
-            sqs_endpoint: get("FERRY_SQS_ENDPOINT"),
-            sts_endpoint: get("FERRY_STS_ENDPOINT"),
-            destination_connect_timeout: millis("FERRY_DESTINATION_CONNECT_TIMEOUT_MS", 1000)?,
-            destination_attempt_timeout: millis("FERRY_DESTINATION_ATTEMPT_TIMEOUT_MS", 2000)?,
-            destination_operation_timeout: millis("FERRY_DESTINATION_OPERATION_TIMEOUT_MS", 5000)?,
-            destination_max_attempts: number("FERRY_DESTINATION_MAX_ATTEMPTS", 3)?.clamp(1, 10)
-                as u32,
+            destination_table: env.required("FERRY_DESTINATION_TABLE")?,
+            buffer_url: env.required("FERRY_BUFFER_URL")?,
+            dlq_url: env.required("FERRY_DLQ_URL")?,
+            destination_role_arn: env.get("FERRY_DESTINATION_ROLE_ARN"),
+            dynamodb_endpoint: env.get("FERRY_DYNAMODB_ENDPOINT"),
+            sqs_endpoint: env.get("FERRY_SQS_ENDPOINT"),
+            sts_endpoint: env.get("FERRY_STS_ENDPOINT"),
+            destination_connect_timeout: env
+                .millis("FERRY_DESTINATION_CONNECT_TIMEOUT_MS", 1000)?,
+            destination_attempt_timeout: env
+                .millis("FERRY_DESTINATION_ATTEMPT_TIMEOUT_MS", 2000)?,
+            destination_operation_timeout: env
+                .millis("FERRY_DESTINATION_OPERATION_TIMEOUT_MS", 5000)?,
+            destination_max_attempts: env
+                .number("FERRY_DESTINATION_MAX_ATTEMPTS", 3)?
+                .clamp(1, 10) as u32,
             settings,
             config,
         })
@@ -179,6 +136,44 @@ impl DrainEnv {
             peer: Default::default(),
         }
     }
+}
+
+/// The pacing knobs (`FERRY_DRAIN_BUDGET_S` and the rest listed on [`DrainEnv::settings`]).
+fn drain_settings<F: Fn(&str) -> Option<String>>(
+    env: &Env<F>,
+) -> Result<DrainSettings, VariableError> {
+    let budget = env
+        .parsed(
+            "FERRY_DRAIN_BUDGET_S",
+            "a number of seconds in (0, 900]",
+            |v| {
+                v.parse::<f64>()
+                    .ok()
+                    .filter(|s| s.is_finite() && *s > 0.0 && *s <= 900.0)
+                    .map(Duration::from_secs_f64)
+            },
+        )?
+        .unwrap_or(Duration::from_secs(50));
+    let mut settings = DrainSettings::with_budget(budget);
+    settings.max_in_flight = env.number("FERRY_MAX_IN_FLIGHT", 64)?.clamp(1, 4096) as usize;
+    settings.take_messages = env.number("FERRY_TAKE_MESSAGES", 10)?.clamp(1, 1000) as usize;
+    settings.take_records = env
+        .number("FERRY_TAKE_RECORDS", settings.take_records as u64)?
+        .max(1) as usize;
+    settings.takes_in_flight = env.number("FERRY_TAKES_IN_FLIGHT", 2)?.clamp(1, 8) as usize;
+    settings.receive_wait_s = env
+        .number("FERRY_RECEIVE_WAIT_S", settings.receive_wait_s as u64)?
+        .min(20) as i32;
+    settings.visibility_timeout_s = env
+        .number(
+            "FERRY_VISIBILITY_TIMEOUT_S",
+            settings.visibility_timeout_s as u64,
+        )?
+        .min(43_200) as i32;
+    settings.max_pending_attempts = env
+        .number("FERRY_MAX_PENDING_ATTEMPTS", 20)?
+        .min(u32::MAX as u64) as u32;
+    Ok(settings)
 }
 
 #[cfg(test)]
@@ -241,15 +236,15 @@ mod tests {
         ));
         assert!(matches!(
             env(&[("FERRY_DRAIN_BUDGET_S", "-1")]),
-            Err(EnvError::Bad { .. })
+            Err(EnvError::Variable(VariableError::Bad { .. }))
         ));
         assert!(matches!(
             env(&[("FERRY_MAX_IN_FLIGHT", "many")]),
-            Err(EnvError::Bad { .. })
+            Err(EnvError::Variable(VariableError::Bad { .. }))
         ));
         assert!(matches!(
             env(&[("FERRY_DLQ_URL", " ")]),
-            Err(EnvError::Missing("FERRY_DLQ_URL"))
+            Err(EnvError::Variable(VariableError::Missing("FERRY_DLQ_URL")))
         ));
     }
 }

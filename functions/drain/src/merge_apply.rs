@@ -1,12 +1,13 @@
 //! The drain in attribute merge mode (`docs/attribute-merge.md`): the take's records of each
 //! key are merged into one state (never coalesced by picking the newest), and each key's state
 //! is merged into the destination item by `ferry_aws`'s read–merge–conditional update (one
-//! winner's write; the apply loop is item mode's, in `lib.rs`). Also the check, in both modes,
+//! winner's write; the apply loop is item mode's, in `apply.rs`). Also the check, in both modes,
 //! that every record is of the configured mode.
 
+use crate::apply::{Cost, Wrote};
 use crate::report::StopReason;
 use crate::take::Take;
-use crate::{Cost, Drainer, Wrote};
+use crate::Drainer;
 use ferry_aws::{AwsError, MergeOutcome, MAX_MERGE_ROUNDS};
 use ferry_core::item::describe_key;
 use ferry_core::merge::{image_mode, merge_into, AttrState, Unversioned};

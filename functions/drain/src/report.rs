@@ -1,5 +1,6 @@
 //! What one drain invocation did: counts, lag percentiles, conflict samples, and their EMF form.
 
+use ferry_aws::emf::{self, Metric, Unit};
 use serde::Serialize;
 
 /// Why a drain returned.
@@ -189,8 +190,8 @@ pub fn percentile(sorted: &[u64], p: f64) -> Option<u64> {
 }
 
 /// The report as one CloudWatch Embedded Metric Format line (namespace `Ferry`, dimensions
-/// source and destination region). Lambda ships stdout lines to CloudWatch Logs, which turns
-/// this one into metrics without any API call from the function.
+/// function, source and destination region). Lambda ships stdout lines to CloudWatch Logs,
+/// which turns this one into metrics without any API call from the function.
 pub fn emf_line(
     report: &DrainReport,
     source_region: &str,
@@ -198,24 +199,24 @@ pub fn emf_line(
     timestamp_ms: u64,
 ) -> String {
     let mut metrics = vec![
-        ("Applied", "Count", report.applied),
-        ("Stale", "Count", report.stale),
-        ("Conflicts", "Count", report.conflicts),
-        ("Pending", "Count", report.pending),
-        ("Requeued", "Count", report.requeued),
-        ("Dlq", "Count", report.dlq()),
-        ("Throttled", "Count", report.throttled),
-        ("TransportFailures", "Count", report.transport_failures),
-        ("Received", "Count", report.received),
-        (
+        Metric::count("Applied", report.applied),
+        Metric::count("Stale", report.stale),
+        Metric::count("Conflicts", report.conflicts),
+        Metric::count("Pending", report.pending),
+        Metric::count("Requeued", report.requeued),
+        Metric::count("Dlq", report.dlq()),
+        Metric::count("Throttled", report.throttled),
+        Metric::count("TransportFailures", report.transport_failures),
+        Metric::count("Received", report.received),
+        Metric::new(
             "DestinationReachable",
-            "None",
+            Unit::None,
             u64::from(report.destination_reachable),
         ),
         // 1: stopped because the destination runs other settings (an alarm fires on it).
-        (
+        Metric::new(
             "SettingsMismatch",
-            "None",
+            Unit::None,
             u64::from(matches!(
                 report.stop_reason,
                 StopReason::ModeMismatch | StopReason::SettingsMismatch
@@ -223,31 +224,20 @@ pub fn emf_line(
         ),
     ];
     if let (Some(p50), Some(p99)) = (report.lag_p50_ms, report.lag_p99_ms) {
-        metrics.push(("LagP50", "Milliseconds", p50));
-        metrics.push(("LagP99", "Milliseconds", p99));
+        metrics.push(Metric::new("LagP50", Unit::Milliseconds, p50));
+        metrics.push(Metric::new("LagP99", Unit::Milliseconds, p99));
     }
-    let mut root = serde_json::Map::new();
-    root.insert(
-        "_aws".into(),
-        serde_json::json!({
-            "Timestamp": timestamp_ms,
-            "CloudWatchMetrics": [{
-                "Namespace": "Ferry",
-                "Dimensions": [["Function", "Source", "Destination"]],
-                "Metrics": metrics
-                    .iter()
-                    .map(|(name, unit, _)| serde_json::json!({"Name": name, "Unit": unit}))
-                    .collect::<Vec<_>>(),
-            }],
-        }),
-    );
-    root.insert("Function".into(), "drain".into());
-    root.insert("Source".into(), source_region.into());
-    root.insert("Destination".into(), destination_region.into());
-    for (name, _, value) in metrics {
-        root.insert(name.into(), value.into());
-    }
-    serde_json::Value::Object(root).to_string()
+    emf::line(
+        "Ferry",
+        &["Function", "Source", "Destination"],
+        &[
+            ("Function", "drain"),
+            ("Source", source_region),
+            ("Destination", destination_region),
+        ],
+        &metrics,
+        timestamp_ms,
+    )
 }
 
 #[cfg(test)]

@@ -65,16 +65,17 @@ pub mod input;
 mod merge_stamp;
 pub mod outcome;
 pub mod plan;
+mod reconcile;
+mod send;
 pub mod settings;
 pub mod synthetic;
 
 use aws_lambda_events::event::dynamodb::Event;
 use aws_lambda_events::streams::DynamoDbBatchItemFailure;
-use ferry_aws::{Buffer, Table, WriteOutcome};
-use ferry_core::{reconcile, Action, Clock, Config, Hint, ItemKey, Version};
-use futures::stream::{self, StreamExt};
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use ferry_aws::{Buffer, Table};
+use ferry_core::{Clock, Config};
+use reconcile::{reconcile_all, Reconciled};
+use send::{send_all, Sent};
 
 pub use input::{decode_event, Input, InputRef, PayloadError, Undecodable};
 pub use outcome::{Counts, EnqueueOutcome, RecordFailure};
@@ -242,49 +243,88 @@ fn earliest(a: Option<Failure>, b: Option<Failure>) -> Option<Failure> {
 
 async fn run(mut plan: Plan, enqueuer: &Enqueuer) -> EnqueueOutcome {
     let records = plan.slots.len();
-    // A write of the other merge mode stops the batch there: nothing after it is done.
-    let mismatch = plan
+    let mismatch = stop_at_mode_mismatch(&mut plan);
+    let reconciled = reconcile_case_4(&mut plan, enqueuer).await;
+    let mut failure = earliest(reconciled.failure.clone(), mismatch.clone());
+    // Only what comes before the first failure needs sending; what comes after is resent.
+    let before = failure.as_ref().map_or(records, |f| f.0);
+    let sent = forward(&mut plan, before, enqueuer).await;
+    failure = earliest(failure, sent.failure);
+    let done = failure.as_ref().map_or(records, |f| f.0);
+    let mode_mismatch = usize::from(mismatch.as_ref().is_some_and(|m| m.0 == done));
+    let counts = count(&plan, done, &reconciled, mode_mismatch, sent.requests);
+    let mut outcome = EnqueueOutcome {
+        counts,
+        newest_record_age_ms: plan
+            .newest_created_ms
+            .map(|t| enqueuer.now_ms().saturating_sub(t.max(0) as u64)),
+        ..EnqueueOutcome::default()
+    };
+    if let Some(failure) = failure {
+        hand_back(&plan, failure, &mut outcome);
+    }
+    log_batch(&outcome);
+    outcome
+}
+
+/// A write of the other merge mode stops the batch there: nothing after it is done, so the
+/// case-4 work after it is dropped. The first such record, as a failure.
+fn stop_at_mode_mismatch(plan: &mut Plan) -> Option<Failure> {
+    let (index, reason) = plan
         .slots
         .iter()
         .enumerate()
         .find_map(|(i, s)| match &s.decision {
             Decision::ModeMismatch(reason) => Some((i, reason.clone())),
             _ => None,
-        });
-    if let Some((index, reason)) = &mismatch {
-        tracing::error!(
-            mismatch = true,
-            sequence_number = plan.slots[*index].sequence_number.as_deref().unwrap_or("-"),
-            reason = reason.as_str(),
-            "merge mode mismatch: failing the batch from this record until the configuration is fixed"
-        );
-        plan.hints.retain(|(i, _)| i < index);
-        plan.stamp_hints.retain(|(i, _)| i < index);
-    }
+        })?;
+    tracing::error!(
+        mismatch = true,
+        sequence_number = plan.slots[index].sequence_number.as_deref().unwrap_or("-"),
+        reason = reason.as_str(),
+        "merge mode mismatch: failing the batch from this record until the configuration is fixed"
+    );
+    plan.hints.retain(|(i, _)| *i < index);
+    plan.stamp_hints.retain(|(i, _)| *i < index);
+    Some((index, reason))
+}
 
+/// The case-4 records of both merge modes written; a record found poison on the way becomes
+/// poison in the plan.
+async fn reconcile_case_4(plan: &mut Plan, enqueuer: &Enqueuer) -> Reconciled {
     let mut reconciled = reconcile_all(&plan.hints, enqueuer).await;
     reconciled.absorb(merge_stamp::stamp_all(&plan.stamp_hints, enqueuer).await);
     for (index, reason) in &reconciled.poison {
         plan.slots[*index].decision = Decision::Poison(reason.clone());
     }
-    let mut failure = earliest(reconciled.failure.clone(), mismatch.clone());
+    reconciled
+}
 
-    // Only what comes before the first failure needs sending; what comes after is resent.
-    let before = failure.as_ref().map_or(records, |f| f.0);
-    let mut sqs_requests = 0;
+/// Sends the forwarded records before `before` to every destination. Records that cannot be
+/// packed fail from the first forwarded one.
+async fn forward(plan: &mut Plan, before: usize, enqueuer: &Enqueuer) -> Sent {
     match plan.pack_forwards(before) {
-        Ok(packed) => {
-            let sent = send_all(&packed, enqueuer).await;
-            sqs_requests = sent.requests;
-            failure = earliest(failure, sent.failure);
-        }
+        Ok(packed) => send_all(&packed, enqueuer).await,
         Err(reason) => {
             let first = plan.forward_index.first().copied().filter(|&i| i < before);
-            failure = earliest(failure, first.map(|i| (i, reason)));
+            Sent {
+                requests: 0,
+                failure: first.map(|i| (i, reason)),
+            }
         }
     }
+}
 
-    let done = failure.as_ref().map_or(records, |f| f.0);
+/// The batch's counts; the records from `done` on are handed back, counted only as failed.
+/// Logs each poison record skipped.
+fn count(
+    plan: &Plan,
+    done: usize,
+    reconciled: &Reconciled,
+    mode_mismatch: usize,
+    sqs_requests: usize,
+) -> Counts {
+    let records = plan.slots.len();
     let mut counts = Counts {
         records,
         stamped: reconciled.stamped,
@@ -292,7 +332,7 @@ async fn run(mut plan: Plan, enqueuer: &Enqueuer) -> EnqueueOutcome {
         unchanged: reconciled.unchanged,
         condition_retries: reconciled.condition_retries,
         failed: records - done,
-        mode_mismatch: usize::from(mismatch.as_ref().is_some_and(|m| m.0 == done)),
+        mode_mismatch,
         sqs_requests,
         ..Counts::default()
     };
@@ -316,39 +356,38 @@ async fn run(mut plan: Plan, enqueuer: &Enqueuer) -> EnqueueOutcome {
             }
         }
     }
+    counts
+}
 
-    let mut outcome = EnqueueOutcome {
-        counts,
-        newest_record_age_ms: plan
-            .newest_created_ms
-            .map(|t| enqueuer.now_ms().saturating_sub(t.max(0) as u64)),
-        ..EnqueueOutcome::default()
-    };
-    if let Some((index, reason)) = failure {
-        // Forward and Reconcile slots always carry a sequence number (Plan makes records
-        // without one poison), and only those can fail.
-        let sequence_number = plan.slots[index]
-            .sequence_number
-            .clone()
-            .unwrap_or_default();
-        let key = plan.key_of(index);
-        tracing::warn!(
-            sequence_number = sequence_number.as_str(),
-            key = key.as_deref().unwrap_or("-"),
-            reason = reason.as_str(),
-            retried_records = records - index,
-            "record failed; the stream resends the batch from it"
-        );
-        let mut item = DynamoDbBatchItemFailure::default();
-        item.item_identifier = Some(sequence_number.clone());
-        outcome.response.batch_item_failures.push(item);
-        outcome.failure = Some(RecordFailure {
-            index,
-            sequence_number,
-            key,
-            reason,
-        });
-    }
+/// Hands the batch back to Lambda from the first failure: its sequence number goes into
+/// `batchItemFailures`.
+fn hand_back(plan: &Plan, (index, reason): Failure, outcome: &mut EnqueueOutcome) {
+    // Forward and Reconcile slots always carry a sequence number (Plan makes records without
+    // one poison), and only those can fail.
+    let sequence_number = plan.slots[index]
+        .sequence_number
+        .clone()
+        .unwrap_or_default();
+    let key = plan.key_of(index);
+    tracing::warn!(
+        sequence_number = sequence_number.as_str(),
+        key = key.as_deref().unwrap_or("-"),
+        reason = reason.as_str(),
+        retried_records = plan.slots.len() - index,
+        "record failed; the stream resends the batch from it"
+    );
+    let mut item = DynamoDbBatchItemFailure::default();
+    item.item_identifier = Some(sequence_number.clone());
+    outcome.response.batch_item_failures.push(item);
+    outcome.failure = Some(RecordFailure {
+        index,
+        sequence_number,
+        key,
+        reason,
+    });
+}
+
+fn log_batch(outcome: &EnqueueOutcome) {
     let c = &outcome.counts;
     tracing::info!(
         records = c.records,
@@ -366,225 +405,4 @@ async fn run(mut plan: Plan, enqueuer: &Enqueuer) -> EnqueueOutcome {
         newest_record_age_ms = outcome.newest_record_age_ms,
         "enqueue batch"
     );
-    outcome
-}
-
-#[derive(Default)]
-struct Reconciled {
-    stamped: usize,
-    tombstoned: usize,
-    unchanged: usize,
-    condition_retries: usize,
-    poison: Vec<(usize, String)>,
-    failure: Option<Failure>,
-}
-
-impl Reconciled {
-    fn absorb(&mut self, other: Reconciled) {
-        self.stamped += other.stamped;
-        self.tombstoned += other.tombstoned;
-        self.unchanged += other.unchanged;
-        self.condition_retries += other.condition_retries;
-        self.poison.extend(other.poison);
-        self.failure = earliest(self.failure.take(), other.failure);
-    }
-}
-
-enum Done {
-    Stamped(Version),
-    Tombstoned(Version),
-    Unchanged,
-    Poison(String),
-}
-
-async fn reconcile_all(hints: &[(usize, Hint)], enqueuer: &Enqueuer) -> Reconciled {
-    // Records of one key run in stream order; distinct keys are independent.
-    // Groups hold positions in `hints`, not references: a closure over borrowed groups makes
-    // the handler's future not provably `Send` (it could not be spawned).
-    let mut groups: Vec<Vec<usize>> = Vec::new();
-    let mut group_of: HashMap<ItemKey, usize> = HashMap::new();
-    for (position, (_, hint)) in hints.iter().enumerate() {
-        let g = *group_of.entry(ItemKey::of(&hint.key)).or_insert_with(|| {
-            groups.push(Vec::new());
-            groups.len() - 1
-        });
-        groups[g].push(position);
-    }
-    // Once a record has failed, later records need no work: Lambda resends them.
-    let failed_at = AtomicUsize::new(usize::MAX);
-    let reports: Vec<Reconciled> = stream::iter(groups)
-        .map(|group| reconcile_group(group, hints, enqueuer, &failed_at))
-        .buffer_unordered(RECONCILE_CONCURRENCY)
-        .collect()
-        .await;
-    let mut total = Reconciled::default();
-    for r in reports {
-        total.stamped += r.stamped;
-        total.tombstoned += r.tombstoned;
-        total.unchanged += r.unchanged;
-        total.condition_retries += r.condition_retries;
-        total.poison.extend(r.poison);
-        total.failure = earliest(total.failure, r.failure);
-    }
-    total
-}
-
-async fn reconcile_group(
-    group: Vec<usize>,
-    hints: &[(usize, Hint)],
-    enqueuer: &Enqueuer,
-    failed_at: &AtomicUsize,
-) -> Reconciled {
-    let mut report = Reconciled::default();
-    for (index, hint) in group.into_iter().map(|p| &hints[p]) {
-        if *index > failed_at.load(Ordering::SeqCst) {
-            break;
-        }
-        match reconcile_one(hint, enqueuer, &mut report.condition_retries).await {
-            Ok(Done::Stamped(version)) => {
-                report.stamped += 1;
-                tracing::debug!(index, %version, "stamped");
-            }
-            Ok(Done::Tombstoned(version)) => {
-                report.tombstoned += 1;
-                tracing::debug!(index, %version, "tombstoned");
-            }
-            Ok(Done::Unchanged) => report.unchanged += 1,
-            Ok(Done::Poison(reason)) => report.poison.push((*index, reason)),
-            Err(reason) => {
-                failed_at.fetch_min(*index, Ordering::SeqCst);
-                report.failure = Some((*index, reason));
-                break;
-            }
-        }
-    }
-    report
-}
-
-/// One case-4 record: read C, write what `reconcile` says under its condition, and on a failed
-/// condition go again from the item DynamoDB returned. Err: the record is not done.
-async fn reconcile_one(
-    hint: &Hint,
-    enqueuer: &Enqueuer,
-    condition_retries: &mut usize,
-) -> Result<Done, String> {
-    let config = &enqueuer.config;
-    let table = &enqueuer.table;
-    let mut current = table.get(&hint.key).await.map_err(|e| e.to_string())?;
-    for _ in 0..enqueuer.max_reconcile_attempts {
-        let action = match reconcile(hint, current.as_ref(), enqueuer.now_ms(), config) {
-            Ok(action) => action,
-            // The stored item's version cannot be read; no retry changes that until the item
-            // itself is rewritten (which has its own record).
-            Err(e) => {
-                return Ok(Done::Poison(format!(
-                    "the current item's version is unreadable: {e}"
-                )))
-            }
-        };
-        let written = match &action {
-            Action::Nothing => return Ok(Done::Unchanged),
-            Action::Stamp {
-                version,
-                remove,
-                ttl,
-                sum,
-                condition,
-            } => {
-                table
-                    .stamp_if(
-                        &hint.key,
-                        version,
-                        remove,
-                        ttl.as_ref(),
-                        sum,
-                        condition,
-                        config,
-                    )
-                    .await
-            }
-            Action::Tombstone {
-                item, condition, ..
-            }
-            | Action::Restore {
-                item, condition, ..
-            } => table.put_if(item, condition).await,
-        }
-        .map_err(|e| e.to_string())?;
-        match (written, action) {
-            (WriteOutcome::Written, Action::Stamp { version, .. })
-            | (WriteOutcome::Written, Action::Restore { version, .. }) => {
-                return Ok(Done::Stamped(version))
-            }
-            (WriteOutcome::Written, Action::Tombstone { version, .. }) => {
-                return Ok(Done::Tombstoned(version))
-            }
-            (WriteOutcome::Written, Action::Nothing) => return Ok(Done::Unchanged),
-            (WriteOutcome::ConditionFailed(stored), _) => {
-                *condition_retries += 1;
-                current = stored;
-            }
-        }
-    }
-    Err(format!(
-        "the item changed under {} conditional writes in a row; retrying later",
-        enqueuer.max_reconcile_attempts
-    ))
-}
-
-struct Sent {
-    requests: usize,
-    failure: Option<Failure>,
-}
-
-/// Sends every batch to every destination, all at once, and finds the earliest record of any
-/// message that some destination did not take.
-async fn send_all(packed: &Packed, enqueuer: &Enqueuer) -> Sent {
-    let sends = enqueuer.buffers.iter().flat_map(|destination| {
-        packed
-            .batches
-            .iter()
-            .enumerate()
-            .map(move |(b, batch)| async move {
-                (destination, b, destination.buffer.send_batch(batch).await)
-            })
-    });
-    let results = futures::future::join_all(sends).await;
-    let mut failure = None;
-    for (destination, b, result) in &results {
-        let firsts = &packed.first_record[*b];
-        let (first, reason) = match result {
-            Ok(failed) if failed.is_empty() => continue,
-            // An index that maps to no message cannot be placed: count the whole batch.
-            Ok(failed) => (
-                failed
-                    .iter()
-                    .filter_map(|m| firsts.get(*m).or(firsts.first()))
-                    .min()
-                    .copied(),
-                format!(
-                    "the buffer for {} did not take {} of {} messages",
-                    destination.region,
-                    failed.len(),
-                    firsts.len()
-                ),
-            ),
-            Err(e) => (
-                firsts.first().copied(),
-                format!("the buffer for {}: {e}", destination.region),
-            ),
-        };
-        let Some(first) = first else { continue };
-        tracing::warn!(
-            destination = destination.region.as_str(),
-            first_record = first,
-            reason = reason.as_str(),
-            "send to a buffer failed"
-        );
-        failure = earliest(failure, Some((first, reason)));
-    }
-    Sent {
-        requests: results.len(),
-        failure,
-    }
 }

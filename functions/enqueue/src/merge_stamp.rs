@@ -3,7 +3,8 @@
 //! whole-item tombstone), merged into the current item by `ferry_aws`'s read–merge–conditional
 //! update — the drain's write, with the item's unversioned attributes kept.
 
-use crate::{earliest, Enqueuer, Reconciled};
+use crate::reconcile::Reconciled;
+use crate::{earliest, Enqueuer};
 use ferry_aws::MergeOutcome;
 use ferry_core::merge::{stamp_delta, StampHint, Unversioned};
 

@@ -1,7 +1,7 @@
 //! What one invocation did: Lambda's answer, the counts, and the CloudWatch metrics line.
 
 use aws_lambda_events::streams::DynamoDbEventResponse;
-use serde_json::{json, Map, Value};
+use ferry_aws::emf::{self, Metric, Unit};
 
 /// Counts of one batch. Records from the first failure on are handed back to Lambda and
 /// counted only in `failed`, so a resent record is never counted twice as done.
@@ -73,55 +73,38 @@ impl EnqueueOutcome {
     /// turns it into metrics without an API call). Dimensions: the source region.
     pub fn metrics_line(&self, namespace: &str, region: &str, timestamp_ms: u64) -> String {
         let c = &self.counts;
-        let mut values: Vec<(&str, u64, &str)> = vec![
-            ("Records", c.records as u64, "Count"),
-            ("Forwarded", c.forwarded as u64, "Count"),
-            ("Stamped", c.stamped as u64, "Count"),
-            ("Tombstoned", c.tombstoned as u64, "Count"),
-            (
-                "SkippedReplicatedIn",
-                c.skipped_replicated_in as u64,
-                "Count",
-            ),
-            ("SkippedTtl", c.skipped_ttl as u64, "Count"),
-            ("Filtered", c.filtered as u64, "Count"),
-            ("Failed", c.failed as u64, "Count"),
-            ("Poison", c.poison as u64, "Count"),
-            ("ModeMismatch", c.mode_mismatch as u64, "Count"),
-            ("SqsRequests", c.sqs_requests as u64, "Count"),
+        let count = |name, n: usize| Metric::count(name, n as u64);
+        let mut metrics = vec![
+            count("Records", c.records),
+            count("Forwarded", c.forwarded),
+            count("Stamped", c.stamped),
+            count("Tombstoned", c.tombstoned),
+            count("SkippedReplicatedIn", c.skipped_replicated_in),
+            count("SkippedTtl", c.skipped_ttl),
+            count("Filtered", c.filtered),
+            count("Failed", c.failed),
+            count("Poison", c.poison),
+            count("ModeMismatch", c.mode_mismatch),
+            count("SqsRequests", c.sqs_requests),
         ];
         // Absent rather than 0 when there was no record: a 0 would pull the age statistics down.
         if let Some(age) = self.newest_record_age_ms {
-            values.push(("NewestRecordAge", age, "Milliseconds"));
+            metrics.push(Metric::new("NewestRecordAge", Unit::Milliseconds, age));
         }
-        let definitions: Vec<Value> = values
-            .iter()
-            .map(|(name, _, unit)| json!({ "Name": name, "Unit": unit }))
-            .collect();
-        let mut line = Map::new();
-        line.insert(
-            "_aws".into(),
-            json!({
-                "Timestamp": timestamp_ms,
-                "CloudWatchMetrics": [{
-                    "Namespace": namespace,
-                    "Dimensions": [["SourceRegion"]],
-                    "Metrics": definitions,
-                }],
-            }),
-        );
-        line.insert("SourceRegion".into(), json!(region));
-        line.insert("Function".into(), json!("enqueue"));
-        for (name, value, _) in values {
-            line.insert(name.into(), json!(value));
-        }
-        Value::Object(line).to_string()
+        emf::line(
+            namespace,
+            &["SourceRegion"],
+            &[("SourceRegion", region), ("Function", "enqueue")],
+            &metrics,
+            timestamp_ms,
+        )
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Value;
 
     #[test]
     fn metrics_line_is_embedded_metric_format() {

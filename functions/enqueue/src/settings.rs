@@ -1,6 +1,7 @@
 //! The function's settings, read from the environment (through a lookup, so tests need no
 //! process-wide environment).
 
+use ferry_aws::env::{Env, VariableError};
 use ferry_core::{Config, ConfigError};
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -13,8 +14,8 @@ pub const DEFAULT_MAX_RECONCILE_ATTEMPTS: u32 = 5;
 pub enum SetupError {
     #[error(transparent)]
     Config(#[from] ConfigError),
-    #[error("{0} is not set")]
-    Missing(&'static str),
+    #[error(transparent)]
+    Variable(#[from] VariableError),
     #[error("FERRY_BUFFERS entry `{0}` is not `region=queue_url`")]
     BadBuffer(String),
     #[error("FERRY_BUFFERS names region `{0}` twice")]
@@ -24,8 +25,6 @@ pub enum SetupError {
         destinations: Vec<String>,
         buffers: Vec<String>,
     },
-    #[error("{name} = `{value}` is not a valid number")]
-    BadNumber { name: &'static str, value: String },
 }
 
 /// Everything `main` needs to build the clients and the [`crate::Enqueuer`].
@@ -53,36 +52,27 @@ pub struct Settings {
 
 impl Settings {
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, SetupError> {
-        let get = |k: &str| {
-            lookup(k)
-                .map(|v| v.trim().to_string())
-                .filter(|v| !v.is_empty())
-        };
-        let config = Config::from_lookup(&lookup)?;
-        let table = get("FERRY_TABLE").ok_or(SetupError::Missing("FERRY_TABLE"))?;
-        let buffers = parse_buffers(&get("FERRY_BUFFERS").unwrap_or_default())?;
+        let env = Env::new(lookup);
+        let config = env.config()?;
+        let table = env.required("FERRY_TABLE")?;
+        let buffers = parse_buffers(&env.get("FERRY_BUFFERS").unwrap_or_default())?;
         check_destinations(&config, &buffers)?;
-        let number = |name: &'static str, default: u64| -> Result<u64, SetupError> {
-            match get(name) {
-                None => Ok(default),
-                Some(v) => v
-                    .parse()
-                    .map_err(|_| SetupError::BadNumber { name, value: v }),
-            }
-        };
         Ok(Settings {
             table,
             buffers,
-            dynamodb_endpoint: get("FERRY_DYNAMODB_ENDPOINT"),
-            sqs_endpoint: get("FERRY_SQS_ENDPOINT"),
-            max_reconcile_attempts: number(
-                "FERRY_MAX_RECONCILE_ATTEMPTS",
-                DEFAULT_MAX_RECONCILE_ATTEMPTS.into(),
-            )?
-            .clamp(1, 100) as u32,
-            attempt_timeout: Duration::from_millis(number("FERRY_ATTEMPT_TIMEOUT_MS", 3000)?),
-            operation_timeout: Duration::from_millis(number("FERRY_OPERATION_TIMEOUT_MS", 10_000)?),
-            metrics_namespace: get("FERRY_METRICS_NAMESPACE").unwrap_or_else(|| "Ferry".into()),
+            dynamodb_endpoint: env.get("FERRY_DYNAMODB_ENDPOINT"),
+            sqs_endpoint: env.get("FERRY_SQS_ENDPOINT"),
+            max_reconcile_attempts: env
+                .number(
+                    "FERRY_MAX_RECONCILE_ATTEMPTS",
+                    DEFAULT_MAX_RECONCILE_ATTEMPTS.into(),
+                )?
+                .clamp(1, 100) as u32,
+            attempt_timeout: env.millis("FERRY_ATTEMPT_TIMEOUT_MS", 3000)?,
+            operation_timeout: env.millis("FERRY_OPERATION_TIMEOUT_MS", 10_000)?,
+            metrics_namespace: env
+                .get("FERRY_METRICS_NAMESPACE")
+                .unwrap_or_else(|| "Ferry".into()),
             config,
         })
     }
@@ -195,7 +185,7 @@ mod tests {
         ));
         assert_eq!(
             with(&[("FERRY_TABLE", " ")]),
-            Err(SetupError::Missing("FERRY_TABLE"))
+            Err(SetupError::Variable(VariableError::Missing("FERRY_TABLE")))
         );
         assert!(matches!(
             with(&[("FERRY_FILTER", "nonsense")]),
@@ -203,7 +193,7 @@ mod tests {
         ));
         assert!(matches!(
             with(&[("FERRY_ATTEMPT_TIMEOUT_MS", "soon")]),
-            Err(SetupError::BadNumber { .. })
+            Err(SetupError::Variable(VariableError::Bad { .. }))
         ));
     }
 }

@@ -4,7 +4,7 @@
 
 use crate::error::AwsError;
 use crate::table::{Table, WriteOutcome};
-use ferry_core::{apply_condition, judge, ChangeRecord, Config, Judgement};
+use ferry_core::{apply_condition, image_to_store, judge, ChangeRecord, Config, Judgement};
 
 /// What applying a record did.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -16,15 +16,17 @@ pub enum ApplyOutcome {
 }
 
 impl Table {
-    /// Applies `record` with the contract's LWW condition (`ALL_OLD` on failure, judged by
-    /// [`ferry_core::judge`]).
+    /// Applies `record` at `now_ms` with the contract's LWW condition (`ALL_OLD` on failure,
+    /// judged by [`ferry_core::judge`]); the image stored is [`ferry_core::image_to_store`]'s.
     pub async fn apply(
         &self,
         record: &ChangeRecord,
+        now_ms: u64,
         config: &Config,
     ) -> Result<ApplyOutcome, AwsError> {
         let condition = apply_condition(record, config);
-        Ok(match self.put_if(&record.image, &condition).await? {
+        let image = image_to_store(record, now_ms, config);
+        Ok(match self.put_if(&image, &condition).await? {
             WriteOutcome::Written => ApplyOutcome::Written,
             WriteOutcome::ConditionFailed(stored) => {
                 ApplyOutcome::Judged(judge(record, stored.as_ref(), config))

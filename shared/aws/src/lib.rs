@@ -5,6 +5,8 @@ pub mod apply;
 pub mod buffer;
 pub mod buffer_attributes;
 pub mod clients;
+pub mod emf;
+pub mod env;
 pub mod error;
 pub mod logs;
 pub mod merge_apply;
