@@ -46,7 +46,7 @@ local-up-check: venv
 	$(PY) tests/local/boto3_outage_check.py --seed $(SEED) --ferry "$${CARGO_TARGET_DIR:-target}/debug/ferry"
 
 check-convergence:
-	cargo run --release -p ferry-core --example check_convergence -- --runs $(N) --seed $(SEED)
+	cargo run --release -p ferry-check --example check_convergence -- --runs $(N) --seed $(SEED)
 
 # The performance and cost report (issue #8; mk/bench.py says what it runs): ~15 min, dominated by
 # the 5-minute outage replay; QUICK=1 is a ~3 min pass with smaller sizes. Writes

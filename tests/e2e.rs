@@ -510,8 +510,8 @@ async fn poison_goes_to_the_dlq() {
 /// which is never forwarded), the destination keeps its copy until its own sweep, which leaves
 /// the same tombstone there.
 #[tokio::test(flavor = "multi_thread")]
-async fn ttl_expiry_is_not_replicated() {
-    let _t = timer("ttl_expiry_is_not_replicated");
+async fn a_version_that_arrives_expired_is_stored_as_its_expiry() {
+    let _t = timer("a_version_that_arrives_expired_is_stored_as_its_expiry");
     let mut options = options(2);
     options.ttl_sweeps = false;
     let cluster = start(options).await;
@@ -520,10 +520,56 @@ async fn ttl_expiry_is_not_replicated() {
     let (us, eu) = (&apps[US], &apps[EU]);
     let past = (ferry_core::clock::system_now_ms() / 1000 - 60).to_string();
     let expired_at = us
-        .put_stamped(item("expiring", [("ttl", n(&past)), ("w", n("1"))]))
+        .put_stamped(item("expired", [("ttl", n(&past)), ("w", n("1"))]))
+        .await;
+    let is_expiry_tombstone = |i: &Item| {
+        ferry_core::digest::is_expiry_tombstone(i, &config.names)
+            && version_of(i, &config) == Some(expired_at.clone())
+    };
+    // The destination never holds the expired item: its drain writes the expiry's tombstone.
+    let stored = eventually(
+        CONVERGE_TIMEOUT,
+        "the destination's expiry tombstone",
+        || async {
+            eu.get_raw("expired")
+                .await
+                .filter(|i| is_expiry_tombstone(i))
+        },
+    )
+    .await;
+    assert_eq!(eu.get("expired").await, None, "{stored:?}");
+    // The source's TTL removes its copy: the same tombstone, and the regions are equal.
+    let removed = cluster.regions[US].dynamo.sweep_ttl().expect("sweep");
+    assert_eq!(removed, 1);
+    wait_converged(&cluster, CONVERGE_TIMEOUT).await;
+    assert_eq!(us.get_raw("expired").await, Some(stored));
+    assert_eq!(cluster.dlq_depth().await, 0);
+    cluster.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ttl_expiry_is_not_replicated() {
+    let _t = timer("ttl_expiry_is_not_replicated");
+    let mut options = options(2);
+    options.ttl_sweeps = false;
+    let cluster = start(options).await;
+    let config = config(&cluster);
+    let apps = apps(&cluster);
+    let (us, eu) = (&apps[US], &apps[EU]);
+    // Due soon, not on arrival (a version that arrives expired is stored as its expiry:
+    // `a_version_that_arrives_expired_is_stored_as_its_expiry`).
+    let due_s = ferry_core::clock::system_now_ms() / 1000 + 8;
+    let expired_at = us
+        .put_stamped(item(
+            "expiring",
+            [("ttl", n(&due_s.to_string())), ("w", n("1"))],
+        ))
         .await;
     us.put_plain(item("staying", [("w", n("2"))])).await;
     wait_converged(&cluster, CONVERGE_TIMEOUT).await;
+    while ferry_core::clock::system_now_ms() / 1000 <= due_s {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 
     let removed = cluster.regions[US].dynamo.sweep_ttl().expect("sweep");
     assert_eq!(removed, 1, "only the expired item");

@@ -4,6 +4,11 @@
 //!
 //! CPU time rather than wall time because the benchmark machine is shared; the load average is
 //! printed beside every figure for the same reason.
+//!
+//! [`synthetic`] holds the realistic items the benches replicate, so that their figures are
+//! comparable.
+
+pub mod synthetic;
 
 use std::time::Duration;
 

@@ -30,8 +30,9 @@
 use ferry_aws::WriteOutcome;
 use ferry_core::buffer::{pack, unpack};
 use ferry_core::{Config, Item, Version};
-use ferry_enqueue::synthetic::{event_json, realistic_item, StreamRecord};
+use ferry_enqueue::synthetic::{event_json, StreamRecord};
 use ferry_enqueue::{decode_event, Plan};
+use ferry_measure::synthetic::realistic_item;
 use ferry_sandbox::{DynamoRegion, FaultMode, FaultProxy, Moto};
 use rand::rngs::StdRng;
 use rand::SeedableRng;

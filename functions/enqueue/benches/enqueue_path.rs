@@ -8,8 +8,9 @@ use criterion::{
     black_box, criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput,
 };
 use ferry_core::{AttributeValue, Config, Item, Version};
-use ferry_enqueue::synthetic::{event_json, item_size, realistic_item, StreamRecord};
+use ferry_enqueue::synthetic::{event_json, StreamRecord};
 use ferry_enqueue::{decode_event, Input, Plan};
+use ferry_measure::synthetic::{item_size, realistic_item};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 

@@ -144,5 +144,3 @@ fn fxhash(s: &str) -> u128 {
         (h ^ u128::from(b)).wrapping_mul(0x0000_0000_0100_0000_0000_0000_0000_013b)
     })
 }
-
-pub use ferry_core::synthetic::{item_size, realistic_item};

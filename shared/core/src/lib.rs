@@ -1,6 +1,6 @@
-//! Ferry's replication core: every decision of the replication contract (`../shared/DESIGN.md`)
+//! Ferry's replication core: every decision of the replication contract (`docs/contract.md`)
 //! as a pure function. No I/O and no AWS client here: the functions and the CLI call these, and
-//! the convergence checker drives the very same functions over simulated regions.
+//! the convergence checker (`ferry-check`) drives the very same functions over simulated regions.
 //!
 //! Data flows one way: stream record → [`classify`] → [`ChangeRecord`] → [`buffer::pack`] →
 //! buffer message → [`buffer::unpack`] → [`coalesce`] → [`apply::apply_condition`] / [`apply::judge`].
@@ -15,7 +15,6 @@ pub mod codec;
 pub mod compare;
 pub mod condition;
 pub mod config;
-pub mod convergence;
 pub mod digest;
 pub mod item;
 pub mod merge;
@@ -23,11 +22,12 @@ pub mod migrate;
 pub mod peer;
 pub mod reconcile;
 pub mod record;
-pub mod synthetic;
 pub mod version;
 
 pub use apply::{apply_condition, image_to_store, judge, Judgement};
-pub use classify::{classify, Classified, ClassifyError, ClassifyInput, Hint};
+#[cfg(feature = "stream")]
+pub use classify::{classify, ClassifyInput};
+pub use classify::{Classified, ClassifyError, Hint};
 pub use clock::Clock;
 pub use coalesce::coalesce;
 pub use condition::Condition;

@@ -3,7 +3,7 @@
 //! Histories use seeds S, S+1, …, S+N-1; a failing seed replays alone with `--runs 1 --seed F`
 //! (add `--trace` to print what happened, step by step). Exit code 1 when any history fails.
 
-use ferry_core::convergence::{check, trace_history, AttributeHole, CheckOptions, Hole, Summary};
+use ferry_check::{check, trace_history, AttributeHole, CheckOptions, Hole, Summary};
 use ferry_core::MergeMode;
 use std::process::ExitCode;
 use std::time::Instant;

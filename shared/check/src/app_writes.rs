@@ -6,7 +6,7 @@
 //! residual, `docs/contract.md`).
 
 use super::{key_item, Past, Sim, OP, VAL};
-use crate::item::{AttributeValue, Item};
+use ferry_core::item::{AttributeValue, Item};
 
 /// The attribute the histories' `has:` filter replicates by; every application write sets it,
 /// except the plain `REMOVE` of it.

@@ -2,7 +2,7 @@
 //! every common type) and DynamoDB's item-size rule. Deterministic for a seeded `StdRng`, so the
 //! figures of every bench that uses them are comparable.
 
-use crate::{AttributeValue, Item, Version};
+use ferry_core::{AttributeValue, Item, Version};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::Rng;

@@ -116,7 +116,7 @@ impl ItemFilter {
 /// every region: a drain refuses records of the other mode.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum MergeMode {
-    /// Last-writer-wins on the whole item (`../shared/DESIGN.md`).
+    /// Last-writer-wins on the whole item (`docs/contract.md`).
     #[default]
     Item,
     /// Last-writer-wins per attribute: every attribute carries its own version.

@@ -1,5 +1,5 @@
 //! The contract's decisions, one test per case (`docs/contract.md`, with the convergence checker,
-//! `shared/src/convergence.rs`, where the words leave doubt): classify, reconcile's case-4 table,
+//! `shared/check/src/lib.rs`, where the words leave doubt): classify, reconcile's case-4 table,
 //! the apply condition and `judge`, coalescing, the version order, and config validation.
 
 // `classify` takes `&EventRecord` (and may take more): keep the borrow that works with both.

@@ -4,9 +4,7 @@
 //!
 //! The full run is `make check-convergence N=100000` (release build, printed seed, replayable).
 
-use ferry_core::convergence::{
-    regions_for, run_history, AttributeHole, CheckOptions, Hole, Verdict,
-};
+use ferry_check::{regions_for, run_history, AttributeHole, CheckOptions, Hole, Verdict};
 use ferry_core::MergeMode;
 
 /// Skew between regions' clocks larger than the replication delay: the floor and the lift only
@@ -41,7 +39,7 @@ fn assert_clean(runs: u64, seed: u64, options: &CheckOptions) {
         }
         panic!(
             "seed {s} ({regions} regions, skew {} ms): {verdict}\n\
-             replay: cargo run --release -p ferry-core --example check_convergence -- \
+             replay: cargo run --release -p ferry-check --example check_convergence -- \
              --runs 1 --seed {s} --skew {} --trace",
             options.skew_ms, options.skew_ms
         );

@@ -21,17 +21,17 @@
 
 use super::{event_record, key_item, show, CheckOptions, SimRng, StreamEntry, Verdict};
 use super::{BASE_EPOCH_MS, REGIONS, SHARED_KEYS};
-use crate::buffer::{pack, unpack};
-use crate::classify::{classify, Classified};
-use crate::condition::items_equal;
-use crate::config::{Config, MergeMode};
-use crate::item::{AttributeValue, Item};
-use crate::merge::{
+use ferry_core::buffer::{pack, unpack};
+use ferry_core::classify::{classify, Classified};
+use ferry_core::condition::items_equal;
+use ferry_core::config::{Config, MergeMode};
+use ferry_core::item::{AttributeValue, Item};
+use ferry_core::merge::{
     apply_write, image_mode, merge_into, plan_merge, stamp_delta, tombstone_ttl, AttrState,
     MergePlan, Unversioned, MAX_MERGE_ROUNDS,
 };
-use crate::record::ChangeRecord;
-use crate::version::Version;
+use ferry_core::record::ChangeRecord;
+use ferry_core::version::Version;
 use rand::Rng;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;

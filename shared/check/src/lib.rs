@@ -19,8 +19,8 @@
 //! - buffers (one per source and destination) hold packed bodies, deliver them late, out of order
 //!   and more than once; a region is cut off for a while; region clocks are skewed.
 //!
-//! It is a port of `../shared/contract_model.py` (the contract's executable model): the same
-//! history shape, the same two properties, the same known-wrong rules ([`Hole`]). A hole is put
+//! It is the executable statement of `docs/contract.md`: its history shape, its two properties,
+//! and the known-wrong rules ([`Hole`]). A hole is put
 //! back here, as a mutation of the core's output or a small re-implementation of the wrong rule —
 //! never as a switch inside the production functions.
 //!
@@ -42,19 +42,19 @@ mod app_writes;
 mod attribute;
 pub use attribute::AttributeHole;
 
-use crate::apply::{apply_condition, image_to_store, judge, Judgement};
-use crate::buffer::{pack, unpack};
-use crate::classify::{classify, Classified, Hint};
-use crate::coalesce::coalesce;
-use crate::condition::Condition;
-use crate::config::Config;
-use crate::config::MergeMode;
-use crate::digest::{is_expiry_tombstone, seal};
-use crate::item::{AttributeValue, Item, ItemKey};
-use crate::reconcile::{reconcile, tombstone_item, Action};
-use crate::record::ChangeRecord;
-use crate::version::Version;
 use aws_lambda_events::event::dynamodb::{EventRecord, StreamViewType, UserIdentity};
+use ferry_core::apply::{apply_condition, image_to_store, judge, Judgement};
+use ferry_core::buffer::{pack, unpack};
+use ferry_core::classify::{classify, Classified, Hint};
+use ferry_core::coalesce::coalesce;
+use ferry_core::condition::Condition;
+use ferry_core::config::Config;
+use ferry_core::config::MergeMode;
+use ferry_core::digest::{is_expiry_tombstone, seal};
+use ferry_core::item::{AttributeValue, Item, ItemKey};
+use ferry_core::reconcile::{reconcile, tombstone_item, Action};
+use ferry_core::record::ChangeRecord;
+use ferry_core::version::Version;
 use rand::{Rng, RngCore};
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -82,7 +82,7 @@ const MAX_RECONCILE_ATTEMPTS: u32 = 16;
 const MAX_SETTLE_ROUNDS: usize = 100_000;
 
 /// Known-wrong rules that can be put back, to show that the checker fails when the rules are
-/// wrong. Names and meanings are `contract_model.py`'s.
+/// wrong. Names and meanings are `docs/contract.md`'s.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Hole {
     /// A replicated record overwrites an unversioned item instead of waiting (pending).
@@ -223,7 +223,7 @@ pub struct CheckOptions {
     /// an expiry leaves no tombstone, so a record arriving after it resurrects the key in that
     /// region only.
     pub early_ttl: bool,
-    /// Item-level histories (the contract of `DESIGN.md`) or attribute merge mode's
+    /// Item-level histories (the contract of `docs/contract.md`) or attribute merge mode's
     /// (`docs/attribute-merge.md`), which [`attribute`] checks.
     pub merge_mode: MergeMode,
     /// Attribute mode's known-wrong rules put back.
@@ -721,7 +721,8 @@ impl<'o> Sim<'o> {
             .map(|&name| {
                 let mut config = Config::new(name, PK);
                 if options.filter_removes {
-                    config.filter = crate::config::ItemFilter::HasAttribute(app_writes::REP.into());
+                    config.filter =
+                        ferry_core::config::ItemFilter::HasAttribute(app_writes::REP.into());
                 }
                 config.destinations = REGIONS[..n]
                     .iter()
@@ -1663,7 +1664,7 @@ impl<'o> Sim<'o> {
                 self.trace(|| format!("{name} drain: {key} {} loses to {s}", record.version));
                 true
             }
-            Judgement::Pending(crate::apply::PendingReason::Unversioned)
+            Judgement::Pending(ferry_core::apply::PendingReason::Unversioned)
                 if self.options.has(Hole::UnversionedOldest) =>
             {
                 // The hole: the unversioned item is taken for the oldest and overwritten.
@@ -1671,7 +1672,7 @@ impl<'o> Sim<'o> {
                 self.write(d, &key, Some(record.image.clone()), false);
                 true
             }
-            Judgement::Pending(crate::apply::PendingReason::Unversioned) => {
+            Judgement::Pending(ferry_core::apply::PendingReason::Unversioned) => {
                 if stored.is_some() {
                     self.fail(format!("judge says pending on versioned item of key {key}"));
                 }
@@ -1917,7 +1918,7 @@ fn first_contract(
     current: Option<&Item>,
     now: u64,
     config: &Config,
-) -> Result<Action, crate::version::VersionError> {
+) -> Result<Action, ferry_core::version::VersionError> {
     let floor_ts = hint.seen.as_ref().map_or(now, |s| now.max(s.ts_ms + 1));
     let floor = Version::new(floor_ts, config.local_region.clone());
     let cv = match current {
@@ -1961,7 +1962,7 @@ fn first_contract(
     let mut after = current.cloned().unwrap_or_default();
     floor.stamp_into(&mut after, names);
     Ok(Action::Stamp {
-        sum: crate::digest::seal_of(&after, names),
+        sum: ferry_core::digest::seal_of(&after, names),
         version: floor,
         remove: Vec::new(),
         ttl: None,
@@ -2005,7 +2006,7 @@ fn event_record(entry: &StreamEntry, seq: usize, region: &str) -> EventRecord {
 
 /// A compact, ordered rendering of an item for logs and verdicts.
 fn show(item: &Item) -> String {
-    let names = crate::config::AttributeNames::default();
+    let names = ferry_core::config::AttributeNames::default();
     let mut parts: Vec<String> = Vec::new();
     if let Ok(Some(v)) = Version::of(item, &names) {
         parts.push(format!(
