@@ -18,12 +18,11 @@ use base64::Engine;
 use clap::Args;
 use ferry_aws::retry::while_throttled;
 use ferry_aws::{ApplyOutcome, MergeOutcome, Table, WriteOutcome};
-use ferry_core::classify::Hint;
 use ferry_core::codec::{decode_item, encode_item};
 use ferry_core::item::{describe_key, key_of};
 use ferry_core::merge::{AttrState, Unversioned};
 use ferry_core::migrate::{self, WriteKind};
-use ferry_core::{reconcile, Action, ChangeRecord, Config, Item, Judgement, MergeMode, Version};
+use ferry_core::{ChangeRecord, Config, Item, Judgement, MergeMode};
 use futures::stream::TryStreamExt;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
@@ -248,78 +247,8 @@ impl Checkpoint {
     }
 }
 
-// ---------------------------------------------------------------------------------------------
-// The decision per item (pure)
-
-/// What to do with one scanned (or re-read) source item.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Step {
-    /// Versioned: apply it everywhere.
-    Apply(ChangeRecord),
-    /// Unversioned: the contract's bootstrap stamp (conditional on it still being unversioned).
-    Stamp {
-        key: Item,
-        version: Version,
-        remove: Vec<String>,
-        ttl: Option<ferry_core::AttributeValue>,
-        sum: ferry_core::AttributeValue,
-        condition: ferry_core::Condition,
-    },
-    /// Gone (deleted meanwhile), or not replicated by the item filter.
-    Skip,
-}
-
-/// The step for the source's current item (`None`: absent). `now_ms` is the source's clock:
-/// a stamp gets the version `(now, source)`, as enqueue's stamp of an unversioned write does.
-pub fn step_for(current: Option<&Item>, now_ms: u64, config: &Config) -> Result<Step, String> {
-    let Some(item) = current else {
-        return Ok(Step::Skip);
-    };
-    let key = key_of(item, &config.key).map_err(|k| format!("item lacks key attribute `{k}`"))?;
-    if !config.filter.admits(&key, &config.key, item, &Item::new()) {
-        return Ok(Step::Skip);
-    }
-    // An unsealed version is an application's write-back, not a version to spread: stamp it.
-    let sealed = ferry_core::digest::is_sealed(item, &config.names);
-    if let Some(record) = ChangeRecord::from_stored(item, &config.local_region, config)
-        .map_err(|e| format!("{}: {e}", describe_key(&key)))?
-        .filter(|_| sealed)
-    {
-        return Ok(Step::Apply(record));
-    }
-    // The hint of a write nobody has seen: reconcile's "no version" row (or the unsealed one).
-    let hint = Hint {
-        key: key.clone(),
-        seen: None,
-        new_version: None,
-        changed: Vec::new(),
-        tombstone_ttl: None,
-        expired: None,
-        clobbered: None,
-    };
-    match reconcile(&hint, Some(item), now_ms, config)
-        .map_err(|e| format!("{}: {e}", describe_key(&key)))?
-    {
-        Action::Stamp {
-            version,
-            remove,
-            ttl,
-            sum,
-            condition,
-        } => Ok(Step::Stamp {
-            key,
-            version,
-            remove,
-            ttl,
-            sum,
-            condition,
-        }),
-        other => Err(format!(
-            "{}: unexpected bootstrap action {other:?}",
-            describe_key(&key)
-        )),
-    }
-}
+// The decision per item is the core's: `ferry_core::backfill::step_for`.
+pub use ferry_core::backfill::{step_for, Step};
 
 // ---------------------------------------------------------------------------------------------
 // The run
@@ -851,7 +780,7 @@ pub fn render(r: &BackfillReport) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ferry_core::AttributeValue;
+    use ferry_core::{AttributeValue, Version};
 
     fn item(pk: &str) -> Item {
         [

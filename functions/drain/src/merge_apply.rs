@@ -10,7 +10,8 @@ use crate::take::Take;
 use crate::Drainer;
 use ferry_aws::{AwsError, MergeOutcome, MAX_MERGE_ROUNDS};
 use ferry_core::item::describe_key;
-use ferry_core::merge::{image_mode, merge_into, AttrState, Unversioned};
+use ferry_core::coalesce::merge_per_key;
+use ferry_core::merge::{image_mode, AttrState, Unversioned};
 use ferry_core::{ChangeRecord, MergeMode};
 
 /// Checks every record's mode against the configuration. `Err`: the take must not be applied.
@@ -31,50 +32,13 @@ pub(crate) fn check_modes(d: &Drainer, take: &Take) -> Result<(), String> {
     }
 }
 
-/// Merges each key's records into its winner's image, so that what is written, and what is
-/// re-queued if it is not done, stands for every record of the key. A record whose version map
-/// cannot be read is poison of its own: it becomes a winner alone (its write then fails to read
-/// it and dead-letters it) and the key's other records are merged without it.
+/// Attribute mode's coalescing of the take: each key's records merged into its winner
+/// ([`ferry_core::coalesce::merge_per_key`]).
 pub(crate) fn coalesce_by_merge(d: &Drainer, take: &mut Take) {
-    let states: Vec<Option<AttrState>> = take
-        .records
-        .iter()
-        .map(|r| AttrState::read(&r.image, &d.config).ok().map(|r| r.state))
+    take.winner_of = merge_per_key(&mut take.records, &d.config);
+    take.winners = (0..take.records.len())
+        .filter(|&i| take.winner_of[i] == i)
         .collect();
-    if states.iter().any(Option::is_none) {
-        // New winners: the first readable record of each key; unreadable ones stand alone.
-        let mut first_readable: std::collections::HashMap<usize, usize> = Default::default();
-        for (i, state) in states.iter().enumerate() {
-            let old = take.winner_of[i];
-            take.winner_of[i] = match state {
-                None => i,
-                Some(_) => *first_readable.entry(old).or_insert(i),
-            };
-        }
-        take.winners = (0..take.records.len())
-            .filter(|&i| take.winner_of[i] == i)
-            .collect();
-    }
-    let mut merged: Vec<Option<AttrState>> = vec![None; take.records.len()];
-    for (i, state) in states.into_iter().enumerate() {
-        let Some(state) = state else { continue };
-        let slot = &mut merged[take.winner_of[i]];
-        match slot {
-            Some(s) => merge_into(s, &state),
-            None => *slot = Some(state),
-        }
-    }
-    for (w, state) in merged.into_iter().enumerate() {
-        if let Some(state) = state {
-            if !take.records[w].image.is_empty() {
-                let record = &mut take.records[w];
-                record.image = state.to_item(&record.key, &d.config);
-                if let Some(newest) = state.newest() {
-                    record.version = newest.clone();
-                }
-            }
-        }
-    }
 }
 
 /// One winner's write in attribute mode: its state merged into the destination item. A record

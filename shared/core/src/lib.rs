@@ -7,6 +7,7 @@
 //! Local writes that cannot be forwarded as they are go through [`reconcile`].
 
 pub mod apply;
+pub mod backfill;
 pub mod buffer;
 pub mod classify;
 pub mod clock;

@@ -311,23 +311,7 @@ pub fn decide(
         .max()
         .cloned();
     let changed = match (new, n_read) {
-        (Some(new), Some(n)) => {
-            let skip =
-                |name: &str| config.key.is_key(name) || config.names.is_ferry_attribute(name);
-            let mut changed = crate::classify::diff_by(old.unwrap_or(&Item::new()), new, skip);
-            // An unstamped put drops the map (it changes without a new entry): what it wrote
-            // without an entry needs one too. An update keeps the map, and the attributes it did
-            // not change are earlier writes', stamped by their own records.
-            let vm = &config.names.versions;
-            let map_dropped = old.and_then(|o| o.get(vm)) != new.get(vm);
-            for name in n.unversioned.iter().filter(|_| map_dropped) {
-                if !changed.iter().any(|(c, _)| c == name) {
-                    changed.push((name.clone(), new.get(name).cloned()));
-                }
-            }
-            changed.sort_by(|a, b| a.0.cmp(&b.0));
-            changed
-        }
+        (Some(new), Some(n)) => changed_by(old, new, n, config),
         _ => Vec::new(),
     };
     let mut old_tombstones = AttrState {
@@ -346,6 +330,29 @@ pub fn decide(
         deleted: new.is_none(),
         old_tombstones,
     }))
+}
+
+/// What an unstamped write changed, each with its new value (`None`: removed), sorted by name.
+fn changed_by(
+    old: Option<&Item>,
+    new: &Item,
+    n: &Read,
+    config: &Config,
+) -> Vec<(String, Option<AttributeValue>)> {
+    let skip = |name: &str| config.key.is_key(name) || config.names.is_ferry_attribute(name);
+    let mut changed = crate::classify::diff_by(old.unwrap_or(&Item::new()), new, skip);
+    // An unstamped put drops the map (it changes without a new entry): what it wrote without
+    // an entry needs one too. An update keeps the map, and the attributes it did not change
+    // are earlier writes', stamped by their own records.
+    let vm = &config.names.versions;
+    let map_dropped = old.and_then(|o| o.get(vm)) != new.get(vm);
+    for name in n.unversioned.iter().filter(|_| map_dropped) {
+        if !changed.iter().any(|(c, _)| c == name) {
+            changed.push((name.clone(), new.get(name).cloned()));
+        }
+    }
+    changed.sort_by(|a, b| a.0.cmp(&b.0));
+    changed
 }
 
 /// The state a stamp merges into the local item: each changed attribute the current item still
@@ -486,6 +493,23 @@ pub struct MergeWrite {
     pub changed_attributes: usize,
 }
 
+/// `incoming` merged into the stored state. Equal entries are the same write: what is stored
+/// stays. (They differ only when an unstamped write changed a value under its old entry; its
+/// own stamp settles it. Writing the other value here would look like a local change to this
+/// region's enqueue.)
+fn merge_keeping_stored(stored: &AttrState, incoming: &AttrState) -> AttrState {
+    let mut merged = merge(stored, incoming);
+    for (name, v) in &stored.versions {
+        if merged.versions.get(name) == Some(v) {
+            match stored.values.get(name) {
+                Some(value) => merged.values.insert(name.clone(), value.clone()),
+                None => merged.values.remove(name),
+            };
+        }
+    }
+    merged
+}
+
 /// Merges `incoming` into the stored item (`current`, read strongly consistent).
 pub fn plan_merge(
     key: &Item,
@@ -501,18 +525,7 @@ pub fn plan_merge(
             unversioned: read.unversioned,
         });
     }
-    let mut merged = merge(&read.state, incoming);
-    // Equal entries are the same write: keep what is stored. (They differ only when an
-    // unstamped write changed a value under its old entry; its own stamp settles it. Writing
-    // the other value here would look like a local change to this region's enqueue.)
-    for (name, v) in &read.state.versions {
-        if merged.versions.get(name) == Some(v) {
-            match read.state.values.get(name) {
-                Some(value) => merged.values.insert(name.clone(), value.clone()),
-                None => merged.values.remove(name),
-            };
-        }
-    }
+    let merged = merge_keeping_stored(&read.state, incoming);
     let stored = |name: &str| current.and_then(|c| c.get(name));
     let mut set: Vec<(String, AttributeValue)> = merged
         .values

@@ -53,12 +53,11 @@ pub fn reconcile(
     now_ms: u64,
     config: &Config,
 ) -> Result<Action, VersionError> {
-    let local = &config.local_region;
     let floor_ts = hint
         .seen
         .as_ref()
         .map_or(now_ms, |s| now_ms.max(s.ts_ms + 1));
-    let floor = Version::new(floor_ts, local.clone());
+    let floor = Version::new(floor_ts, config.local_region.clone());
     let pk = &config.key.partition;
     if let Some(expired) = &hint.expired {
         return expiry(hint, expired, current, config);
@@ -66,123 +65,127 @@ pub fn reconcile(
     if let Some(clobber) = &hint.clobbered {
         return restore(clobber, current, floor, now_ms, config);
     }
-
     let Some(current) = current else {
         // Absent: deleted (since). A tombstone above what was seen.
-        return Ok(tombstone(
-            hint,
-            floor,
-            Condition::NotExists(pk.clone()),
-            now_ms,
-            config,
-        ));
+        let condition = Condition::NotExists(pk.clone());
+        return Ok(tombstone(hint, floor, condition, now_ms, config));
     };
     let Some(cv) = Version::of(current, &config.names)? else {
         // A local write not stamped yet (this one or a later one).
-        return Ok(stamp(
-            hint,
-            current,
-            None,
-            floor,
-            [
-                vec![
-                    Condition::Exists(pk.clone()),
-                    Condition::NotExists(config.names.ts.clone()),
-                    seal_as_read(current, config),
-                ],
-                as_read(hint, current, config),
-            ]
-            .concat(),
-            config,
-        ));
-    };
-    let version_is = |v: &Version| {
-        vec![
-            Condition::Equals(config.names.ts.clone(), v.ts_value()),
-            Condition::Equals(config.names.origin.clone(), v.origin_value()),
+        let condition = [
+            vec![
+                Condition::Exists(pk.clone()),
+                Condition::NotExists(config.names.ts.clone()),
+                seal_as_read(current, config),
+            ],
+            as_read(hint, current, config),
         ]
+        .concat();
+        return Ok(stamp(hint, current, None, floor, condition, config));
     };
-    let seen_at_least = hint.seen.as_ref().is_some_and(|s| cv <= *s);
-    // What pins the item as read beyond its version: its seal (or the absence of one).
-    let pin = |mut condition: Vec<Condition>| {
-        condition.push(seal_as_read(current, config));
-        condition
-    };
-
-    if !is_sealed(current, &config.names) {
-        // An application wrote a version it read (kept by an update, or put back) over other
-        // content: a local write that is not stamped yet (this record's, or a later one's).
-        let condition = [pin(version_is(&cv)), as_read(hint, current, config)].concat();
-        return Ok(stamp(hint, current, Some(&cv), floor, condition, config));
+    Ok(Versioned {
+        hint,
+        current,
+        cv,
+        floor,
+        config,
     }
-    if hint.new_version.as_ref() == Some(&cv) {
-        if cv.origin == *local {
+    .row(now_ms))
+}
+
+/// The rows for a current item that carries a version.
+struct Versioned<'a> {
+    hint: &'a Hint,
+    current: &'a Item,
+    cv: Version,
+    floor: Version,
+    config: &'a Config,
+}
+
+impl Versioned<'_> {
+    fn row(self, now_ms: u64) -> Action {
+        let (hint, current, cv, config) = (self.hint, self.current, &self.cv, self.config);
+        let local = &config.local_region;
+        let seen_at_least = hint.seen.as_ref().is_some_and(|s| *cv <= *s);
+        if !is_sealed(current, &config.names) {
+            // An application wrote a version it read (kept by an update, or put back) over
+            // other content: a local write that is not stamped yet (this record's, or a later
+            // one's).
+            let condition = [self.pinned(), as_read(hint, current, config)].concat();
+            return self.stamp(condition);
+        }
+        if hint.new_version.as_ref() == Some(cv) {
+            return self.kept_version();
+        }
+        if cv.origin != *local && seen_at_least {
+            // An older copy that a drain put into the gap a delete left. (Or one a drain wrote
+            // over an application's stale write-back, which carried a version below what it
+            // replaced: the drain's own record then puts the write back over this tombstone,
+            // [`Clobber`].)
+            let condition = [self.pinned(), content_as_read(current, config)].concat();
+            let mut item = tombstone_item(&hint.key, &self.floor, now_ms, config);
+            item.insert(config.names.sum.clone(), gap_seal_of(&item, &config.names));
+            return Action::Tombstone {
+                item,
+                version: self.floor,
+                condition: Condition::and(condition),
+            };
+        }
+        if cv.origin == *local && seen_at_least {
+            // A local state stamped below what this record saw: lift it.
+            return self.stamp(self.pinned());
+        }
+        if cv.origin == *local
+            && config.is_tombstone(current)
+            && config.has_application_attributes(current)
+        {
+            // A tombstone the application updated, stamped with its marker: an earlier record's
+            // stamp read the tombstone before the update and its condition (the version, which
+            // the update kept) could not see the new attributes. This record is the update's own
+            // (or a later one): make it an item again, above its version.
+            let above = Version::new(cv.ts_ms.saturating_add(1), local.clone());
+            let version = self.floor.clone().max(above);
+            let condition = self.pinned();
+            return stamp(hint, current, Some(cv), version, condition, config);
+        }
+        // Newer than anything seen: that write has its own record.
+        Action::Nothing
+    }
+
+    /// The current item holds the record's own version.
+    fn kept_version(&self) -> Action {
+        let (hint, current) = (self.hint, self.current);
+        if self.cv.origin == self.config.local_region {
             // The write is still there: give it a version above what it replaced.
-            return Ok(stamp(
-                hint,
-                current,
-                Some(&cv),
-                floor,
-                pin(version_is(&cv)),
-                config,
-            ));
+            return self.stamp(self.pinned());
         }
         if still_holds(current, &hint.changed) {
             // A foreign version kept by a local write whose values are still there.
-            let mut condition = pin(version_is(&cv));
+            let mut condition = self.pinned();
             condition.extend(hint.changed.iter().map(|(name, value)| match value {
                 Some(v) => Condition::Equals(name.clone(), v.clone()),
                 None => Condition::NotExists(name.clone()),
             }));
-            return Ok(stamp(hint, current, Some(&cv), floor, condition, config));
+            return self.stamp(condition);
         }
         // A later update (its own record), or an older copy in a delete's gap.
-        return Ok(Action::Nothing);
+        Action::Nothing
     }
-    if cv.origin != *local && seen_at_least {
-        // An older copy that a drain put into the gap a delete left. (Or one a drain wrote over
-        // an application's stale write-back, which carried a version below what it replaced:
-        // the drain's own record then puts the write back over this tombstone, [`Clobber`].)
-        let condition = [pin(version_is(&cv)), content_as_read(current, config)].concat();
-        let mut item = tombstone_item(&hint.key, &floor, now_ms, config);
-        item.insert(config.names.sum.clone(), gap_seal_of(&item, &config.names));
-        return Ok(Action::Tombstone {
-            item,
-            version: floor,
-            condition: Condition::and(condition),
-        });
+
+    /// The item as read: its version and its seal (or the absence of one).
+    fn pinned(&self) -> Vec<Condition> {
+        let names = &self.config.names;
+        vec![
+            Condition::Equals(names.ts.clone(), self.cv.ts_value()),
+            Condition::Equals(names.origin.clone(), self.cv.origin_value()),
+            seal_as_read(self.current, self.config),
+        ]
     }
-    if cv.origin == *local && seen_at_least {
-        // A local state stamped below what this record saw: lift it.
-        return Ok(stamp(
-            hint,
-            current,
-            Some(&cv),
-            floor,
-            pin(version_is(&cv)),
-            config,
-        ));
+
+    fn stamp(&self, condition: Vec<Condition>) -> Action {
+        let floor = self.floor.clone();
+        stamp(self.hint, self.current, Some(&self.cv), floor, condition, self.config)
     }
-    if cv.origin == *local
-        && config.is_tombstone(current)
-        && config.has_application_attributes(current)
-    {
-        // A tombstone the application updated, stamped with its marker: an earlier record's stamp
-        // read the tombstone before the update and its condition (the version, which the update
-        // kept) could not see the new attributes. This record is the update's own (or a later
-        // one): make it an item again, above its version.
-        let version = floor.max(Version::new(cv.ts_ms.saturating_add(1), local.clone()));
-        return Ok(stamp(
-            hint,
-            current,
-            Some(&cv),
-            version,
-            pin(version_is(&cv)),
-            config,
-        ));
-    }
-    // Newer than anything seen: that write has its own record.
-    Ok(Action::Nothing)
 }
 
 /// A drain's write over an unstamped application write: while the key still holds what the

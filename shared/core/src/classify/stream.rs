@@ -85,53 +85,16 @@ enum Decided {
 fn decide(record: &EventRecord, config: &Config) -> Result<Decided, ClassifyError> {
     use Decided::Done;
     let change = &record.change;
-    let sequence = || change.sequence_number.clone().unwrap_or_default();
     let key = key_of(&change.keys, &config.key).map_err(|attribute| ClassifyError::MissingKey {
-        sequence: sequence(),
+        sequence: sequence(record),
         attribute,
     })?;
-    let (has_old, has_new) = match record.event_name.as_str() {
-        "INSERT" => (false, true),
-        "MODIFY" => (true, true),
-        "REMOVE" => (true, false),
-        other => {
-            return Err(ClassifyError::UnknownEvent {
-                sequence: sequence(),
-                name: other.to_string(),
-            })
-        }
-    };
-    let missing = |image| ClassifyError::MissingImage {
-        sequence: sequence(),
-        key: describe_key(&key),
-        image,
-    };
-    let new: Option<&Item> = if has_new {
-        Some(change.new_image.inner())
-            .filter(|i| !i.is_empty())
-            .ok_or_else(|| missing("new"))?
-            .into()
-    } else {
-        None
-    };
-    let old: Option<&Item> = if has_old {
-        Some(change.old_image.inner())
-            .filter(|i| !i.is_empty())
-            .ok_or_else(|| missing("old"))?
-            .into()
-    } else {
-        None
-    };
-
+    let (old, new) = images(record, &key)?;
     let empty = Item::new();
     if new.is_none() && is_ttl_removal(record) {
         // Not gated by the filter: a versioned item Ferry sealed has replicated (an item that
         // left a `has:` filter keeps its last replicated state everywhere).
-        return expiry(&key, old, config).map_err(|source| ClassifyError::BadVersion {
-            sequence: sequence(),
-            key: describe_key(&key),
-            source,
-        });
+        return expiry(&key, old, config).map_err(bad_version(record, &key));
     }
     let unstamped_old = old.is_some_and(|o| is_unstamped(o, config));
     if new.is_some_and(|n| is_expiry_tombstone(n, &config.names)) && !unstamped_old {
@@ -139,88 +102,147 @@ fn decide(record: &EventRecord, config: &Config) -> Result<Decided, ClassifyErro
         // not stamped yet, it is a drain's, below, which put a version expired on arrival.)
         return Ok(Done(Classified::TtlExpiry));
     }
-    if !admits(
-        config,
-        &change.keys,
-        new.unwrap_or(&empty),
-        old.unwrap_or(&empty),
-    ) {
+    let (new_or_empty, old_or_empty) = (new.unwrap_or(&empty), old.unwrap_or(&empty));
+    if !admits(config, &change.keys, new_or_empty, old_or_empty) {
         return Ok(Done(Classified::Filtered));
     }
-
     if let Some(what) = other_mode_write(old, new, config) {
         return Err(ClassifyError::ModeMismatch {
-            sequence: sequence(),
+            sequence: sequence(record),
             key: describe_key(&key),
             local: config.merge_mode,
             what,
         });
     }
-
-    if config.merge_mode == MergeMode::Attribute {
-        let decision = merge::decide(&key, old, new, config).map_err(|source| {
-            ClassifyError::BadVersionMap {
-                sequence: sequence(),
-                key: describe_key(&key),
-                source,
-            }
-        })?;
-        return Ok(match decision {
-            merge::Decision::ReplicatedIn => Done(Classified::ReplicatedIn),
-            merge::Decision::Stamp(hint) => Done(Classified::StampAttributes(hint)),
-            merge::Decision::Forward { version, tombstone } => Decided::Forward(Forward {
-                key,
-                tombstone,
-                written_at_ms: created_ms(record).max(version.ts_ms),
-                version,
-            }),
-        });
+    match config.merge_mode {
+        MergeMode::Attribute => attribute_mode(record, key, old, new, config),
+        MergeMode::Item => item_mode(record, key, old, new, config),
     }
+}
 
-    let version = |image: Option<&Item>| -> Result<Option<Version>, ClassifyError> {
-        match image {
-            None => Ok(None),
-            Some(i) => Version::of(i, &config.names).map_err(|source| ClassifyError::BadVersion {
-                sequence: sequence(),
-                key: describe_key(&key),
-                source,
-            }),
+fn sequence(record: &EventRecord) -> String {
+    record.change.sequence_number.clone().unwrap_or_default()
+}
+
+fn bad_version<'a>(
+    record: &'a EventRecord,
+    key: &'a Item,
+) -> impl Fn(VersionError) -> ClassifyError + 'a {
+    move |source| ClassifyError::BadVersion {
+        sequence: sequence(record),
+        key: describe_key(key),
+        source,
+    }
+}
+
+/// The record's old and new images, as its event name says it has them.
+fn images<'r>(
+    record: &'r EventRecord,
+    key: &Item,
+) -> Result<(Option<&'r Item>, Option<&'r Item>), ClassifyError> {
+    let (has_old, has_new) = match record.event_name.as_str() {
+        "INSERT" => (false, true),
+        "MODIFY" => (true, true),
+        "REMOVE" => (true, false),
+        other => {
+            return Err(ClassifyError::UnknownEvent {
+                sequence: sequence(record),
+                name: other.to_string(),
+            })
         }
+    };
+    let image = |has: bool, image: &'r Item, name: &'static str| match has {
+        false => Ok(None),
+        true if image.is_empty() => Err(ClassifyError::MissingImage {
+            sequence: sequence(record),
+            key: describe_key(key),
+            image: name,
+        }),
+        true => Ok(Some(image)),
+    };
+    let change = &record.change;
+    Ok((
+        image(has_old, change.old_image.inner(), "old")?,
+        image(has_new, change.new_image.inner(), "new")?,
+    ))
+}
+
+fn attribute_mode(
+    record: &EventRecord,
+    key: Item,
+    old: Option<&Item>,
+    new: Option<&Item>,
+    config: &Config,
+) -> Result<Decided, ClassifyError> {
+    use Decided::Done;
+    let decision =
+        merge::decide(&key, old, new, config).map_err(|source| ClassifyError::BadVersionMap {
+            sequence: sequence(record),
+            key: describe_key(&key),
+            source,
+        })?;
+    Ok(match decision {
+        merge::Decision::ReplicatedIn => Done(Classified::ReplicatedIn),
+        merge::Decision::Stamp(hint) => Done(Classified::StampAttributes(hint)),
+        merge::Decision::Forward { version, tombstone } => Decided::Forward(Forward {
+            key,
+            tombstone,
+            written_at_ms: created_ms(record).max(version.ts_ms),
+            version,
+        }),
+    })
+}
+
+/// Item mode's cases 1, 2 and 4, from the images' versions and seals.
+fn item_mode(
+    record: &EventRecord,
+    key: Item,
+    old: Option<&Item>,
+    new: Option<&Item>,
+    config: &Config,
+) -> Result<Decided, ClassifyError> {
+    let version = |image: Option<&Item>| match image {
+        None => Ok(None),
+        Some(i) => Version::of(i, &config.names).map_err(bad_version(record, &key)),
     };
     let vo = version(old)?;
     let vn = version(new)?;
-
-    let mut forward = None;
     if let (Some(new), Some(vn)) = (new, vn.as_ref()) {
         if is_sealed(new, &config.names) {
             if vn.origin != config.local_region && is_drain_write(old, vo.as_ref(), vn) {
-                return Ok(Done(replicated_in(key, old, vo.as_ref(), new, vn, config)));
+                let decided = replicated_in(key, old, vo.as_ref(), new, vn, config);
+                return Ok(Decided::Done(decided));
             }
             if vn.origin == config.local_region && vo.as_ref().is_none_or(|vo| vn > vo) {
-                let written_at_ms = created_ms(record).max(vn.ts_ms);
-                forward = Some((config.is_tombstone(new), written_at_ms));
+                return Ok(Decided::Forward(Forward {
+                    tombstone: config.is_tombstone(new),
+                    written_at_ms: created_ms(record).max(vn.ts_ms),
+                    version: vn.clone(),
+                    key,
+                }));
             }
         }
     }
-    let vn = match (forward, vn) {
-        (Some((tombstone, written_at_ms)), Some(version)) => {
-            return Ok(Decided::Forward(Forward {
-                key,
-                tombstone,
-                version,
-                written_at_ms,
-            }));
-        }
-        (_, vn) => vn,
-    };
+    let hint = hint_of(key, old, new, vo, vn, config);
+    Ok(Decided::Done(Classified::Reconcile(hint)))
+}
 
+/// Case 4: what the record saw, for [`crate::reconcile`].
+fn hint_of(
+    key: Item,
+    old: Option<&Item>,
+    new: Option<&Item>,
+    vo: Option<Version>,
+    vn: Option<Version>,
+    config: &Config,
+) -> Hint {
     let seen = vo.iter().chain(vn.iter()).max().cloned();
     let changed = match new {
         None => Vec::new(),
         Some(new) => {
             let n = &config.names;
             let is_version = |a: &str| a == n.ts || a == n.origin || a == n.sum;
-            diff_by(old.unwrap_or(&empty), new, is_version)
+            diff_by(old.unwrap_or(&Item::new()), new, is_version)
         }
     };
     let tombstone_ttl = [old, new]
@@ -228,7 +250,7 @@ fn decide(record: &EventRecord, config: &Config) -> Result<Decided, ClassifyErro
         .flatten()
         .find(|i| config.is_tombstone(i))
         .and_then(|i| i.get(&config.names.ttl).cloned());
-    Ok(Done(Classified::Reconcile(Hint {
+    Hint {
         key,
         seen,
         new_version: vn,
@@ -236,7 +258,7 @@ fn decide(record: &EventRecord, config: &Config) -> Result<Decided, ClassifyErro
         tombstone_ttl,
         expired: None,
         clobbered: None,
-    })))
+    }
 }
 
 /// A TTL removal: every region expires its own copy, nothing is forwarded. An item-mode version
