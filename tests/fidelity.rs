@@ -1276,9 +1276,11 @@ async fn ttl_expiry_is_not_replicated_on_the_backend() {
         App::new(regions[0], b.client(0), name, cfg.clone()),
         App::new(regions[1], b.client(1), name, config(regions[1])),
     );
-    let past = (ferry_core::clock::system_now_ms() / 1000 - 3600).to_string();
+    // Due after it has arrived everywhere: a version that arrives expired is stored as its
+    // expiry directly (tests/e2e.rs `a_version_that_arrives_expired_is_stored_as_its_expiry`).
+    let due_s = ferry_core::clock::system_now_ms() / 1000 + 8;
     let expired_at = us
-        .put_stamped(item("expiring", vec![("ttl", n(&past))]))
+        .put_stamped(item("expiring", vec![("ttl", n(&due_s.to_string()))]))
         .await;
     us.put_stamped(item("staying", vec![])).await;
     // Both regions see "staying"; "expiring" reached the other region too (dynoxide keeps it
@@ -1292,6 +1294,9 @@ async fn ttl_expiry_is_not_replicated_on_the_backend() {
             eu.get("expiring").await.map(|_| ())
         })
         .await;
+        while ferry_core::clock::system_now_ms() / 1000 <= due_s {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
         assert_eq!(b.dynoxide[0].sweep_ttl().unwrap(), 1);
         assert_eq!(b.dynoxide[1].sweep_ttl().unwrap(), 1);
     }

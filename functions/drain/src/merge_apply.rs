@@ -9,8 +9,8 @@ use crate::report::StopReason;
 use crate::take::Take;
 use crate::Drainer;
 use ferry_aws::{AwsError, MergeOutcome, MAX_MERGE_ROUNDS};
-use ferry_core::item::describe_key;
 use ferry_core::coalesce::merge_per_key;
+use ferry_core::item::describe_key;
 use ferry_core::merge::{image_mode, AttrState, Unversioned};
 use ferry_core::{ChangeRecord, MergeMode};
 
