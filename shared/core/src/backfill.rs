@@ -75,4 +75,3 @@ pub fn step_for(current: Option<&Item>, now_ms: u64, config: &Config) -> Result<
         )),
     }
 }
-

@@ -97,4 +97,3 @@ pub fn merge_per_key(records: &mut [ChangeRecord], config: &Config) -> Vec<usize
     }
     winner
 }
-

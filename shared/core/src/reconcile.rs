@@ -184,7 +184,14 @@ impl Versioned<'_> {
 
     fn stamp(&self, condition: Vec<Condition>) -> Action {
         let floor = self.floor.clone();
-        stamp(self.hint, self.current, Some(&self.cv), floor, condition, self.config)
+        stamp(
+            self.hint,
+            self.current,
+            Some(&self.cv),
+            floor,
+            condition,
+            self.config,
+        )
     }
 }
 
