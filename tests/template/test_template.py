@@ -418,7 +418,8 @@ def rust_metric_names():
     names = set()
     for path in [ROOT / "functions/drain/src/report.rs", ROOT / "functions/enqueue/src/outcome.rs"]:
         if path.exists():
-            names |= set(re.findall(r'\(\s*"([A-Z][A-Za-z0-9]+)",\s*(?:"[A-Za-z]+"|[a-z_.]+ as u64)', path.read_text()))
+            # `Metric::count("Name", ..)`, `Metric::new("Name", unit, ..)`, `count("Name", ..)`
+            names |= set(re.findall(r'\b(?:count|new)\(\s*"([A-Z][A-Za-z0-9]+)",', path.read_text()))
     return names
 
 
