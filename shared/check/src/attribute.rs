@@ -23,12 +23,13 @@ use super::{event_record, key_item, show, CheckOptions, SimRng, StreamEntry, Ver
 use super::{BASE_EPOCH_MS, REGIONS, SHARED_KEYS};
 use ferry_core::buffer::{pack, unpack};
 use ferry_core::classify::{classify, Classified};
+use ferry_core::coalesce::merge_per_key;
 use ferry_core::condition::items_equal;
 use ferry_core::config::{Config, MergeMode};
 use ferry_core::item::{AttributeValue, Item};
 use ferry_core::merge::{
     apply_write, image_mode, merge_into, plan_merge, stamp_delta, tombstone_ttl, AttrState,
-    MergePlan, Unversioned, MAX_MERGE_ROUNDS,
+    MergePlan, Read, StampHint, Unversioned, MAX_MERGE_ROUNDS,
 };
 use ferry_core::record::ChangeRecord;
 use ferry_core::version::Version;
@@ -307,14 +308,10 @@ impl<'o> Sim<'o> {
         AttributeValue::N(self.next_value.to_string())
     }
 
+    /// One application operation at `r`, on an own or a shared key: the helper's update or
+    /// delete, an unstamped update or put, or a hard delete.
     fn app_op(&mut self, r: usize) {
-        let own = format!("own-{}", self.regions[r].name);
-        let key = if self.rng.gen_bool(self.options.own_key_share) {
-            own
-        } else {
-            let shared = self.keys.len() - self.regions.len();
-            self.keys[self.rng.gen_range(0..shared)].clone()
-        };
+        let key = self.pick_key(r);
         let config = self.regions[r].config.clone();
         let current = self.regions[r].table.get(&key).cloned();
         let read = match current
@@ -326,92 +323,135 @@ impl<'o> Sim<'o> {
             Err(e) => return self.fail(format!("app read: {e}")),
         };
         let now = self.clock(r);
-        let above = |v: Option<&Version>| v.map_or(now, |v| now.max(v.ts_ms + 1));
         let x: f64 = self.rng.gen();
-        let name = self.regions[r].name;
         if x < 0.55 {
-            // The helper: one or two attributes set or removed, each stamped above its entry.
-            let mut delta = AttrState::default();
-            for _ in 0..self.rng.gen_range(1..=2) {
-                let attribute = ATTRIBUTES[self.rng.gen_range(0..ATTRIBUTES.len())].to_string();
-                let floor = above(read.state.versions.get(&attribute))
-                    .max(above(read.state.deleted.as_ref()));
-                delta
-                    .versions
-                    .insert(attribute.clone(), Version::new(floor, name));
-                if self.rng.gen_bool(0.8) {
-                    let v = self.fresh_value();
-                    delta.values.insert(attribute, v);
-                } else {
-                    delta.values.remove(&attribute);
-                }
-            }
-            let mut item = current.clone().unwrap_or_else(|| key_item(&key));
-            let mut state = read.state.clone();
-            merge_into(&mut state, &delta);
-            for n in delta.versions.keys() {
-                match state.values.get(n) {
-                    Some(v) => item.insert(n.clone(), v.clone()),
-                    None => item.remove(n),
-                };
-            }
-            item.insert(config.names.versions.clone(), state.versions_value(&config));
-            // The helper keeps the TTL a function of the state, as every writer in this mode.
-            let unversioned_left = read
-                .unversioned
-                .iter()
-                .any(|n| !delta.versions.contains_key(n));
-            match tombstone_ttl(&state, unversioned_left, &config) {
-                Some(ttl) => item.insert(config.names.ttl.clone(), ttl),
-                None => item.remove(&config.names.ttl),
-            };
-            self.trace(|| format!("{name} helper update {key}: {}", show(&item)));
-            self.record_reference(&key, &delta);
-            self.write(r, &key, Some(item));
+            self.helper_update(r, &key, current, &read, now, &config);
         } else if x < 0.65 {
-            // The helper's delete: a whole-item tombstone above everything the item holds.
-            let delta = AttrState {
-                deleted: Some(Version::new(above(read.state.newest()), name)),
-                ..AttrState::default()
-            };
-            let mut state = read.state.clone();
-            merge_into(&mut state, &delta);
-            self.trace(|| format!("{name} helper delete {key}"));
-            self.record_reference(&key, &delta);
-            self.write(r, &key, Some(state.to_item(&key_item(&key), &config)));
+            self.helper_delete(r, &key, &read, now, &config);
         } else if x < 0.8 {
-            // An unstamped update of one attribute: the version map is kept as it is.
-            let attribute = ATTRIBUTES[self.rng.gen_range(0..ATTRIBUTES.len())].to_string();
-            let mut item = current.clone().unwrap_or_else(|| key_item(&key));
-            let value = self.fresh_value();
-            item.insert(attribute.clone(), value);
-            item.remove(&config.names.ttl);
-            self.trace(|| format!("{name} unstamped update {key}: {}", show(&item)));
-            if let Some(i) = self.write(r, &key, Some(item)) {
-                self.regions[r].unstamped.insert(i, Some(vec![attribute]));
-            }
+            self.unstamped_update(r, &key, current, &config);
         } else if x < 0.9 && self.options.unstamped_puts {
-            // An unstamped put: the item is replaced, its version map with it.
-            let mut item = key_item(&key);
-            let attribute = ATTRIBUTES[self.rng.gen_range(0..ATTRIBUTES.len())].to_string();
-            let value = self.fresh_value();
-            item.insert(attribute, value);
-            // It writes its attributes and removes every other one.
-            let mut changed: Vec<String> = item.keys().filter(|n| *n != "pk").cloned().collect();
-            for n in current.iter().flat_map(|c| c.keys()) {
-                if n != "pk" && !config.names.is_ferry_attribute(n) && !changed.contains(n) {
-                    changed.push(n.clone());
-                }
-            }
-            self.trace(|| format!("{name} unstamped put {key}: {}", show(&item)));
-            if let Some(i) = self.write(r, &key, Some(item)) {
-                self.regions[r].unstamped.insert(i, Some(changed));
-            }
+            self.unstamped_put(r, &key, current.as_ref(), &config);
         } else if current.is_some() {
-            self.trace(|| format!("{name} hard delete {key}"));
-            if let Some(i) = self.write(r, &key, None) {
-                self.regions[r].unstamped.insert(i, None);
+            self.hard_delete(r, &key);
+        }
+    }
+
+    /// The key an application writes: its region's own key, or one of the shared keys.
+    fn pick_key(&mut self, r: usize) -> String {
+        let own = format!("own-{}", self.regions[r].name);
+        if self.rng.gen_bool(self.options.own_key_share) {
+            own
+        } else {
+            let shared = self.keys.len() - self.regions.len();
+            self.keys[self.rng.gen_range(0..shared)].clone()
+        }
+    }
+
+    /// The helper: one or two attributes set or removed, each stamped above its entry.
+    fn helper_update(
+        &mut self,
+        r: usize,
+        key: &str,
+        current: Option<Item>,
+        read: &Read,
+        now: u64,
+        config: &Config,
+    ) {
+        let name = self.regions[r].name;
+        let mut delta = AttrState::default();
+        for _ in 0..self.rng.gen_range(1..=2) {
+            let attribute = ATTRIBUTES[self.rng.gen_range(0..ATTRIBUTES.len())].to_string();
+            let floor = above(now, read.state.versions.get(&attribute))
+                .max(above(now, read.state.deleted.as_ref()));
+            delta
+                .versions
+                .insert(attribute.clone(), Version::new(floor, name));
+            if self.rng.gen_bool(0.8) {
+                let v = self.fresh_value();
+                delta.values.insert(attribute, v);
+            } else {
+                delta.values.remove(&attribute);
             }
+        }
+        let mut item = current.unwrap_or_else(|| key_item(key));
+        let mut state = read.state.clone();
+        merge_into(&mut state, &delta);
+        for n in delta.versions.keys() {
+            match state.values.get(n) {
+                Some(v) => item.insert(n.clone(), v.clone()),
+                None => item.remove(n),
+            };
+        }
+        item.insert(config.names.versions.clone(), state.versions_value(config));
+        // The helper keeps the TTL a function of the state, as every writer in this mode.
+        let unversioned_left = read
+            .unversioned
+            .iter()
+            .any(|n| !delta.versions.contains_key(n));
+        match tombstone_ttl(&state, unversioned_left, config) {
+            Some(ttl) => item.insert(config.names.ttl.clone(), ttl),
+            None => item.remove(&config.names.ttl),
+        };
+        self.trace(|| format!("{name} helper update {key}: {}", show(&item)));
+        self.record_reference(key, &delta);
+        self.write(r, key, Some(item));
+    }
+
+    /// The helper's delete: a whole-item tombstone above everything the item holds.
+    fn helper_delete(&mut self, r: usize, key: &str, read: &Read, now: u64, config: &Config) {
+        let name = self.regions[r].name;
+        let delta = AttrState {
+            deleted: Some(Version::new(above(now, read.state.newest()), name)),
+            ..AttrState::default()
+        };
+        let mut state = read.state.clone();
+        merge_into(&mut state, &delta);
+        self.trace(|| format!("{name} helper delete {key}"));
+        self.record_reference(key, &delta);
+        self.write(r, key, Some(state.to_item(&key_item(key), config)));
+    }
+
+    /// An unstamped update of one attribute: the version map is kept as it is.
+    fn unstamped_update(&mut self, r: usize, key: &str, current: Option<Item>, config: &Config) {
+        let name = self.regions[r].name;
+        let attribute = ATTRIBUTES[self.rng.gen_range(0..ATTRIBUTES.len())].to_string();
+        let mut item = current.unwrap_or_else(|| key_item(key));
+        let value = self.fresh_value();
+        item.insert(attribute.clone(), value);
+        item.remove(&config.names.ttl);
+        self.trace(|| format!("{name} unstamped update {key}: {}", show(&item)));
+        if let Some(i) = self.write(r, key, Some(item)) {
+            self.regions[r].unstamped.insert(i, Some(vec![attribute]));
+        }
+    }
+
+    /// An unstamped put: the item is replaced, its version map with it.
+    fn unstamped_put(&mut self, r: usize, key: &str, current: Option<&Item>, config: &Config) {
+        let name = self.regions[r].name;
+        let mut item = key_item(key);
+        let attribute = ATTRIBUTES[self.rng.gen_range(0..ATTRIBUTES.len())].to_string();
+        let value = self.fresh_value();
+        item.insert(attribute, value);
+        // It writes its attributes and removes every other one.
+        let mut changed: Vec<String> = item.keys().filter(|n| *n != "pk").cloned().collect();
+        for n in current.iter().flat_map(|c| c.keys()) {
+            if n != "pk" && !config.names.is_ferry_attribute(n) && !changed.contains(n) {
+                changed.push(n.clone());
+            }
+        }
+        self.trace(|| format!("{name} unstamped put {key}: {}", show(&item)));
+        if let Some(i) = self.write(r, key, Some(item)) {
+            self.regions[r].unstamped.insert(i, Some(changed));
+        }
+    }
+
+    /// The application's hard delete (of an item that exists).
+    fn hard_delete(&mut self, r: usize, key: &str) {
+        let name = self.regions[r].name;
+        self.trace(|| format!("{name} hard delete {key}"));
+        if let Some(i) = self.write(r, key, None) {
+            self.regions[r].unstamped.insert(i, None);
         }
     }
 
@@ -443,74 +483,73 @@ impl<'o> Sim<'o> {
                     forwards.push(record);
                 }
                 Ok(Classified::StampAttributes(hint)) => {
-                    let truth = self.regions[r].unstamped.get(&index).cloned();
-                    if hint.is_empty() {
-                        continue;
-                    }
-                    for _ in 0..MAX_MERGE_ROUNDS {
-                        let current = self.regions[r].table.get(&entry.key).cloned();
-                        let mut delta =
-                            stamp_delta(&hint, current.as_ref(), self.clock(r), &config);
-                        if self.has(AttributeHole::StampAll) {
-                            let floor = delta.versions.values().max().cloned();
-                            if let (Some(floor), Some(c)) = (floor, &current) {
-                                for (n, v) in c {
-                                    if n != "pk" && !config.names.is_ferry_attribute(n) {
-                                        delta.versions.insert(n.clone(), floor.clone());
-                                        delta.values.insert(n.clone(), v.clone());
-                                    }
-                                }
-                            }
-                        }
-                        if delta == AttrState::default() {
-                            break;
-                        }
-                        match self.merge_write(r, &entry.key, current, &delta, Unversioned::Keep) {
-                            Ok(true) => {
-                                // The application's share of the stamp joins the reference.
-                                let mut mine = delta.clone();
-                                match &truth {
-                                    Some(Some(changed)) => {
-                                        mine.versions.retain(|n, _| changed.contains(n));
-                                        mine.values.retain(|n, _| changed.contains(n));
-                                    }
-                                    Some(None) => {}
-                                    None => mine = AttrState::default(),
-                                }
-                                self.record_reference(&entry.key, &mine);
-                                break;
-                            }
-                            Ok(false) => continue,
-                            Err(e) => return self.fail_true(e),
-                        }
+                    if let Err(e) = self.stamp_attributes(r, &entry.key, index, &hint, &config) {
+                        return self.fail_true(e);
                     }
                 }
                 Ok(Classified::ReplicatedIn) | Ok(Classified::TtlExpiry) => {}
                 Ok(other) => return self.fail_true(format!("unexpected decision {other:?}")),
             }
         }
-        if !forwards.is_empty() {
-            let batches = match pack(&forwards) {
-                Ok(b) => b,
-                Err(e) => return self.fail_true(format!("pack: {e}")),
-            };
-            for d in 0..self.regions.len() {
-                if d == r {
-                    continue;
-                }
-                for m in batches.iter().flatten() {
-                    let delay = self.rng.gen_range(0..200);
-                    let visible_at = self.now + delay;
-                    if let Some(q) = self.queues.get_mut(&(r, d)) {
-                        q.push(Message {
-                            body: m.body.clone(),
-                            visible_at,
-                        });
-                    }
+        if let Err(e) = self.send(r, &forwards) {
+            return self.fail_true(e);
+        }
+        any
+    }
+
+    /// Stamps the attributes stream record `index` changed without a stamp, by read–merge–
+    /// conditional write rounds until one holds.
+    fn stamp_attributes(
+        &mut self,
+        r: usize,
+        key: &str,
+        index: usize,
+        hint: &StampHint,
+        config: &Config,
+    ) -> Result<(), String> {
+        let truth = self.regions[r].unstamped.get(&index).cloned();
+        if hint.is_empty() {
+            return Ok(());
+        }
+        for _ in 0..MAX_MERGE_ROUNDS {
+            let current = self.regions[r].table.get(key).cloned();
+            let mut delta = stamp_delta(hint, current.as_ref(), self.clock(r), config);
+            if self.has(AttributeHole::StampAll) {
+                stamp_all(&mut delta, current.as_ref(), config);
+            }
+            if delta == AttrState::default() {
+                break;
+            }
+            if self.merge_write(r, key, current, &delta, Unversioned::Keep)? {
+                self.record_reference(key, &application_share(delta, truth.as_ref()));
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Puts forwarded records on every other region's buffer, as packed bodies.
+    fn send(&mut self, r: usize, forwards: &[ChangeRecord]) -> Result<(), String> {
+        if forwards.is_empty() {
+            return Ok(());
+        }
+        let batches = pack(forwards).map_err(|e| format!("pack: {e}"))?;
+        for d in 0..self.regions.len() {
+            if d == r {
+                continue;
+            }
+            for m in batches.iter().flatten() {
+                let delay = self.rng.gen_range(0..200);
+                let visible_at = self.now + delay;
+                if let Some(q) = self.queues.get_mut(&(r, d)) {
+                    q.push(Message {
+                        body: m.body.clone(),
+                        visible_at,
+                    });
                 }
             }
         }
-        any
+        Ok(())
     }
 
     fn fail_true(&mut self, why: String) -> bool {
@@ -583,29 +622,37 @@ impl<'o> Sim<'o> {
         }
         let i = visible[self.rng.gen_range(0..visible.len())];
         let body = self.queues[&(s, d)][i].body.clone();
-        let records = match unpack(&body) {
+        let mut records = match unpack(&body) {
             Ok(r) => r,
             Err(e) => return self.fail_true(format!("unpack: {e}")),
         };
         let config = self.regions[d].config.clone();
-        let mut per_key: BTreeMap<String, AttrState> = BTreeMap::new();
-        for record in &records {
+        for record in &mut records {
             if image_mode(&record.image, &config) != Some(MergeMode::Attribute) {
                 return self.fail_true("a record of the other mode".into());
             }
+            if self.has(AttributeHole::NoAttributeTombstones) {
+                let Ok(read) = AttrState::read(&record.image, &config) else {
+                    return self.fail_true("record state".into());
+                };
+                let mut state = read.state;
+                let values = state.values.clone();
+                state.versions.retain(|n, _| values.contains_key(n));
+                record.image = state.to_item(&record.key, &config);
+            }
+        }
+        // The drain's own coalescing: each key's records merged into its winner.
+        let winner = merge_per_key(&mut records, &config);
+        let mut per_key: Vec<(String, AttrState)> = Vec::new();
+        for (w, record) in records.iter().enumerate().filter(|&(i, _)| winner[i] == i) {
             let key = match record.key.get("pk") {
                 Some(AttributeValue::S(k)) => k.clone(),
                 other => return self.fail_true(format!("bad key {other:?}")),
             };
-            let mut state = match AttrState::read(&record.image, &config) {
-                Ok(r) => r.state,
-                Err(e) => return self.fail_true(format!("record state: {e}")),
-            };
-            if self.has(AttributeHole::NoAttributeTombstones) {
-                let values = state.values.clone();
-                state.versions.retain(|n, _| values.contains_key(n));
+            match AttrState::read(&record.image, &config) {
+                Ok(r) => per_key.push((key, r.state)),
+                Err(e) => return self.fail_true(format!("record {w} state: {e}")),
             }
-            merge_into(per_key.entry(key).or_default(), &state);
         }
         let mut done = true;
         for (key, incoming) in per_key {
@@ -691,4 +738,38 @@ impl<'o> Sim<'o> {
         }
         Verdict::Ok
     }
+}
+
+/// A stamp `now` or just above `v`, whichever is later.
+fn above(now: u64, v: Option<&Version>) -> u64 {
+    v.map_or(now, |v| now.max(v.ts_ms + 1))
+}
+
+/// The stamp-all hole: every application attribute the item holds is stamped with the newest
+/// version the stamp sets, not just the changed ones.
+fn stamp_all(delta: &mut AttrState, current: Option<&Item>, config: &Config) {
+    let floor = delta.versions.values().max().cloned();
+    if let (Some(floor), Some(c)) = (floor, current) {
+        for (n, v) in c {
+            if n != "pk" && !config.names.is_ferry_attribute(n) {
+                delta.versions.insert(n.clone(), floor.clone());
+                delta.values.insert(n.clone(), v.clone());
+            }
+        }
+    }
+}
+
+/// The application's share of a stamp, which joins the reference: the attributes its unstamped
+/// write changed (all of them for a hard delete, `Some(None)`), none when the stream record was
+/// not an application's (`None`).
+fn application_share(mut stamp: AttrState, truth: Option<&Option<Vec<String>>>) -> AttrState {
+    match truth {
+        Some(Some(changed)) => {
+            stamp.versions.retain(|n, _| changed.contains(n));
+            stamp.values.retain(|n, _| changed.contains(n));
+        }
+        Some(None) => {}
+        None => stamp = AttrState::default(),
+    }
+    stamp
 }

@@ -40,7 +40,10 @@
 
 mod app_writes;
 mod attribute;
+mod properties;
+mod verdict;
 pub use attribute::AttributeHole;
+pub use verdict::{Summary, Verdict, EXAMPLES_PER_VERDICT};
 
 use aws_lambda_events::event::dynamodb::{EventRecord, StreamViewType, UserIdentity};
 use ferry_core::apply::{apply_condition, image_to_store, judge, Judgement};
@@ -282,190 +285,6 @@ impl CheckOptions {
     }
 }
 
-/// The outcome of one history.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Verdict {
-    Ok,
-    /// Regions hold different states for a key.
-    Divergent {
-        key: String,
-        /// Each region's state of the key.
-        states: Vec<(String, String)>,
-    },
-    /// The surviving state does not show what the operation it came from wrote.
-    WrongContent {
-        key: String,
-        shows: String,
-        op: usize,
-        wrote: String,
-    },
-    /// The surviving state is the effect of `op`, yet later operations that saw it were lost.
-    LostAfter {
-        key: String,
-        op: usize,
-        later: Vec<usize>,
-        /// Every operation involved was helper-stamped (no unstamped write, no hard delete).
-        helper_only: bool,
-    },
-    /// The key is absent, but no delete or expiry explains it without losing a later write.
-    LostAbsent {
-        key: String,
-        ops: Vec<usize>,
-    },
-    /// Attribute mode: the key's state is not the merge of every application write (an
-    /// acknowledged attribute write is missing, or one came back).
-    LostUpdates {
-        key: String,
-        /// The attributes that differ from the merge of the writes.
-        attributes: Vec<String>,
-        shows: String,
-        expected: String,
-    },
-    /// Records are still waiting when nothing else can happen.
-    Undelivered {
-        queue: String,
-        messages: usize,
-    },
-    /// A core function errored or contradicted itself (e.g. a judge that says stale while the
-    /// stored version is older), or the history did not settle.
-    Anomaly(String),
-}
-
-impl Verdict {
-    pub fn is_ok(&self) -> bool {
-        matches!(self, Verdict::Ok)
-    }
-
-    /// A short name, for counting verdicts (the model's names where there is one).
-    pub fn name(&self) -> &'static str {
-        match self {
-            Verdict::Ok => "ok",
-            Verdict::Divergent { .. } => "divergent",
-            Verdict::WrongContent { .. } => "wrong content",
-            Verdict::LostAfter {
-                helper_only: true, ..
-            } => "lost after (helper)",
-            Verdict::LostAfter { .. } => "lost after (plain)",
-            Verdict::LostAbsent { .. } => "lost after",
-            Verdict::LostUpdates { .. } => "lost updates",
-            Verdict::Undelivered { .. } => "undelivered",
-            Verdict::Anomaly(_) => "anomaly",
-        }
-    }
-}
-
-impl fmt::Display for Verdict {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Verdict::Ok => write!(f, "ok"),
-            Verdict::Divergent { key, states } => {
-                write!(f, "divergent on key {key}:")?;
-                for (region, state) in states {
-                    write!(f, "\n  {region}: {state}")?;
-                }
-                Ok(())
-            }
-            Verdict::WrongContent {
-                key,
-                shows,
-                op,
-                wrote,
-            } => write!(
-                f,
-                "wrong content on key {key}: it shows {shows}, the effect of op {op}, which wrote {wrote}"
-            ),
-            Verdict::LostAfter {
-                key, op, later, ..
-            } => write!(
-                f,
-                "lost after on key {key}: op {op} survives, but ops {later:?} came after it"
-            ),
-            Verdict::LostAbsent { key, ops } => write!(
-                f,
-                "lost after on key {key}: absent, but no delete or expiry explains it (last ops {ops:?})"
-            ),
-            Verdict::LostUpdates {
-                key,
-                attributes,
-                shows,
-                expected,
-            } => write!(
-                f,
-                "lost updates on key {key}: attributes {attributes:?}; it shows {shows}, the writes merge to {expected}"
-            ),
-            Verdict::Undelivered { queue, messages } => {
-                write!(f, "{messages} messages never delivered on {queue}")
-            }
-            Verdict::Anomaly(why) => write!(f, "anomaly: {why}"),
-        }
-    }
-}
-
-/// What a batch of histories found.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct Summary {
-    pub runs: u64,
-    pub failed: u64,
-    /// Failing verdicts by name.
-    pub verdicts: BTreeMap<&'static str, u64>,
-    /// The first failing history: its seed (replay with `run_history(seed, ...)`), its number of
-    /// regions and its verdict.
-    pub first_failure: Option<(u64, usize, Verdict)>,
-    /// The first few failing seeds of each verdict, to replay one of each kind.
-    pub examples: BTreeMap<&'static str, Vec<u64>>,
-}
-
-/// How many failing seeds [`Summary::examples`] keeps per verdict.
-pub const EXAMPLES_PER_VERDICT: usize = 5;
-
-impl Summary {
-    /// Adds one history's verdict.
-    pub fn record(&mut self, seed: u64, regions: usize, verdict: Verdict) {
-        self.runs += 1;
-        if !verdict.is_ok() {
-            self.failed += 1;
-            *self.verdicts.entry(verdict.name()).or_default() += 1;
-            let examples = self.examples.entry(verdict.name()).or_default();
-            if examples.len() < EXAMPLES_PER_VERDICT {
-                examples.push(seed);
-            }
-            if self.first_failure.is_none() {
-                self.first_failure = Some((seed, regions, verdict));
-            }
-        }
-    }
-
-    /// Adds another summary (e.g. from another thread) that ran later seeds.
-    pub fn merge(&mut self, other: Summary) {
-        self.runs += other.runs;
-        self.failed += other.failed;
-        for (name, n) in other.verdicts {
-            *self.verdicts.entry(name).or_default() += n;
-        }
-        for (name, seeds) in other.examples {
-            let examples = self.examples.entry(name).or_default();
-            let room = EXAMPLES_PER_VERDICT.saturating_sub(examples.len());
-            examples.extend(seeds.into_iter().take(room));
-        }
-        if self.first_failure.is_none() {
-            self.first_failure = other.first_failure;
-        }
-    }
-}
-
-impl fmt::Display for Summary {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "runs={} failed={} {{", self.runs, self.failed)?;
-        for (i, (name, n)) in self.verdicts.iter().enumerate() {
-            if i > 0 {
-                write!(f, ", ")?;
-            }
-            write!(f, "'{name}': {n}")?;
-        }
-        write!(f, "}}")
-    }
-}
-
 /// The number of regions a seed's history uses: 2 or 3, alternating, so a seed alone replays it.
 pub fn regions_for(seed: u64) -> usize {
     2 + (seed % 2) as usize
@@ -617,6 +436,13 @@ struct Op {
     helper: bool,
     /// The state it wrote carries an application TTL: it expires at this time (ms).
     expires_at: Option<u64>,
+}
+
+impl Op {
+    /// Its state carries an application TTL that expired by `limit_ms`.
+    fn expired_by(&self, limit_ms: u64) -> bool {
+        self.expires_at.is_some_and(|t| t <= limit_ms)
+    }
 }
 
 /// One stream record as DynamoDB keeps it.
@@ -1266,72 +1092,93 @@ impl<'o> Sim<'o> {
                     return true;
                 }
             };
-            let name = self.regions[r].name;
-            match classified {
-                Classified::ReplicatedIn | Classified::TtlExpiry => {}
-                Classified::Filtered if !self.options.filter_removes => {
-                    self.fail("classify filtered a record under filter All".into())
-                }
-                Classified::Filtered => {}
-                Classified::StampAttributes(_) => {
-                    self.fail("an attribute-mode hint in an item-mode history".into())
-                }
-                Classified::Forward(record) => {
-                    self.trace(|| {
-                        format!("{name} enqueue: forward {} {}", entry.key, record.version)
-                    });
-                    forwards.push(record);
-                }
-                Classified::Reconcile(hint)
-                    if entry.new.is_none() && self.options.has(Hole::NoTombstones) =>
-                {
-                    // The hole: the delete travels as a plain delete (an empty image).
-                    forwards.push(ChangeRecord {
-                        key: hint.key.clone(),
-                        image: Item::new(),
-                        tombstone: true,
-                        version: hint.seen.clone().unwrap_or_else(|| Version::new(0, "")),
-                        source_region: name.to_string(),
-                        written_at_ms: entry.at_ms,
-                    });
-                }
-                Classified::Reconcile(hint) => {
-                    let about_write = entry.new.is_some();
-                    let current = self.regions[r].table.get(&entry.key).cloned();
-                    let Some(action) = self.decide(r, &hint, about_write, current.as_ref()) else {
-                        return true;
-                    };
-                    self.trace(|| {
-                        format!(
-                            "{name} enqueue: hint {} seen {:?} new {:?} current {} -> {}",
-                            entry.key,
-                            hint.seen.as_ref().map(|v| v.to_string()),
-                            hint.new_version.as_ref().map(|v| v.to_string()),
-                            current.as_ref().map_or("absent".into(), show),
-                            show_action(&action)
-                        )
-                    });
-                    if action != Action::Nothing {
-                        let inflight = Inflight {
-                            hint,
-                            read: current,
-                            about_write,
-                            action,
-                            attempts: 0,
-                        };
-                        // The conditional write now, or later with other writes in between.
-                        if self.rng.gen_bool(0.5) {
-                            self.write_back(r, inflight);
-                        } else {
-                            self.regions[r].inflight = Some(inflight);
-                        }
-                        break;
-                    }
-                }
+            match self.enqueue_record(r, &entry, classified, &mut forwards) {
+                Then::NextRecord => {}
+                Then::EndBatch => break,
+                Then::Abandon => return true,
             }
         }
         self.send(r, &forwards);
         true
+    }
+
+    /// What enqueue does with one classified stream record: a forward joins `forwards`, a hint
+    /// is reconciled.
+    fn enqueue_record(
+        &mut self,
+        r: usize,
+        entry: &StreamEntry,
+        classified: Classified,
+        forwards: &mut Vec<ChangeRecord>,
+    ) -> Then {
+        let name = self.regions[r].name;
+        match classified {
+            Classified::ReplicatedIn | Classified::TtlExpiry => {}
+            Classified::Filtered if !self.options.filter_removes => {
+                self.fail("classify filtered a record under filter All".into())
+            }
+            Classified::Filtered => {}
+            Classified::StampAttributes(_) => {
+                self.fail("an attribute-mode hint in an item-mode history".into())
+            }
+            Classified::Forward(record) => {
+                self.trace(|| format!("{name} enqueue: forward {} {}", entry.key, record.version));
+                forwards.push(record);
+            }
+            Classified::Reconcile(hint)
+                if entry.new.is_none() && self.options.has(Hole::NoTombstones) =>
+            {
+                // The hole: the delete travels as a plain delete (an empty image).
+                forwards.push(ChangeRecord {
+                    key: hint.key.clone(),
+                    image: Item::new(),
+                    tombstone: true,
+                    version: hint.seen.clone().unwrap_or_else(|| Version::new(0, "")),
+                    source_region: name.to_string(),
+                    written_at_ms: entry.at_ms,
+                });
+            }
+            Classified::Reconcile(hint) => return self.enqueue_hint(r, entry, hint),
+        }
+        Then::NextRecord
+    }
+
+    /// A case-4 hint: decided, and when there is something to write, the write-back starts (the
+    /// rest of the batch waits for it).
+    fn enqueue_hint(&mut self, r: usize, entry: &StreamEntry, hint: Hint) -> Then {
+        let name = self.regions[r].name;
+        let about_write = entry.new.is_some();
+        let current = self.regions[r].table.get(&entry.key).cloned();
+        let Some(action) = self.decide(r, &hint, about_write, current.as_ref()) else {
+            return Then::Abandon;
+        };
+        self.trace(|| {
+            format!(
+                "{name} enqueue: hint {} seen {:?} new {:?} current {} -> {}",
+                entry.key,
+                hint.seen.as_ref().map(|v| v.to_string()),
+                hint.new_version.as_ref().map(|v| v.to_string()),
+                current.as_ref().map_or("absent".into(), show),
+                show_action(&action)
+            )
+        });
+        if action == Action::Nothing {
+            return Then::NextRecord;
+        }
+        let inflight = Inflight {
+            hint,
+            read: current,
+            about_write,
+            action,
+            attempts: 0,
+        };
+        // The conditional write now, or later with other writes in between.
+        if self.rng.gen_bool(0.5) {
+            self.write_back(r, inflight);
+        } else {
+            self.regions[r].inflight = Some(inflight);
+        }
+        Then::EndBatch
     }
 
     /// The case-4 decision: the core's `reconcile`, with the switched-on holes applied to it.
@@ -1399,7 +1246,6 @@ impl<'o> Sim<'o> {
     /// goes back into the decision.
     fn write_back(&mut self, r: usize, mut inflight: Inflight) {
         let key = key_string(&inflight.hint.key);
-        let name = self.regions[r].name;
         loop {
             if !self.options.stale_write_backs {
                 // Decided right before the write, from the item as read: the floor is now's.
@@ -1419,94 +1265,130 @@ impl<'o> Sim<'o> {
                 | Action::Restore { condition, .. } => condition,
             };
             if condition.holds(current.as_ref()) {
-                match inflight.action {
-                    Action::Nothing => {}
-                    Action::Stamp {
-                        version,
-                        remove,
-                        ttl,
-                        sum,
-                        ..
-                    } => {
-                        // UpdateItem: sets the version, removes the listed attributes.
-                        let old_ops = current
-                            .as_ref()
-                            .filter(|c| !c.contains_key(OP))
-                            .map(|c| self.ops_of(r, &key, c))
-                            .unwrap_or_default();
-                        let mut item = current.unwrap_or_else(|| key_item(&key));
-                        version.stamp_into(&mut item, &self.regions[r].config.names);
-                        for attribute in &remove {
-                            item.remove(attribute);
-                        }
-                        if let Some(ttl) = ttl {
-                            item.insert(self.regions[r].config.names.ttl.clone(), ttl);
-                        }
-                        item.insert(self.regions[r].config.names.sum.clone(), sum);
-                        // A stamped tombstone still stands for what it stood for.
-                        if !old_ops.is_empty() && self.regions[r].config.is_tombstone(&item) {
-                            self.register_tombstone(r, &key, &item, old_ops);
-                        }
-                        self.trace(|| format!("{name} write-back: stamp {key} at {version}"));
-                        self.write(r, &key, Some(item), false);
-                    }
-                    Action::Restore { item, version, .. } => {
-                        self.trace(|| format!("{name} write-back: restore {key} at {version}"));
-                        self.write(r, &key, Some(item), false);
-                    }
-                    Action::Tombstone { item, version, .. } => {
-                        // The tombstone stands for what left the key absent here (the model's
-                        // rule: the last local delete, or here also an expiry); a delete's record
-                        // may also make it stand for the last hard delete, when an expiry came
-                        // after. Op 0: no application delete asked for it.
-                        let region = &self.regions[r];
-                        let mut ops: Vec<OpId> =
-                            region.gone.get(&key).copied().into_iter().collect();
-                        if !inflight.about_write {
-                            ops.extend(region.deleted.get(&key).filter(|d| !ops.contains(d)));
-                        }
-                        if ops.is_empty() {
-                            ops.push(0);
-                        }
-                        self.trace(|| {
-                            format!("{name} write-back: tombstone {key} at {version} (ops {ops:?})")
-                        });
-                        self.register_tombstone(r, &key, &item, ops);
-                        self.write(r, &key, Some(item), false);
-                    }
-                }
+                self.write_action(r, &key, inflight.action, inflight.about_write, current);
                 return;
             }
-            inflight.attempts += 1;
-            if inflight.attempts > MAX_RECONCILE_ATTEMPTS {
-                self.fail(format!(
-                    "write-back for key {key} in {name} failed its condition {} times",
-                    inflight.attempts
-                ));
-                return;
-            }
-            let Some(action) =
-                self.decide(r, &inflight.hint, inflight.about_write, current.as_ref())
-            else {
-                return;
-            };
-            self.trace(|| {
-                format!(
-                    "{name} write-back: condition failed on {}, now {}",
-                    current.as_ref().map_or("absent".into(), show),
-                    show_action(&action)
-                )
-            });
-            inflight.action = action;
-            inflight.read = current;
-            if inflight.action == Action::Nothing {
-                return;
-            }
-            if !self.rng.gen_bool(0.5) {
-                self.regions[r].inflight = Some(inflight);
-                return;
+            match self.after_failed_condition(r, &key, inflight, current) {
+                Some(again) => inflight = again,
+                None => return,
             }
         }
+    }
+
+    /// A write-back's action, its condition held on `current`.
+    fn write_action(
+        &mut self,
+        r: usize,
+        key: &str,
+        action: Action,
+        about_write: bool,
+        current: Option<Item>,
+    ) {
+        let name = self.regions[r].name;
+        match action {
+            Action::Nothing => {}
+            Action::Stamp {
+                version,
+                remove,
+                ttl,
+                sum,
+                ..
+            } => {
+                // UpdateItem: sets the version, removes the listed attributes.
+                let old_ops = current
+                    .as_ref()
+                    .filter(|c| !c.contains_key(OP))
+                    .map(|c| self.ops_of(r, key, c))
+                    .unwrap_or_default();
+                let mut item = current.unwrap_or_else(|| key_item(key));
+                version.stamp_into(&mut item, &self.regions[r].config.names);
+                for attribute in &remove {
+                    item.remove(attribute);
+                }
+                if let Some(ttl) = ttl {
+                    item.insert(self.regions[r].config.names.ttl.clone(), ttl);
+                }
+                item.insert(self.regions[r].config.names.sum.clone(), sum);
+                // A stamped tombstone still stands for what it stood for.
+                if !old_ops.is_empty() && self.regions[r].config.is_tombstone(&item) {
+                    self.register_tombstone(r, key, &item, old_ops);
+                }
+                self.trace(|| format!("{name} write-back: stamp {key} at {version}"));
+                self.write(r, key, Some(item), false);
+            }
+            Action::Restore { item, version, .. } => {
+                self.trace(|| format!("{name} write-back: restore {key} at {version}"));
+                self.write(r, key, Some(item), false);
+            }
+            Action::Tombstone { item, version, .. } => {
+                self.write_tombstone(r, key, item, version, about_write)
+            }
+        }
+    }
+
+    /// A write-back's tombstone. It stands for what left the key absent here (the model's rule:
+    /// the last local delete, or here also an expiry); a delete's record may also make it stand
+    /// for the last hard delete, when an expiry came after. Op 0: no application delete asked
+    /// for it.
+    fn write_tombstone(
+        &mut self,
+        r: usize,
+        key: &str,
+        item: Item,
+        version: Version,
+        about_write: bool,
+    ) {
+        let region = &self.regions[r];
+        let name = region.name;
+        let mut ops: Vec<OpId> = region.gone.get(key).copied().into_iter().collect();
+        if !about_write {
+            ops.extend(region.deleted.get(key).filter(|d| !ops.contains(d)));
+        }
+        if ops.is_empty() {
+            ops.push(0);
+        }
+        self.trace(|| format!("{name} write-back: tombstone {key} at {version} (ops {ops:?})"));
+        self.register_tombstone(r, key, &item, ops);
+        self.write(r, key, Some(item), false);
+    }
+
+    /// A write-back whose condition failed on `current`: decided again from it, up to
+    /// [`MAX_RECONCILE_ATTEMPTS`] times. Returns the write-back to try again at once, or `None`
+    /// when it is done, failed, or left for a later enqueue invocation.
+    fn after_failed_condition(
+        &mut self,
+        r: usize,
+        key: &str,
+        mut inflight: Inflight,
+        current: Option<Item>,
+    ) -> Option<Inflight> {
+        let name = self.regions[r].name;
+        inflight.attempts += 1;
+        if inflight.attempts > MAX_RECONCILE_ATTEMPTS {
+            self.fail(format!(
+                "write-back for key {key} in {name} failed its condition {} times",
+                inflight.attempts
+            ));
+            return None;
+        }
+        let action = self.decide(r, &inflight.hint, inflight.about_write, current.as_ref())?;
+        self.trace(|| {
+            format!(
+                "{name} write-back: condition failed on {}, now {}",
+                current.as_ref().map_or("absent".into(), show),
+                show_action(&action)
+            )
+        });
+        inflight.action = action;
+        inflight.read = current;
+        if inflight.action == Action::Nothing {
+            return None;
+        }
+        if !self.rng.gen_bool(0.5) {
+            self.regions[r].inflight = Some(inflight);
+            return None;
+        }
+        Some(inflight)
     }
 
     /// Puts forwarded records on every destination's buffer, as packed bodies.
@@ -1603,10 +1485,23 @@ impl<'o> Sim<'o> {
             let slot = done.entry(record.item_key()).or_insert(true);
             *slot &= ok;
         }
-        // Delete finished messages (unless SQS delivers them again); keep the others hidden for
-        // a while (the visibility timeout).
+        self.finish_messages(s, d, now, &taken, &message_keys, &done);
+        progress
+    }
+
+    /// After a receive: deletes the taken messages whose keys are all done (unless SQS delivers
+    /// them again); keeps the others hidden for a while (the visibility timeout).
+    fn finish_messages(
+        &mut self,
+        s: usize,
+        d: usize,
+        now: u64,
+        taken: &[usize],
+        message_keys: &[Vec<ItemKey>],
+        done: &HashMap<ItemKey, bool>,
+    ) {
         let mut finished: Vec<usize> = Vec::new();
-        for (&i, keys) in taken.iter().zip(&message_keys) {
+        for (&i, keys) in taken.iter().zip(message_keys) {
             let all_done = keys.iter().all(|k| done.get(k).copied().unwrap_or(false));
             let hidden_for = if !all_done {
                 // Pending: it comes back after the visibility timeout.
@@ -1628,7 +1523,6 @@ impl<'o> Sim<'o> {
                 q.remove(i);
             }
         }
-        progress
     }
 
     /// Applies one record at `d`; true when it is done.
@@ -1708,150 +1602,16 @@ impl<'o> Sim<'o> {
         }
         true
     }
+}
 
-    // --- the properties ----------------------------------------------------------------------
-
-    /// The two properties, once everything is delivered and what expired by `limit_ms` is gone.
-    fn verdict(&mut self, limit_ms: u64) -> Verdict {
-        for ((s, d), q) in &self.queues {
-            if !q.is_empty() {
-                return Verdict::Undelivered {
-                    queue: format!("{} -> {}", self.regions[*s].name, self.regions[*d].name),
-                    messages: q.len(),
-                };
-            }
-        }
-        let keys = self.keys.clone();
-        // 1. Convergence.
-        // A tombstone and a key the TTL process removed both read as absent: after an app TTL
-        // expired in one region, a tombstone older than the expired version may be left in
-        // another (it lost to that version there). Both read as absent, no record is left that
-        // could tell them apart, and the tombstone expires too.
-        let config = self.regions[0].config.clone();
-        let expired_here = |r: &Region, key: &str| {
-            !r.table.contains_key(key)
-                && r.gone
-                    .get(key)
-                    .is_some_and(|&op| self.ops[op].content.is_some())
-        };
-        let reads_absent = |r: &Region, key: &str| {
-            r.table
-                .get(key)
-                .is_none_or(|item| config.is_tombstone(item))
-        };
-        for key in &keys {
-            let first = &self.regions[0];
-            let differs = |r: &Region| {
-                r.table.get(key) != first.table.get(key)
-                    && !(reads_absent(first, key)
-                        && reads_absent(r, key)
-                        && (expired_here(first, key) || expired_here(r, key)))
-            };
-            if self.regions[1..].iter().any(differs) {
-                return Verdict::Divergent {
-                    key: key.clone(),
-                    states: self
-                        .regions
-                        .iter()
-                        .map(|r| {
-                            let state = r.table.get(key).map_or("absent".into(), show);
-                            (r.name.to_string(), state)
-                        })
-                        .collect(),
-                };
-            }
-        }
-        // 2. Causality, on the (common) final state.
-        for key in &keys {
-            let on_key: Vec<OpId> = (1..self.ops.len())
-                .filter(|&o| self.ops[o].key == *key)
-                .collect();
-            let later_than = |f: OpId| -> Vec<OpId> {
-                on_key
-                    .iter()
-                    .copied()
-                    .filter(|&o| self.ops[o].past.contains(f))
-                    .collect()
-            };
-            // Only a delete, a tombstone or an expiry leaves the key reading as absent: one
-            // causally last must explain it.
-            let absence_explained = on_key.is_empty()
-                || on_key.iter().any(|&o| {
-                    let op = &self.ops[o];
-                    let expired = op.expires_at.is_some_and(|t| t <= limit_ms);
-                    (op.content.is_none() || expired) && later_than(o).is_empty()
-                });
-            let Some(item) = self.regions[0].table.get(key) else {
-                if !absence_explained {
-                    return Verdict::LostAbsent {
-                        key: key.clone(),
-                        ops: on_key.iter().rev().take(3).copied().collect(),
-                    };
-                }
-                continue;
-            };
-            let candidates = self.ops_of(0, key, item);
-            if candidates.is_empty() {
-                return Verdict::WrongContent {
-                    key: key.clone(),
-                    shows: show(item),
-                    op: 0,
-                    wrote: "nothing: no operation made this state".into(),
-                };
-            }
-            let shows = if config.is_tombstone(item) {
-                None
-            } else {
-                let mut view = item.clone();
-                view.remove(&config.names.ts);
-                view.remove(&config.names.origin);
-                view.remove(&config.names.sum);
-                Some(view)
-            };
-            // A tombstone Ferry wrote into an expiry's gap stands for the expiry, which is no
-            // operation of its own: it shows absence, and is explained the way absence is.
-            let stands_for_expiry = candidates.iter().any(|&f| {
-                self.ops[f].content.is_some()
-                    && self.ops[f].expires_at.is_some_and(|t| t <= limit_ms)
-            });
-            // The state must be explained by one of the operations it can stand for.
-            let mut failure = None;
-            for f in candidates {
-                let op = &self.ops[f];
-                // An expired write's effect is absence (a tombstone may stand for it).
-                let expired = op.expires_at.is_some_and(|t| t <= limit_ms);
-                let expected = if expired { None } else { op.content.clone() };
-                let later = later_than(f);
-                let verdict = if shows != expected {
-                    Verdict::WrongContent {
-                        key: key.clone(),
-                        shows: show(item),
-                        op: f,
-                        wrote: expected.as_ref().map_or("absence".into(), show),
-                    }
-                } else if !later.is_empty() {
-                    let helper_only =
-                        f != 0 && op.helper && later.iter().all(|&o| self.ops[o].helper);
-                    Verdict::LostAfter {
-                        key: key.clone(),
-                        op: f,
-                        later: later.into_iter().take(3).collect(),
-                        helper_only,
-                    }
-                } else {
-                    failure = None;
-                    break;
-                };
-                failure.get_or_insert(verdict);
-            }
-            if let Some(verdict) = failure {
-                if !(stands_for_expiry && shows.is_none() && absence_explained) {
-                    return verdict;
-                }
-            }
-        }
-        Verdict::Ok
-    }
+/// What an enqueue invocation does after one stream record.
+enum Then {
+    /// Goes on with the next record of its batch.
+    NextRecord,
+    /// Ends the batch (a write-back is under way) and sends what it forwarded so far.
+    EndBatch,
+    /// Stops at once, sending nothing: the history has failed.
+    Abandon,
 }
 
 /// The classify-side holes put back: the decision the rules before application writes made.
