@@ -1044,41 +1044,6 @@ impl Drop for Pipeline {
     }
 }
 
-async fn create_queue(
-    sqs: &aws_sdk_sqs::Client,
-    name: &str,
-    dlq_arn: Option<&str>,
-) -> (Buffer, String) {
-    use aws_sdk_sqs::types::QueueAttributeName as A;
-    let mut req = sqs
-        .create_queue()
-        .queue_name(name)
-        .attributes(A::VisibilityTimeout, "30");
-    if let Some(arn) = dlq_arn {
-        req = req.attributes(
-            A::RedrivePolicy,
-            serde_json::json!({"deadLetterTargetArn": arn, "maxReceiveCount": "10"}).to_string(),
-        );
-    }
-    let url = req
-        .send()
-        .await
-        .expect("CreateQueue")
-        .queue_url
-        .unwrap_or_default();
-    let arn = sqs
-        .get_queue_attributes()
-        .queue_url(&url)
-        .attribute_names(A::QueueArn)
-        .send()
-        .await
-        .expect("GetQueueAttributes")
-        .attributes
-        .and_then(|a| a.get(&A::QueueArn).cloned())
-        .unwrap_or_default();
-    (Buffer::new(sqs.clone(), url), arn)
-}
-
 /// Lambda's stream trigger and schedule, emulated as in `ferry local up`, on the backend.
 async fn pipeline(
     b: &Backend,
@@ -1099,8 +1064,17 @@ async fn pipeline(
         let sqs = moto.sqs_client(&b.regions[s]);
         for d in (0..n).filter(|d| *d != s) {
             let qname = format!("ferry-{}-to-{}", b.regions[s], b.regions[d]);
-            let (dlq, dlq_arn) = create_queue(&sqs, &format!("{qname}-dlq"), None).await;
-            let (buffer, _) = create_queue(&sqs, &qname, Some(&dlq_arn)).await;
+            let ferry_aws::QueuePair { buffer, dlq } = Buffer::create_pair(
+                sqs.clone(),
+                &qname,
+                &[(
+                    aws_sdk_sqs::types::QueueAttributeName::VisibilityTimeout,
+                    "30",
+                )],
+                Some(10),
+            )
+            .await
+            .expect("CreateQueue");
             destinations.push(ferry_enqueue::Destination {
                 region: b.regions[d].clone(),
                 buffer: buffer.clone(),
@@ -1182,12 +1156,7 @@ async fn pipeline(
                     c.failed += o.failed;
                 }
                 if let Some(seq) = outcome.retry_from() {
-                    let from = event
-                        .records
-                        .iter()
-                        .position(|r| r.change.sequence_number.as_deref() == Some(seq))
-                        .unwrap_or(0);
-                    pending = event.records.split_off(from);
+                    pending = ferry_sandbox::resend_from(&mut event.records, seq);
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
             }

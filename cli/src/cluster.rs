@@ -262,9 +262,45 @@ impl Cluster {
     }
 
     async fn start_pipelines(&mut self) -> Result<(), ClusterError> {
-        let base = self.moto.sdk_config(&self.regions[0].name);
-        for i in 0..self.regions.len() {
-            let region = &self.regions[i];
+        let configs: Vec<Config> = self.regions.iter().map(|r| r.config.clone()).collect();
+        let cut_off: Vec<Arc<AtomicBool>> =
+            self.regions.iter().map(|r| r.cut_off.clone()).collect();
+        let tasks = self
+            .spawn_replication(&configs, &cut_off, &self.shutdown)
+            .await?;
+        self.tasks.extend(tasks);
+        // Every region's TTL process.
+        if self.options.ttl_sweeps {
+            for region in &self.regions {
+                let db = region.dynamo.database().clone();
+                let mut stop = self.shutdown.subscribe();
+                self.tasks.push(tokio::spawn(async move {
+                    loop {
+                        tokio::select! {
+                            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+                            _ = stop.changed() => return,
+                        }
+                        let _ = db.sweep_ttl();
+                    }
+                }));
+            }
+        }
+        Ok(())
+    }
+
+    /// Spawns the replication of every region: enqueue on the region's stream (the real handler
+    /// on a stream poller of its own) and a drain per buffer, region `i`'s running with
+    /// `configs[i]` and waiting while `cut_off[i]` is set, until `stop` turns true. Every
+    /// region's settings are published before any drain starts. The cluster runs it with the
+    /// regions' own configs and flags; the end-to-end suite (`rewire`) with changed ones.
+    pub async fn spawn_replication(
+        &self,
+        configs: &[Config],
+        cut_off: &[Arc<AtomicBool>],
+        stop: &watch::Sender<bool>,
+    ) -> Result<Vec<JoinHandle<()>>, ClusterError> {
+        let mut tasks = Vec::new();
+        for (i, region) in self.regions.iter().enumerate() {
             // enqueue: the region's stream → its buffers.
             let destinations = self
                 .buffers
@@ -276,7 +312,7 @@ impl Cluster {
                 })
                 .collect();
             let enqueuer = ferry_enqueue::Enqueuer::new(
-                region.config.clone(),
+                configs[i].clone(),
                 region.table(&self.options.table),
                 destinations,
                 region.clock.clone(),
@@ -290,33 +326,19 @@ impl Cluster {
                 &self.options.table,
             )
             .await?;
-            self.tasks.push(tokio::spawn(enqueue_loop(
+            tasks.push(tokio::spawn(enqueue_loop(
                 poller,
                 enqueuer,
-                region.cut_off.clone(),
+                cut_off[i].clone(),
                 self.stats.clone(),
-                self.shutdown.subscribe(),
+                stop.subscribe(),
             )));
-            // The region's TTL process.
-            if !self.options.ttl_sweeps {
-                continue;
-            }
-            let db = region.dynamo.database().clone();
-            let mut stop = self.shutdown.subscribe();
-            self.tasks.push(tokio::spawn(async move {
-                loop {
-                    tokio::select! {
-                        _ = tokio::time::sleep(Duration::from_secs(2)) => {}
-                        _ = stop.changed() => return,
-                    }
-                    let _ = db.sweep_ttl();
-                }
-            }));
         }
         // drain: one per (source, destination), running in the source region, writing through
         // the destination's cross-region proxy.
-        for b in self.buffers.clone() {
-            let source = &self.regions[self.region_index(&b.source)?];
+        let base = self.moto.sdk_config(&self.regions[0].name);
+        for b in &self.buffers {
+            let s = self.region_index(&b.source)?;
             let dest = &self.regions[self.region_index(&b.destination)?];
             let mut settings = ClientSettings::new(dest.name.clone());
             settings.dynamodb_endpoint = Some(dest.proxy.endpoint());
@@ -324,21 +346,21 @@ impl Cluster {
             settings.operation_timeout = Some(Duration::from_secs(5));
             settings.connect_timeout = Some(Duration::from_millis(500));
             let table = Table::new(settings.dynamodb(&base).await, self.options.table.clone());
-            self.tasks.push(tokio::spawn(crate::drain_task::run(
+            tasks.push(tokio::spawn(crate::drain_task::run(
                 crate::drain_task::DrainTask {
-                    config: source.config.clone(),
+                    config: configs[s].clone(),
                     pair: b.clone(),
                     table,
-                    clock: source.clock.clone(),
+                    clock: self.regions[s].clock.clone(),
                     budget: self.options.drain_budget,
                     period: self.options.drain_period,
-                    cut_off: source.cut_off.clone(),
+                    cut_off: cut_off[s].clone(),
                     stats: self.stats.clone(),
                 },
-                self.shutdown.subscribe(),
+                stop.subscribe(),
             )));
         }
-        Ok(())
+        Ok(tasks)
     }
 
     /// Stops every task and every server.
@@ -375,45 +397,24 @@ async fn create_buffer_pair(
     source: &str,
     destination: &str,
 ) -> Result<BufferPair, ClusterError> {
-    let setup = |e: &dyn std::fmt::Display| ClusterError::Setup(format!("creating queues: {e}"));
-    let retention = "1209600".to_string();
-    let dlq = sqs
-        .create_queue()
-        .queue_name(format!("ferry-{source}-to-{destination}-dlq"))
-        .attributes(
-            QueueAttributeName::MessageRetentionPeriod,
-            retention.clone(),
-        )
-        .send()
-        .await
-        .map_err(|e| setup(&e))?;
-    let dlq_url = dlq.queue_url.unwrap_or_default();
-    let arn = sqs
-        .get_queue_attributes()
-        .queue_url(&dlq_url)
-        .attribute_names(QueueAttributeName::QueueArn)
-        .send()
-        .await
-        .map_err(|e| setup(&e))?
-        .attributes
-        .and_then(|a| a.get(&QueueAttributeName::QueueArn).cloned())
-        .unwrap_or_default();
-    let redrive =
-        serde_json::json!({"deadLetterTargetArn": arn, "maxReceiveCount": "10"}).to_string();
-    let buffer = sqs
-        .create_queue()
-        .queue_name(format!("ferry-{source}-to-{destination}"))
-        .attributes(QueueAttributeName::MessageRetentionPeriod, retention)
-        .attributes(QueueAttributeName::VisibilityTimeout, "30".to_string())
-        .attributes(QueueAttributeName::RedrivePolicy, redrive)
-        .send()
-        .await
-        .map_err(|e| setup(&e))?;
+    // Both queues keep messages 14 days; the buffer dead-letters after 10 receives. (The DLQ's
+    // visibility timeout of 30 s is SQS's default.)
+    let pair = Buffer::create_pair(
+        sqs.clone(),
+        &format!("ferry-{source}-to-{destination}"),
+        &[
+            (QueueAttributeName::MessageRetentionPeriod, "1209600"),
+            (QueueAttributeName::VisibilityTimeout, "30"),
+        ],
+        Some(10),
+    )
+    .await
+    .map_err(|e| ClusterError::Setup(format!("creating queues: {e}")))?;
     Ok(BufferPair {
         source: source.into(),
         destination: destination.into(),
-        buffer: Buffer::new(sqs.clone(), buffer.queue_url.unwrap_or_default()),
-        dlq: Buffer::new(sqs.clone(), dlq_url),
+        buffer: pair.buffer,
+        dlq: pair.dlq,
     })
 }
 
@@ -467,12 +468,7 @@ async fn enqueue_loop(
         );
         stats.enqueued(&region, &outcome.counts);
         if let Some(seq) = outcome.retry_from() {
-            let from = event
-                .records
-                .iter()
-                .position(|r| r.change.sequence_number.as_deref() == Some(seq))
-                .unwrap_or(0);
-            pending = event.records.split_off(from);
+            pending = ferry_sandbox::resend_from(&mut event.records, seq);
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
@@ -498,7 +494,7 @@ impl Cluster {
                 "into {region}: applied={} conflicts={} lag_p50={}ms",
                 t.applied,
                 t.conflicts,
-                crate::stats::percentile(&recent, 50.0)
+                ferry_drain::percentile(&recent, 50.0).unwrap_or(0)
             ));
         }
         parts.join(" | ")

@@ -10,7 +10,7 @@
 
 use crate::cluster::{Cluster, ClusterOptions, Region};
 use crate::plot::{self, Picture, Series};
-use crate::stats::{percentile, LagSample, Stats};
+use crate::stats::{LagSample, Stats};
 use crate::workload::{
     judge_losses, judge_lost_updates, own_attribute, seen_write, Ledger, LossReport, Made, Op,
     OpKind, Plan, Workload, PAYLOAD, WRITE_ID,
@@ -21,6 +21,7 @@ use ferry_aws::MergeOutcome;
 use ferry_core::compare::{compare, snapshot};
 use ferry_core::merge::{write_delta, Unversioned};
 use ferry_core::{AttributeValue, Config, Item, MergeMode, Version};
+use ferry_drain::percentile;
 use serde::Serialize;
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -454,7 +455,9 @@ async fn sample_until_stopped(cluster: Arc<Cluster>, series: Arc<Mutex<Vec<Serie
                 seen_lag[i] = samples.len();
                 if !window.is_empty() {
                     window.sort_unstable();
-                    series.lag_ms.push((t, percentile(&window, 99.0) as f64));
+                    series
+                        .lag_ms
+                        .push((t, percentile(&window, 99.0).unwrap_or(0) as f64));
                 }
             }
         }
@@ -1054,9 +1057,9 @@ fn lost_updates_line(lost_updates: Option<u64>) -> String {
 fn percentiles(mut v: Vec<u64>) -> Percentiles {
     v.sort_unstable();
     Percentiles {
-        p50: percentile(&v, 50.0),
-        p95: percentile(&v, 95.0),
-        p99: percentile(&v, 99.0),
+        p50: percentile(&v, 50.0).unwrap_or(0),
+        p95: percentile(&v, 95.0).unwrap_or(0),
+        p99: percentile(&v, 99.0).unwrap_or(0),
     }
 }
 

@@ -160,12 +160,3 @@ impl Stats {
         self.with(|i| i.outages.clone())
     }
 }
-
-/// The p-th percentile (0–100) of a set of values, nearest rank; 0 when empty.
-pub fn percentile(sorted: &[u64], p: f64) -> u64 {
-    if sorted.is_empty() {
-        return 0;
-    }
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
-}

@@ -270,6 +270,30 @@ fn update_condition_failed(e: &SdkError<UpdateItemError, HttpResponse>) -> Optio
     }
 }
 
+/// The two options every stamped write takes, the same on [`PutRequest`], [`DeleteRequest`] and
+/// [`UpdateRequest`]: `previous` (what the writer knows of the stored item) and `guard` (what a
+/// newer stored version does to the write), with `refuse_newer` for the guard that refuses.
+/// The arguments are the docs of `previous` and `refuse_newer`.
+macro_rules! previous_and_guard {
+    ($previous_doc:literal, $refuse_newer_doc:literal) => {
+        #[doc = $previous_doc]
+        pub fn previous(mut self, previous: impl Into<Previous>) -> Self {
+            self.previous = previous.into();
+            self
+        }
+
+        #[doc = $refuse_newer_doc]
+        pub fn refuse_newer(self) -> Self {
+            self.guard(Guard::RefuseNewer)
+        }
+
+        pub fn guard(mut self, guard: Guard) -> Self {
+            self.guard = guard;
+            self
+        }
+    };
+}
+
 /// A stamped `PutItem` being prepared. See the [crate docs](crate#how-send-picks-the-version-and-handles-a-failed-condition) for what `send` does.
 #[derive(Clone, Debug)]
 pub struct PutRequest {
@@ -281,21 +305,10 @@ pub struct PutRequest {
 }
 
 impl PutRequest {
-    /// What the writer knows of the stored item (e.g. the version it read).
-    pub fn previous(mut self, previous: impl Into<Previous>) -> Self {
-        self.previous = previous.into();
-        self
-    }
-
-    /// Refuse to overwrite a version not older than this write's ([`Guard::RefuseNewer`]).
-    pub fn refuse_newer(self) -> Self {
-        self.guard(Guard::RefuseNewer)
-    }
-
-    pub fn guard(mut self, guard: Guard) -> Self {
-        self.guard = guard;
-        self
-    }
+    previous_and_guard!(
+        "What the writer knows of the stored item (e.g. the version it read).",
+        "Refuse to overwrite a version not older than this write's ([`Guard::RefuseNewer`])."
+    );
 
     /// Create only: the put succeeds when no item or a tombstone is stored (the usual
     /// `attribute_not_exists(pk)` would fail on a deleted key, which reads as absent).
@@ -374,21 +387,10 @@ pub struct DeleteRequest {
 }
 
 impl DeleteRequest {
-    /// What the writer knows of the stored item (e.g. the version it read).
-    pub fn previous(mut self, previous: impl Into<Previous>) -> Self {
-        self.previous = previous.into();
-        self
-    }
-
-    /// Refuse to delete over a version not older than this delete's ([`Guard::RefuseNewer`]).
-    pub fn refuse_newer(self) -> Self {
-        self.guard(Guard::RefuseNewer)
-    }
-
-    pub fn guard(mut self, guard: Guard) -> Self {
-        self.guard = guard;
-        self
-    }
+    previous_and_guard!(
+        "What the writer knows of the stored item (e.g. the version it read).",
+        "Refuse to delete over a version not older than this delete's ([`Guard::RefuseNewer`])."
+    );
 
     fn prepare(&self) -> Result<(Parts, Item), Error> {
         let p = &self.put;
@@ -482,21 +484,30 @@ async fn put_loop(
         match ferry.newer_stored(stored.as_ref(), &version)? {
             // Ferry's part held: the application's own condition failed.
             None => return Err(Error::ConditionFailed { item: stored }),
-            Some(newer) if guard == Guard::RefuseNewer => {
-                return Err(Error::Refused {
-                    stored: newer,
-                    attempted: version,
-                })
-            }
-            Some(newer) => {
-                tracing::debug!(%version, stored = %newer, attempt, "stored version is newer; writing above it");
-                known = Some(newer);
-            }
+            Some(newer) => known = Some(above_newer(newer, version, guard, attempt)?),
         }
     }
     Err(Error::Contended {
         attempts: ferry.max_attempts,
     })
+}
+
+/// A write's condition found `newer` stored above `version`: refused with
+/// [`Guard::RefuseNewer`], otherwise the version the next attempt writes above.
+fn above_newer(
+    newer: Version,
+    version: Version,
+    guard: Guard,
+    attempt: u32,
+) -> Result<Version, Error> {
+    if guard == Guard::RefuseNewer {
+        return Err(Error::Refused {
+            stored: newer,
+            attempted: version,
+        });
+    }
+    tracing::debug!(%version, stored = %newer, attempt, "stored version is newer; writing above it");
+    Ok(newer)
 }
 
 /// The marker (and TTL) a stamped update removes, pinned to the values it saw: UpdateItem cannot
@@ -652,21 +663,10 @@ pub struct UpdateRequest {
 }
 
 impl UpdateRequest {
-    /// What the writer knows of the stored item (e.g. what [`Ferry::read_previous`] returned).
-    pub fn previous(mut self, previous: impl Into<Previous>) -> Self {
-        self.previous = previous.into();
-        self
-    }
-
-    /// Refuse to overwrite a version not older than this write's ([`Guard::RefuseNewer`]).
-    pub fn refuse_newer(self) -> Self {
-        self.guard(Guard::RefuseNewer)
-    }
-
-    pub fn guard(mut self, guard: Guard) -> Self {
-        self.guard = guard;
-        self
-    }
+    previous_and_guard!(
+        "What the writer knows of the stored item (e.g. what [`Ferry::read_previous`] returned).",
+        "Refuse to overwrite a version not older than this write's ([`Guard::RefuseNewer`])."
+    );
 
     fn prepare(&self) -> Result<UpdatePlan, Error> {
         let u = &self.update;
@@ -756,16 +756,7 @@ impl UpdateRequest {
             match ferry.newer_stored(stored.as_ref(), &version)? {
                 None if marker_held => return Err(Error::ConditionFailed { item: stored }),
                 None => {}
-                Some(newer) if self.guard == Guard::RefuseNewer => {
-                    return Err(Error::Refused {
-                        stored: newer,
-                        attempted: version,
-                    })
-                }
-                Some(newer) => {
-                    tracing::debug!(%version, stored = %newer, attempt, "stored version is newer; writing above it");
-                    known = Some(newer);
-                }
+                Some(newer) => known = Some(above_newer(newer, version, self.guard, attempt)?),
             }
             if !marker_held {
                 revive = Revive::of(ferry, stored.as_ref());

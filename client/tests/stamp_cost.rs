@@ -48,14 +48,9 @@ async fn helper_writes_cost_no_stamp() {
         .expect("table");
     let moto = Moto::start().await.expect("moto starts");
     let sqs = moto.sqs_client(LOCAL);
-    let queue = sqs
-        .create_queue()
-        .queue_name(format!("{TABLE}-{LOCAL}-to-{DESTINATION}"))
-        .send()
+    let buffer = Buffer::create(sqs, &format!("{TABLE}-{LOCAL}-to-{DESTINATION}"), &[])
         .await
-        .expect("queue")
-        .queue_url
-        .expect("queue URL");
+        .expect("queue");
     let mut config = Config::new(LOCAL, "pk");
     config.destinations = vec![DESTINATION.to_string()];
     let client = region.client();
@@ -64,7 +59,7 @@ async fn helper_writes_cost_no_stamp() {
         Table::new(client.clone(), TABLE),
         vec![Destination {
             region: DESTINATION.to_string(),
-            buffer: Buffer::new(sqs.clone(), queue),
+            buffer,
         }],
         clock::system(),
     )

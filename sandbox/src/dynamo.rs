@@ -108,10 +108,16 @@ impl DynamoRegion {
     /// `clock_offset_ms` ahead of the system clock (negative: behind). Callable from sync or
     /// async code; returns once the port is listening.
     pub fn start(region: &str, clock_offset_ms: i64) -> Result<Self> {
+        Self::start_on(region, clock_offset_ms, 0)
+    }
+
+    /// Like [`start`](Self::start), on `127.0.0.1:port` (a fixed port, for the emulators a
+    /// local `cargo lambda watch` is configured for; 0: a free one). Fails if the port is taken.
+    pub fn start_on(region: &str, clock_offset_ms: i64, port: u16) -> Result<Self> {
         let clock = Arc::new(SkewedClock::new(clock_offset_ms));
         let db = dynoxide::Database::memory_with_clock(clock.clone())
             .map_err(|e| SandboxError::Dynoxide(e.to_string()))?;
-        let (server, addr) = serve(region, db.clone(), SocketAddr::from((LOOPBACK, 0)))?;
+        let (server, addr) = serve(region, db.clone(), SocketAddr::from((LOOPBACK, port)))?;
         tracing::info!(region, %addr, "dynoxide region started");
         Ok(DynamoRegion {
             region: region.to_string(),

@@ -51,7 +51,7 @@ pub use dynamo::{
 };
 pub use error::{Result, SandboxError};
 pub use moto::{ensure_moto_installed, venv_dir, Moto, MOTO_REQUIREMENT, MOTO_START_TIMEOUT};
-pub use poller::{StartingPosition, StreamPoller};
+pub use poller::{resend_from, StartingPosition, StreamPoller};
 pub use process::ManagedChild;
 pub use proxy::{FaultMode, FaultProxy, ProxyStats, THROTTLE_BODY};
 pub use util::{

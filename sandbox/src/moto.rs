@@ -85,6 +85,13 @@ impl Moto {
         start_on_free_port(|port| Self::start_on(&moto_bin, port)).await
     }
 
+    /// Like [`start`](Self::start), on the fixed port `127.0.0.1:port` (for the emulators a local
+    /// `cargo lambda watch` is configured for).
+    pub async fn start_on_port(port: u16) -> Result<Self> {
+        let moto_bin = set_up("installing moto", ensure_moto_installed).await?;
+        Self::start_on(&moto_bin, port).await
+    }
+
     async fn start_on(moto_bin: &Path, port: u16) -> Result<Self> {
         let mut cmd = Command::new(moto_bin);
         cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()])

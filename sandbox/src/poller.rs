@@ -41,6 +41,17 @@ struct ShardState {
     finished: bool,
 }
 
+/// Lambda's checkpoint on a reported batch item failure: takes out of `records` the one with
+/// sequence number `failed` and every one after it (all of them when none has it), to be sent
+/// again in order.
+pub fn resend_from(records: &mut Vec<EventRecord>, failed: &str) -> Vec<EventRecord> {
+    let from = records
+        .iter()
+        .position(|r| r.change.sequence_number.as_deref() == Some(failed))
+        .unwrap_or(0);
+    records.split_off(from)
+}
+
 /// Polls one DynamoDB stream and returns its records in order, as Lambda's
 /// [`EventRecord`]s.
 ///

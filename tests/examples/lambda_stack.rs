@@ -88,11 +88,8 @@ async fn up(dir: &Path) -> Result<(), Error> {
     destination.create_table(&spec).await?;
     // The buffer and its DLQ live in the source region (as in template.yaml).
     let sqs = moto.sqs_client(SOURCE);
-    let mut urls = Vec::new();
-    for name in [QUEUE.to_string(), format!("{QUEUE}-dlq")] {
-        let url = sqs.create_queue().queue_name(&name).send().await?.queue_url;
-        urls.push(url.ok_or("CreateQueue returned no URL")?);
-    }
+    let queues = Buffer::create_pair(sqs, QUEUE, &[], None).await?;
+    let urls = [queues.buffer.queue_url, queues.dlq.queue_url];
     let stack = Stack {
         sqs: moto.endpoint(),
         source_dynamodb: source.endpoint(),
@@ -285,9 +282,9 @@ async fn peek(buffer: &Buffer) -> Result<Vec<ferry_core::ChangeRecord>, Error> {
     // SQS hands out a sample of the messages per receive: keep asking until a few rounds bring
     // nothing new.
     while quiet_rounds < 3 {
-        let messages = buffer.receive(10, 0, Some(0)).await?;
+        let messages = buffer.receive_with_attributes(10, 0, Some(0), &[]).await?;
         let mut new = false;
-        for m in messages {
+        for m in messages.into_iter().map(|m| m.message) {
             if seen.insert(m.message_id.clone()) {
                 new = true;
                 records.extend(unpack(&m.body)?);

@@ -905,76 +905,10 @@ pub async fn rewire(cluster: &Cluster, change: impl Fn(&mut Config)) -> Rewired 
         .map(|_| Arc::new(AtomicBool::new(false)))
         .collect();
     let (stop, _) = tokio::sync::watch::channel(false);
-    let mut tasks = Vec::new();
-    let mut enqueuers = Vec::new();
-    for (i, region) in cluster.regions.iter().enumerate() {
-        let destinations = cluster
-            .buffers
-            .iter()
-            .filter(|b| b.source == region.name)
-            .map(|b| ferry_enqueue::Destination {
-                region: b.destination.clone(),
-                buffer: b.buffer.clone(),
-            })
-            .collect();
-        let enqueuer = ferry_enqueue::Enqueuer::new(
-            configs[i].clone(),
-            region.table(&cluster.options.table),
-            destinations,
-            region.clock.clone(),
-        )
-        .unwrap_or_else(|e| panic!("{}: enqueue: {e}", region.name));
-        enqueuer.publish_settings().await;
-        enqueuers.push(enqueuer);
-    }
-    for (i, enqueuer) in enqueuers.into_iter().enumerate() {
-        let region = &cluster.regions[i];
-        let poller = ferry_sandbox::StreamPoller::for_table(
-            &region.dynamo.endpoint(),
-            &region.name,
-            &cluster.options.table,
-        )
+    let tasks = cluster
+        .spawn_replication(&configs, &cut_off, &stop)
         .await
-        .unwrap_or_else(|e| panic!("{}: stream: {e}", region.name));
-        tasks.push(tokio::spawn(rewired_enqueue_loop(
-            poller,
-            enqueuer,
-            cut_off[i].clone(),
-            cluster.stats.clone(),
-            stop.subscribe(),
-        )));
-    }
-    let base = cluster.moto.sdk_config(&cluster.regions[0].name);
-    for b in &cluster.buffers {
-        let s = cluster
-            .region_index(&b.source)
-            .expect("the buffer's source");
-        let dest = &cluster.regions[cluster
-            .region_index(&b.destination)
-            .expect("the buffer's destination")];
-        let mut settings = ferry_aws::ClientSettings::new(dest.name.clone());
-        settings.dynamodb_endpoint = Some(dest.proxy.endpoint());
-        settings.attempt_timeout = Some(Duration::from_secs(2));
-        settings.operation_timeout = Some(Duration::from_secs(5));
-        settings.connect_timeout = Some(Duration::from_millis(500));
-        let table = Table::new(
-            settings.dynamodb(&base).await,
-            cluster.options.table.clone(),
-        );
-        tasks.push(tokio::spawn(ferry_cli::drain_task::run(
-            ferry_cli::drain_task::DrainTask {
-                config: configs[s].clone(),
-                pair: b.clone(),
-                table,
-                clock: cluster.regions[s].clock.clone(),
-                budget: cluster.options.drain_budget,
-                period: cluster.options.drain_period,
-                cut_off: cut_off[s].clone(),
-                stats: cluster.stats.clone(),
-            },
-            stop.subscribe(),
-        )));
-    }
+        .unwrap_or_else(|e| panic!("rewiring: {e}"));
     Rewired {
         cut_off,
         configs,
@@ -1007,53 +941,6 @@ impl Rewired {
         for t in self.tasks.drain(..) {
             t.abort();
             let _ = t.await;
-        }
-    }
-}
-
-/// Lambda's stream trigger for a [`Rewired`] region, as the cluster runs it: the stream in
-/// order, batches to the real handler, a reported failure resent from the failing record.
-async fn rewired_enqueue_loop(
-    mut poller: ferry_sandbox::StreamPoller,
-    enqueuer: ferry_enqueue::Enqueuer,
-    cut_off: Arc<std::sync::atomic::AtomicBool>,
-    stats: Arc<ferry_cli::stats::Stats>,
-    mut stop: tokio::sync::watch::Receiver<bool>,
-) {
-    let region = enqueuer.config().local_region.clone();
-    let mut pending = Vec::new();
-    loop {
-        if *stop.borrow() {
-            return;
-        }
-        if cut_off.load(std::sync::atomic::Ordering::SeqCst) {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            continue;
-        }
-        if pending.is_empty() {
-            match poller.next_batch(1000).await {
-                Ok(records) if !records.is_empty() => pending = records,
-                _ => {
-                    tokio::select! {
-                        _ = tokio::time::sleep(Duration::from_millis(40)) => {}
-                        _ = stop.changed() => return,
-                    }
-                    continue;
-                }
-            }
-        }
-        let mut event = aws_lambda_events::event::dynamodb::Event::default();
-        event.records = std::mem::take(&mut pending);
-        let outcome = ferry_enqueue::handle(&event, &enqueuer).await;
-        stats.enqueued(&region, &outcome.counts);
-        if let Some(seq) = outcome.retry_from() {
-            let from = event
-                .records
-                .iter()
-                .position(|r| r.change.sequence_number.as_deref() == Some(seq))
-                .unwrap_or(0);
-            pending = event.records.split_off(from);
-            tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
 }

@@ -334,13 +334,13 @@ fn naive_drain_child() {
             assert!(t.elapsed() < CHILD_DEADLINE, "naive drain stuck at {done}");
             let messages = drainer
                 .buffer
-                .receive(10, 1, Some(120))
+                .receive_with_attributes(10, 1, Some(120), &[])
                 .await
                 .expect("receive");
             sqs += 1;
             receives += 1;
             for m in messages {
-                for record in unpack(&m.body).expect("unpack") {
+                for record in unpack(&m.message.body).expect("unpack") {
                     let condition = ferry_core::apply_condition(&record, &drainer.config);
                     match drainer.table.put_if(&record.image, &condition).await {
                         Ok(WriteOutcome::Written) | Ok(WriteOutcome::ConditionFailed(_)) => {
@@ -352,7 +352,7 @@ fn naive_drain_child() {
                 }
                 let left = drainer
                     .buffer
-                    .delete(&[m.receipt_handle.as_str()])
+                    .delete(&[m.message.receipt_handle.as_str()])
                     .await
                     .expect("delete");
                 assert!(left.is_empty());
@@ -589,16 +589,10 @@ async fn stage(
         .map(|p| p.endpoint())
         .unwrap_or_else(|| destination.endpoint());
     let sqs = moto.sqs_client(SOURCE);
-    let mut urls = Vec::new();
-    for q in [format!("pipeline-{name}"), format!("pipeline-{name}-dlq")] {
-        let out = sqs
-            .create_queue()
-            .queue_name(q)
-            .send()
-            .await
-            .expect("queue");
-        urls.push(out.queue_url.expect("url"));
-    }
+    let queues = ferry_aws::Buffer::create_pair(sqs, &format!("pipeline-{name}"), &[], None)
+        .await
+        .expect("queue");
+    let urls = [queues.buffer.queue_url, queues.dlq.queue_url];
     // The events, written before the children start (their generation is not measured).
     let events_dir = args.work_dir.join(name);
     std::fs::create_dir_all(&events_dir).expect("work dir");

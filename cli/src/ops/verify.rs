@@ -114,12 +114,9 @@ impl VerifyReport {
 /// The spill partition of a key: FNV-1a over its canonical bytes (stable across runs and
 /// machines, unlike std's hasher).
 pub fn partition_of(key: &ItemKey, partitions: u32) -> u32 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in key.as_bytes() {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    (h % u64::from(partitions.max(1))) as u32
+    let mut h = ferry_core::digest::Fnv64::default();
+    h.write(key.as_bytes());
+    (h.finish() % u64::from(partitions.max(1))) as u32
 }
 
 /// How one region holds a key, for the report.

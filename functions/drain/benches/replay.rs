@@ -179,20 +179,11 @@ async fn scenario_run(
         .unwrap_or_else(|| region.endpoint());
 
     let sqs = moto.sqs_client(SOURCE);
-    let mut urls = Vec::new();
-    for name in [
-        format!("replay-{scenario}"),
-        format!("replay-{scenario}-dlq"),
-    ] {
-        let out = sqs
-            .create_queue()
-            .queue_name(name)
-            .send()
-            .await
-            .expect("queue");
-        urls.push(out.queue_url.expect("url"));
-    }
-    let buffer = Buffer::new(sqs.clone(), urls[0].clone());
+    let queues = Buffer::create_pair(sqs, &format!("replay-{scenario}"), &[], None)
+        .await
+        .expect("queue");
+    let urls = [queues.buffer.queue_url.clone(), queues.dlq.queue_url];
+    let buffer = queues.buffer;
     let t = Instant::now();
     let records = backlog(args.records, args.size);
     let batches = pack(&records).expect("pack");

@@ -180,7 +180,8 @@ impl DrainReport {
     }
 }
 
-/// Nearest-rank percentile of sorted samples.
+/// Nearest-rank percentile (p in 0–100) of sorted samples; `None` when empty. The one
+/// percentile of the workspace: the CLI's demo and status line use it too.
 pub fn percentile(sorted: &[u64], p: f64) -> Option<u64> {
     if sorted.is_empty() {
         return None;

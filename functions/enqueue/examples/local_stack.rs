@@ -18,13 +18,14 @@ use ferry_core::item::describe_key;
 use ferry_core::{AttributeValue, Config, Item, Version};
 use ferry_enqueue::synthetic::{event_json, StreamRecord};
 use ferry_enqueue::{decode_event, Input, Plan};
-use ferry_sandbox::{dynamodb_client, sqs_client_with, ClientOptions, ManagedChild, TableSpec};
+use ferry_sandbox::{
+    dynamodb_client, sqs_client_with, ClientOptions, DynamoRegion, Moto, TableSpec,
+};
 use rand::{Rng, SeedableRng};
 use std::path::PathBuf;
-use std::time::Duration;
 
 const REGION: &str = "us-east-1";
-const DDB: &str = "127.0.0.1:8000";
+const DDB_PORT: u16 = 8000;
 const SQS_PORT: u16 = 5000;
 const TABLE: &str = "ferry-demo";
 const QUEUE: &str = "ferry-us-east-1-to-eu-west-1";
@@ -47,6 +48,10 @@ async fn main() -> Result<(), Error> {
     }
 }
 
+fn ddb_endpoint() -> String {
+    format!("http://127.0.0.1:{DDB_PORT}")
+}
+
 fn sqs_endpoint() -> String {
     format!("http://127.0.0.1:{SQS_PORT}")
 }
@@ -60,24 +65,19 @@ fn repo() -> PathBuf {
 }
 
 async fn up() -> Result<(), Error> {
-    // DynamoDB: dynoxide in this process, unless something already serves the port.
-    let db = dynoxide::Database::memory().map_err(|e| e.to_string())?;
-    match tokio::net::TcpListener::bind(DDB).await {
-        Ok(listener) => {
-            let db = db.clone();
-            tokio::spawn(async move {
-                let stop = async {
-                    let _ = tokio::signal::ctrl_c().await;
-                };
-                if let Err(e) = dynoxide::server::serve_with_shutdown(listener, db, stop).await {
-                    eprintln!("dynoxide stopped: {e}");
-                }
-            });
-            println!("dynoxide (us-east-1) on http://{DDB}");
+    // DynamoDB: dynoxide in this process (the sandbox's), unless something already serves the
+    // port.
+    let _dynamo = match DynamoRegion::start_on(REGION, 0, DDB_PORT) {
+        Ok(region) => {
+            println!("dynoxide (us-east-1) on {}", ddb_endpoint());
+            Some(region)
         }
-        Err(e) => println!("{DDB} is taken ({e}); using whatever DynamoDB answers there"),
-    }
-    let ddb = dynamodb_client(&format!("http://{DDB}"), REGION);
+        Err(e) => {
+            println!("127.0.0.1:{DDB_PORT} is taken ({e}); using whatever DynamoDB answers there");
+            None
+        }
+    };
+    let ddb = dynamodb_client(&ddb_endpoint(), REGION);
     match ferry_sandbox::create_table(&ddb, &TableSpec::new(TABLE, "pk").with_ttl_attribute("ttl"))
         .await
     {
@@ -91,28 +91,13 @@ async fn up() -> Result<(), Error> {
         println!("reusing the SQS endpoint on {}", sqs_endpoint());
         None
     } else {
-        let bin = tokio::task::spawn_blocking(ferry_sandbox::ensure_moto_installed).await??;
-        let mut cmd = std::process::Command::new(bin);
-        cmd.args(["-H", "127.0.0.1", "-p", &SQS_PORT.to_string()]);
-        let child = ManagedChild::spawn("moto-local", cmd)?;
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        while sqs().list_queues().send().await.is_err() {
-            if std::time::Instant::now() > deadline {
-                return Err("moto did not answer within 30 s".into());
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let moto = Moto::start_on_port(SQS_PORT).await?;
         println!("moto (SQS) on {}", sqs_endpoint());
-        Some(child)
+        Some(moto)
     };
-    for name in [QUEUE.to_string(), format!("{QUEUE}-dlq")] {
-        let url = sqs()
-            .create_queue()
-            .queue_name(&name)
-            .send()
-            .await?
-            .queue_url;
-        println!("queue {}", url.unwrap_or(name));
+    let queues = Buffer::create_pair(sqs(), QUEUE, &[], None).await?;
+    for queue in [queues.buffer, queues.dlq] {
+        println!("queue {}", queue.queue_url);
     }
 
     // The current items the case-4 fixtures were written against (their new images).
@@ -164,12 +149,12 @@ async fn peek() -> Result<(), Error> {
     let mut seen = std::collections::HashSet::new();
     // Visibility 0 leaves every message on the queue for the next peek (or a drain).
     for _ in 0..20 {
-        let messages = buffer.receive(10, 0, Some(0)).await?;
+        let messages = buffer.receive_with_attributes(10, 0, Some(0), &[]).await?;
         if messages.is_empty() {
             break;
         }
         let mut new = false;
-        for m in messages {
+        for m in messages.into_iter().map(|m| m.message) {
             if !seen.insert(m.message_id.clone()) {
                 continue;
             }
@@ -191,7 +176,7 @@ async fn peek() -> Result<(), Error> {
         }
     }
     println!("table {TABLE}:");
-    let ddb = dynamodb_client(&format!("http://{DDB}"), REGION);
+    let ddb = dynamodb_client(&ddb_endpoint(), REGION);
     let items = ddb
         .scan()
         .table_name(TABLE)

@@ -97,15 +97,10 @@ async fn harness(test: &str) -> Harness {
     let sqs = moto().sqs_client(LOCAL);
     let mut queues = Vec::new();
     for d in DESTINATIONS {
-        let url = sqs
-            .create_queue()
-            .queue_name(format!("{test}-{LOCAL}-to-{d}"))
-            .send()
+        let buffer = Buffer::create(sqs.clone(), &format!("{test}-{LOCAL}-to-{d}"), &[])
             .await
-            .expect("queue")
-            .queue_url
-            .expect("queue URL");
-        queues.push((d.to_string(), url));
+            .expect("queue");
+        queues.push((d.to_string(), buffer.queue_url));
     }
     let mut config = Config::new(LOCAL, "pk");
     config.destinations = DESTINATIONS.map(String::from).to_vec();
@@ -195,12 +190,15 @@ impl Harness {
         let buffer = Buffer::new(self.sqs.clone(), url);
         let mut out: BTreeMap<String, Vec<ChangeRecord>> = BTreeMap::new();
         loop {
-            let messages = buffer.receive(10, 0, Some(60)).await.expect("receive");
+            let messages = buffer
+                .receive_with_attributes(10, 0, Some(60), &[])
+                .await
+                .expect("receive");
             if messages.is_empty() {
                 return out;
             }
             for m in messages {
-                for r in unpack(&m.body).expect("a Ferry message") {
+                for r in unpack(&m.message.body).expect("a Ferry message") {
                     let AttributeValue::S(pk) = &r.key["pk"] else {
                         panic!("string keys only here");
                     };

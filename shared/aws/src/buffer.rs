@@ -1,9 +1,7 @@
 //! A buffer queue (SQS): send packed batches, receive, delete, dead-letter.
 
 use crate::error::{classify_sdk_error, AwsError};
-use aws_sdk_sqs::types::{
-    DeleteMessageBatchRequestEntry, MessageAttributeValue, MessageSystemAttributeName,
-};
+use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, MessageAttributeValue};
 use aws_sdk_sqs::Client;
 use ferry_core::buffer::BufferBatch;
 
@@ -63,48 +61,6 @@ impl Buffer {
             .await
             .map(|_| ())
             .map_err(|e| classify_sdk_error("SendMessage", &e))
-    }
-
-    /// Long-polls for up to `max` (≤ 10) messages.
-    pub async fn receive(
-        &self,
-        max: i32,
-        wait_s: i32,
-        visibility_s: Option<i32>,
-    ) -> Result<Vec<Received>, AwsError> {
-        let out = self
-            .client
-            .receive_message()
-            .queue_url(&self.queue_url)
-            .max_number_of_messages(max.clamp(1, 10))
-            .wait_time_seconds(wait_s.clamp(0, 20))
-            .set_visibility_timeout(visibility_s)
-            .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
-            .message_system_attribute_names(MessageSystemAttributeName::SentTimestamp)
-            .send()
-            .await
-            .map_err(|e| classify_sdk_error("ReceiveMessage", &e))?;
-        Ok(out
-            .messages
-            .unwrap_or_default()
-            .into_iter()
-            .filter_map(|m| {
-                let attrs = m.attributes.as_ref();
-                let get = |n: MessageSystemAttributeName| {
-                    attrs
-                        .and_then(|a| a.get(&n))
-                        .and_then(|v| v.parse::<u64>().ok())
-                };
-                Some(Received {
-                    receive_count: get(MessageSystemAttributeName::ApproximateReceiveCount)
-                        .unwrap_or(1) as u32,
-                    sent_at_ms: get(MessageSystemAttributeName::SentTimestamp).unwrap_or(0),
-                    message_id: m.message_id?,
-                    receipt_handle: m.receipt_handle?,
-                    body: m.body.unwrap_or_default(),
-                })
-            })
-            .collect())
     }
 
     /// Deletes messages by receipt handle. Returns the receipt handles SQS did not delete.

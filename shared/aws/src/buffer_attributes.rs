@@ -35,8 +35,8 @@ impl ReceivedWithAttributes {
 }
 
 impl Buffer {
-    /// Like [`Buffer::receive`], also returning the message attributes named in `attributes`
-    /// (`["All"]` for every one).
+    /// Long-polls for up to `max` (≤ 10) messages, with the message attributes named in
+    /// `attributes` (`["All"]` for every one; none for `&[]`).
     pub async fn receive_with_attributes(
         &self,
         max: i32,

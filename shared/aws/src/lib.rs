@@ -23,5 +23,5 @@ pub use buffer_attributes::{ReceivedWithAttributes, ATTEMPTS_ATTRIBUTE};
 pub use clients::{ClientSettings, Clients};
 pub use error::{AwsError, ErrorKind};
 pub use merge_apply::{MergeOutcome, MAX_MERGE_ROUNDS};
-pub use queue::QueueDepth;
+pub use queue::{QueueDepth, QueuePair};
 pub use table::{Table, TableDescription, WriteOutcome};

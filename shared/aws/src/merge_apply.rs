@@ -4,9 +4,7 @@
 //! concurrent write: read and merge again, a bounded number of times — never an error.
 
 use crate::error::AwsError;
-use crate::table::{non_empty, write_outcome, Table, WriteOutcome};
-use crate::values::{into_sdk, to_sdk};
-use aws_sdk_dynamodb::types::ReturnValuesOnConditionCheckFailure;
+use crate::table::{Table, WriteOutcome};
 use ferry_core::merge::{plan_merge, AttrState, MergePlan, MergeWrite, Unversioned};
 use ferry_core::{Config, Item};
 
@@ -34,20 +32,13 @@ impl Table {
     /// `UpdateItem` setting `set` and removing `remove` under `condition`.
     pub async fn update_if(&self, write: &MergeWrite) -> Result<WriteOutcome, AwsError> {
         let parts = write.update_parts();
-        let expr = parts.expression;
-        let result = self
-            .client
-            .update_item()
-            .table_name(&self.name)
-            .set_key(Some(to_sdk(&write.key)))
-            .update_expression(parts.update_expression)
-            .condition_expression(parts.condition_expression)
-            .set_expression_attribute_names(Some(expr.names))
-            .set_expression_attribute_values(non_empty(into_sdk(expr.values)))
-            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
-            .send()
-            .await;
-        write_outcome("UpdateItem", result)
+        self.update_with(
+            &write.key,
+            parts.update_expression,
+            parts.condition_expression,
+            parts.expression,
+        )
+        .await
     }
 
     /// Merges into the item at `key` the state `incoming` computes from the current item (the

@@ -1,4 +1,6 @@
-//! Queue-level calls for the operator tools: finding a queue by name and reading its depth.
+//! Queue-level calls: creating a buffer and its dead-letter queue (`ferry local up`, the tests,
+//! the benches and the examples), finding a queue by name and reading its depth (the operator
+//! tools).
 
 use crate::buffer::Buffer;
 use crate::error::{classify_sdk_error, AwsError};
@@ -22,7 +24,72 @@ impl QueueDepth {
     }
 }
 
+/// A buffer queue and its dead-letter queue, as [`Buffer::create_pair`] makes them.
+#[derive(Clone, Debug)]
+pub struct QueuePair {
+    pub buffer: Buffer,
+    pub dlq: Buffer,
+}
+
 impl Buffer {
+    /// Creates the queue called `name` with `attributes` (SQS's defaults for the rest).
+    pub async fn create(
+        client: Client,
+        name: &str,
+        attributes: &[(QueueAttributeName, &str)],
+    ) -> Result<Buffer, AwsError> {
+        let mut request = client.create_queue().queue_name(name);
+        for (attribute, value) in attributes {
+            request = request.attributes(attribute.clone(), *value);
+        }
+        let out = request
+            .send()
+            .await
+            .map_err(|e| classify_sdk_error("CreateQueue", &e))?;
+        Ok(Buffer::new(client, out.queue_url.unwrap_or_default()))
+    }
+
+    /// Creates the dead-letter queue `{name}-dlq`, then the buffer `name`, both with
+    /// `attributes`. With `max_receive_count`, the buffer hands a message to the dead-letter queue
+    /// after that many receives (SQS's redrive policy); without, the two are not linked.
+    pub async fn create_pair(
+        client: Client,
+        name: &str,
+        attributes: &[(QueueAttributeName, &str)],
+        max_receive_count: Option<u32>,
+    ) -> Result<QueuePair, AwsError> {
+        let dlq = Buffer::create(client.clone(), &format!("{name}-dlq"), attributes).await?;
+        let mut redrive = None;
+        if let Some(n) = max_receive_count {
+            let arn = dlq.arn().await?;
+            let policy =
+                serde_json::json!({"deadLetterTargetArn": arn, "maxReceiveCount": n.to_string()});
+            redrive = Some(policy.to_string());
+        }
+        let mut buffer_attributes = attributes.to_vec();
+        if let Some(redrive) = &redrive {
+            buffer_attributes.push((QueueAttributeName::RedrivePolicy, redrive));
+        }
+        let buffer = Buffer::create(client, name, &buffer_attributes).await?;
+        Ok(QueuePair { buffer, dlq })
+    }
+
+    /// The queue's ARN (empty if SQS returns none).
+    pub async fn arn(&self) -> Result<String, AwsError> {
+        let out = self
+            .client
+            .get_queue_attributes()
+            .queue_url(&self.queue_url)
+            .attribute_names(QueueAttributeName::QueueArn)
+            .send()
+            .await
+            .map_err(|e| classify_sdk_error("GetQueueAttributes", &e))?;
+        Ok(out
+            .attributes
+            .and_then(|a| a.get(&QueueAttributeName::QueueArn).cloned())
+            .unwrap_or_default())
+    }
+
     /// The queue called `name` (in the region `client` is configured for).
     pub async fn by_name(client: Client, name: &str) -> Result<Buffer, AwsError> {
         let out = client

@@ -82,13 +82,26 @@ impl Table {
             let names: Vec<String> = remove.iter().map(|r| expr.name(r)).collect();
             update.push_str(&format!(" REMOVE {}", names.join(", ")));
         }
+        self.update_with(key, update, condition_text, expr).await
+    }
+
+    /// `UpdateItem` of `key` with `update` under `condition` (`expr`: the placeholders of both),
+    /// returning the stored item when the condition fails. The stamp's and the attribute
+    /// merge's ([`Table::update_if`]) write.
+    pub(crate) async fn update_with(
+        &self,
+        key: &Item,
+        update: String,
+        condition: String,
+        expr: Expression,
+    ) -> Result<WriteOutcome, AwsError> {
         let result = self
             .client
             .update_item()
             .table_name(&self.name)
             .set_key(Some(to_sdk(key)))
             .update_expression(update)
-            .condition_expression(condition_text)
+            .condition_expression(condition)
             .set_expression_attribute_names(Some(expr.names))
             .set_expression_attribute_values(non_empty(into_sdk(expr.values)))
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)

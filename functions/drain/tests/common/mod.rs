@@ -84,18 +84,10 @@ impl Pair {
             .await
             .expect("table");
         let sqs = moto.sqs_client(SOURCE);
-        let mut urls = Vec::new();
-        for name in [unique("buffer"), unique("dlq")] {
-            let out = sqs
-                .create_queue()
-                .queue_name(name)
-                .send()
-                .await
-                .expect("queue");
-            urls.push(out.queue_url.expect("url"));
-        }
-        let dlq_url = urls.pop().expect("dlq");
-        let buffer_url = urls.pop().expect("buffer");
+        let queues = Buffer::create_pair(sqs.clone(), &unique("buffer"), &[], None)
+            .await
+            .expect("queue");
+        let (buffer_url, dlq_url) = (queues.buffer.queue_url, queues.dlq.queue_url);
         let ddb = region.client();
         Pair {
             region,
