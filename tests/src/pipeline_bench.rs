@@ -162,8 +162,8 @@ fn child_env(name: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set"))
 }
 
-fn enqueue_settings() -> ferry_enqueue::Settings {
-    ferry_enqueue::Settings::from_lookup(|k| std::env::var(k).ok()).expect("enqueue settings")
+fn enqueue_settings() -> ferry_enqueue::EnqueueEnv {
+    ferry_enqueue::EnqueueEnv::from_lookup(|k| std::env::var(k).ok()).expect("enqueue settings")
 }
 
 /// The event files, in order.

@@ -61,13 +61,13 @@
 //! template (#6) keeps catching what the handler cannot control (timeouts, crashes, transient
 //! failures beyond the retry budget).
 
+pub mod env;
 pub mod input;
 mod merge_stamp;
 pub mod outcome;
 pub mod plan;
 mod reconcile;
 mod send;
-pub mod settings;
 pub mod synthetic;
 
 use aws_lambda_events::event::dynamodb::Event;
@@ -77,10 +77,10 @@ use ferry_core::{Clock, Config};
 use reconcile::{reconcile_all, Reconciled};
 use send::{send_all, Sent};
 
+pub use env::{EnqueueEnv, EnvError, DEFAULT_MAX_RECONCILE_ATTEMPTS};
 pub use input::{decode_event, Input, InputRef, PayloadError, Undecodable};
 pub use outcome::{Counts, EnqueueOutcome, RecordFailure};
 pub use plan::{Decision, Packed, Plan, PlanInput};
-pub use settings::{Settings, SetupError, DEFAULT_MAX_RECONCILE_ATTEMPTS};
 
 /// At most this many keys are reconciled at once (each is a read and one or more writes).
 pub const RECONCILE_CONCURRENCY: usize = 16;
@@ -128,9 +128,9 @@ impl Enqueuer {
         table: Table,
         buffers: Vec<Destination>,
         clock: Clock,
-    ) -> Result<Self, SetupError> {
+    ) -> Result<Self, EnvError> {
         let regions: Vec<(String, ())> = buffers.iter().map(|d| (d.region.clone(), ())).collect();
-        settings::check_destinations(&config, &regions)?;
+        env::check_destinations(&config, &regions)?;
         Ok(Enqueuer {
             config,
             table,
@@ -184,10 +184,10 @@ impl Enqueuer {
 /// Builds the SDK clients and the [`Enqueuer`] from the function's settings: what `main.rs` does
 /// once per Lambda instance (the pipeline bench does the same).
 pub async fn connect(
-    settings: &Settings,
+    settings: &EnqueueEnv,
     base: &aws_config::SdkConfig,
     clock: Clock,
-) -> Result<Enqueuer, SetupError> {
+) -> Result<Enqueuer, EnvError> {
     let mut clients = ferry_aws::ClientSettings::new(settings.config.local_region.clone());
     clients.dynamodb_endpoint = settings.dynamodb_endpoint.clone();
     clients.sqs_endpoint = settings.sqs_endpoint.clone();

@@ -1,14 +1,14 @@
 //! The Lambda entry point: settings from the environment, SDK clients built once, the handler
 //! from the library. Nothing here decides anything.
 
-use ferry_enqueue::{handle_json, Settings};
+use ferry_enqueue::{handle_json, EnqueueEnv};
 use lambda_runtime::{service_fn, Error, LambdaEvent};
 use serde_json::value::RawValue;
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     ferry_aws::logs::init_lambda_logs();
-    let settings = Settings::from_lookup(|k| std::env::var(k).ok())?;
+    let settings = EnqueueEnv::from_lookup(|k| std::env::var(k).ok())?;
 
     let base = ferry_aws::clients::base_config().await;
     let enqueuer = ferry_enqueue::connect(&settings, &base, ferry_core::clock::system()).await?;

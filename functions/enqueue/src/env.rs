@@ -1,4 +1,4 @@
-//! The function's settings, read from the environment (through a lookup, so tests need no
+//! The function's environment: its configuration, read through a lookup (so tests need no
 //! process-wide environment).
 
 use ferry_aws::env::{Env, VariableError};
@@ -11,7 +11,7 @@ use std::time::Duration;
 pub const DEFAULT_MAX_RECONCILE_ATTEMPTS: u32 = 5;
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum SetupError {
+pub enum EnvError {
     #[error(transparent)]
     Config(#[from] ConfigError),
     #[error(transparent)]
@@ -29,7 +29,7 @@ pub enum SetupError {
 
 /// Everything `main` needs to build the clients and the [`crate::Enqueuer`].
 #[derive(Clone, Debug, PartialEq)]
-pub struct Settings {
+pub struct EnqueueEnv {
     /// The core's shared settings (`Config::from_lookup`).
     pub config: Config,
     /// `FERRY_TABLE`: the local table.
@@ -50,14 +50,14 @@ pub struct Settings {
     pub metrics_namespace: String,
 }
 
-impl Settings {
-    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, SetupError> {
+impl EnqueueEnv {
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, EnvError> {
         let env = Env::new(lookup);
         let config = env.config()?;
         let table = env.required("FERRY_TABLE")?;
         let buffers = parse_buffers(&env.get("FERRY_BUFFERS").unwrap_or_default())?;
         check_destinations(&config, &buffers)?;
-        Ok(Settings {
+        Ok(EnqueueEnv {
             table,
             buffers,
             dynamodb_endpoint: env.get("FERRY_DYNAMODB_ENDPOINT"),
@@ -79,7 +79,7 @@ impl Settings {
 }
 
 /// Parses `region=queue_url,region=queue_url` (whitespace around entries ignored).
-pub fn parse_buffers(text: &str) -> Result<Vec<(String, String)>, SetupError> {
+pub fn parse_buffers(text: &str) -> Result<Vec<(String, String)>, EnvError> {
     let mut seen = BTreeSet::new();
     text.split(',')
         .map(str::trim)
@@ -89,9 +89,9 @@ pub fn parse_buffers(text: &str) -> Result<Vec<(String, String)>, SetupError> {
                 .split_once('=')
                 .map(|(r, u)| (r.trim(), u.trim()))
                 .filter(|(r, u)| !r.is_empty() && !u.is_empty())
-                .ok_or_else(|| SetupError::BadBuffer(entry.to_string()))?;
+                .ok_or_else(|| EnvError::BadBuffer(entry.to_string()))?;
             if !seen.insert(region.to_string()) {
-                return Err(SetupError::DuplicateBuffer(region.to_string()));
+                return Err(EnvError::DuplicateBuffer(region.to_string()));
             }
             Ok((region.to_string(), url.to_string()))
         })
@@ -100,11 +100,11 @@ pub fn parse_buffers(text: &str) -> Result<Vec<(String, String)>, SetupError> {
 
 /// Every configured destination has exactly one buffer and no buffer goes elsewhere: a missing
 /// buffer would silently leave a region behind.
-pub fn check_destinations<T>(config: &Config, buffers: &[(String, T)]) -> Result<(), SetupError> {
+pub fn check_destinations<T>(config: &Config, buffers: &[(String, T)]) -> Result<(), EnvError> {
     let destinations: BTreeSet<&str> = config.destinations.iter().map(String::as_str).collect();
     let regions: BTreeSet<&str> = buffers.iter().map(|(r, _)| r.as_str()).collect();
     if destinations != regions || regions.len() != buffers.len() {
-        return Err(SetupError::DestinationsMismatch {
+        return Err(EnvError::DestinationsMismatch {
             destinations: config.destinations.clone(),
             buffers: buffers.iter().map(|(r, _)| r.clone()).collect(),
         });
@@ -136,13 +136,13 @@ mod tests {
         ),
     ];
 
-    fn with(extra: &[(&str, &str)]) -> Result<Settings, SetupError> {
+    fn with(extra: &[(&str, &str)]) -> Result<EnqueueEnv, EnvError> {
         let mut pairs: Vec<(&str, &str)> = BASE.to_vec();
         for (k, v) in extra {
             pairs.retain(|(pk, _)| pk != k);
             pairs.push((k, v));
         }
-        Settings::from_lookup(env(&pairs))
+        EnqueueEnv::from_lookup(env(&pairs))
     }
 
     #[test]
@@ -173,27 +173,27 @@ mod tests {
     fn rejects_what_would_lose_a_region() {
         assert!(matches!(
             with(&[("FERRY_BUFFERS", "eu-west-1=https://q/1")]),
-            Err(SetupError::DestinationsMismatch { .. })
+            Err(EnvError::DestinationsMismatch { .. })
         ));
         assert!(matches!(
             with(&[("FERRY_BUFFERS", "eu-west-1=a,eu-west-1=b,ap-southeast-2=c")]),
-            Err(SetupError::DuplicateBuffer(_))
+            Err(EnvError::DuplicateBuffer(_))
         ));
         assert!(matches!(
             with(&[("FERRY_BUFFERS", "eu-west-1")]),
-            Err(SetupError::BadBuffer(_))
+            Err(EnvError::BadBuffer(_))
         ));
         assert_eq!(
             with(&[("FERRY_TABLE", " ")]),
-            Err(SetupError::Variable(VariableError::Missing("FERRY_TABLE")))
+            Err(EnvError::Variable(VariableError::Missing("FERRY_TABLE")))
         );
         assert!(matches!(
             with(&[("FERRY_FILTER", "nonsense")]),
-            Err(SetupError::Config(ConfigError::BadFilter(_)))
+            Err(EnvError::Config(ConfigError::BadFilter(_)))
         ));
         assert!(matches!(
             with(&[("FERRY_ATTEMPT_TIMEOUT_MS", "soon")]),
-            Err(SetupError::Variable(VariableError::Bad { .. }))
+            Err(EnvError::Variable(VariableError::Bad { .. }))
         ));
     }
 }
