@@ -184,12 +184,19 @@ fn attribute_mode(
     Ok(match decision {
         merge::Decision::ReplicatedIn => Done(Classified::ReplicatedIn),
         merge::Decision::Stamp(hint) => Done(Classified::StampAttributes(hint)),
-        merge::Decision::Forward { version, tombstone } => Decided::Forward(Forward {
-            key,
-            tombstone,
-            written_at_ms: created_ms(record).max(version.ts_ms),
-            version,
-        }),
+        merge::Decision::Forward { version, tombstone } => {
+            forwarded(record, key, version, tombstone)
+        }
+    })
+}
+
+/// Case 2: forward the local write at `version`; its lag counts from the record's creation.
+fn forwarded(record: &EventRecord, key: Item, version: Version, tombstone: bool) -> Decided {
+    Decided::Forward(Forward {
+        key,
+        tombstone,
+        written_at_ms: created_ms(record).max(version.ts_ms),
+        version,
     })
 }
 
@@ -214,12 +221,8 @@ fn item_mode(
                 return Ok(Decided::Done(decided));
             }
             if vn.origin == config.local_region && vo.as_ref().is_none_or(|vo| vn > vo) {
-                return Ok(Decided::Forward(Forward {
-                    tombstone: config.is_tombstone(new),
-                    written_at_ms: created_ms(record).max(vn.ts_ms),
-                    version: vn.clone(),
-                    key,
-                }));
+                let tombstone = config.is_tombstone(new);
+                return Ok(forwarded(record, key, vn.clone(), tombstone));
             }
         }
     }
