@@ -443,7 +443,7 @@ async fn status_shows_the_outage_and_dlq_redrive_after_the_fix() {
         assert!(pair.buffer.send_batch(&batch).await.unwrap().is_empty());
     }
     let mut settings = ferry_drain::DrainSettings::with_budget(Duration::from_secs(8));
-    settings.max_pending_attempts = 1;
+    settings.retry.max_pending_attempts = 1;
     settings.return_when_idle = true;
     let drainer = ferry_drain::Drainer {
         config: config.clone(),

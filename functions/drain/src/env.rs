@@ -170,7 +170,7 @@ fn drain_settings<F: Fn(&str) -> Option<String>>(
             settings.visibility_timeout_s as u64,
         )?
         .min(43_200) as i32;
-    settings.max_pending_attempts = env
+    settings.retry.max_pending_attempts = env
         .number("FERRY_MAX_PENDING_ATTEMPTS", 20)?
         .min(u32::MAX as u64) as u32;
     Ok(settings)

@@ -1,6 +1,7 @@
 //! How one drain invocation paces itself. Every knob has a default fit for a one-minute
 //! schedule; tests and the local sandbox shorten them.
 
+use ferry_core::disposition::RetryPolicy;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -39,12 +40,8 @@ pub struct DrainSettings {
     /// Visibility timeout asked for on receive. Must exceed the budget, so a message cannot be
     /// handed to another drain while this one still holds it.
     pub visibility_timeout_s: i32,
-    /// A record found pending (the destination item is unversioned, or its version cannot be
-    /// read) this many times in a row is dead-lettered with the reason; 0: never.
-    pub max_pending_attempts: u32,
-    /// Delivery delay of a re-queued pending record: `base · 2^(attempts−1)`, capped.
-    pub pending_delay_base_s: i32,
-    pub pending_delay_max_s: i32,
+    /// How long a record found pending is retried before the DLQ, and how far apart.
+    pub retry: RetryPolicy,
     /// First pause after a throttled write; doubles on each further throttling pause, decays
     /// on successes.
     pub throttle_backoff: Duration,
@@ -79,9 +76,7 @@ impl Default for DrainSettings {
             takes_in_flight: 2,
             receive_wait_s: 20,
             visibility_timeout_s: 120,
-            max_pending_attempts: 20,
-            pending_delay_base_s: 1,
-            pending_delay_max_s: 900,
+            retry: RetryPolicy::default(),
             throttle_backoff: Duration::from_millis(50),
             max_throttle_backoff: Duration::from_secs(5),
             ping_interval: Duration::from_secs(5),
@@ -120,33 +115,11 @@ impl DrainSettings {
             _ => most,
         }
     }
-
-    /// Delivery delay of a pending record re-queued for the `attempts`-th time.
-    pub fn pending_delay_s(&self, attempts: u32) -> i32 {
-        let shift = attempts.saturating_sub(1).min(20);
-        let delay = (self.pending_delay_base_s.max(0) as i64) << shift;
-        delay.min(self.pending_delay_max_s.max(0) as i64) as i32
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn pending_delay_doubles_and_caps() {
-        let s = DrainSettings::default();
-        let delays: Vec<i32> = (1..=12).map(|a| s.pending_delay_s(a)).collect();
-        assert_eq!(
-            delays,
-            vec![1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 900, 900]
-        );
-        // The default schedule keeps a pending record about 2.5 hours (9 123 s of delays) before the DLQ.
-        let total: i32 = (1..s.max_pending_attempts)
-            .map(|a| s.pending_delay_s(a))
-            .sum();
-        assert_eq!(total, 1023 + 9 * 900);
-    }
 
     #[test]
     fn a_take_is_sized_by_the_records_its_messages_carried() {

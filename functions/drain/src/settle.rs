@@ -81,7 +81,7 @@ async fn settle(d: &Drainer, take: &Take, outcomes: &[Outcome], report: &mut Dra
 /// Marks the done winners secured and sorts the rest into re-queue and dead-letter.
 fn sort_out(d: &Drainer, take: &Take, outcomes: &[Outcome], secured: &mut [bool]) -> Unfinished {
     let mut unfinished = Unfinished::default();
-    for (w, disposition) in take.dispositions(outcomes, &d.settings) {
+    for (w, disposition) in take.dispositions(outcomes, &d.settings.retry) {
         match disposition {
             Disposition::Done => secured[w] = true,
             Disposition::Requeue { attempts, delay_s } => unfinished

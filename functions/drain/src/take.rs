@@ -2,10 +2,11 @@
 //! each key decides it (the core's coalescing), what became of each, and from that, what is
 //! re-queued, dead-lettered and deleted. Pure: no I/O, so the rules are unit-tested here.
 
-use crate::settings::DrainSettings;
 use ferry_aws::{ReceivedWithAttributes, ATTEMPTS_ATTRIBUTE};
 use ferry_core::buffer::{unpack, UnpackError};
 use ferry_core::coalesce::winner_of;
+use ferry_core::disposition::{dispose, RetryPolicy};
+pub(crate) use ferry_core::disposition::{Disposition, Outcome};
 use ferry_core::ChangeRecord;
 use std::ops::Range;
 
@@ -40,43 +41,6 @@ pub(crate) struct Take {
     pub winner_of: Vec<usize>,
     /// The winners, in backlog order: the only records written.
     pub winners: Vec<usize>,
-}
-
-/// What became of a winner.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) enum Outcome {
-    /// Never written (the take was halted first).
-    Unattempted,
-    Applied,
-    Stale,
-    Conflict,
-    /// Found pending; the reason, for the DLQ once the attempts run out.
-    Pending(String),
-    /// Its last write was throttled.
-    Throttled,
-    /// Its write failed for transport or configuration reasons, or was cut at the budget's end.
-    Failed,
-    /// DynamoDB rejected the item (the record's own fault): the reason.
-    Invalid(String),
-}
-
-impl Outcome {
-    pub fn is_done(&self) -> bool {
-        matches!(self, Outcome::Applied | Outcome::Stale | Outcome::Conflict)
-    }
-}
-
-/// What to do with a winner once the take's writes are over.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) enum Disposition {
-    Done,
-    /// Put back on the buffer as a new message carrying `attempts`, delivered after `delay_s`.
-    Requeue {
-        attempts: u32,
-        delay_s: i32,
-    },
-    /// Sent to the DLQ with the reason.
-    DeadLetter(String),
 }
 
 impl Take {
@@ -128,47 +92,16 @@ impl Take {
         self.messages[self.message_of[record]].attempts
     }
 
-    /// The disposition of each winner (indexed like `outcomes`, by record).
+    /// The disposition of each winner (indexed like `outcomes`, by record), from the attempts
+    /// its message carried ([`dispose`]).
     pub fn dispositions(
         &self,
         outcomes: &[Outcome],
-        settings: &DrainSettings,
+        policy: &RetryPolicy,
     ) -> Vec<(usize, Disposition)> {
         self.winners
             .iter()
-            .map(|&w| {
-                let attempts = self.attempts_of(w);
-                let d = match &outcomes[w] {
-                    o if o.is_done() => Disposition::Done,
-                    Outcome::Pending(reason) => {
-                        let attempts = attempts.saturating_add(1);
-                        if settings.max_pending_attempts > 0
-                            && attempts >= settings.max_pending_attempts
-                        {
-                            Disposition::DeadLetter(format!(
-                                "pending {attempts} times (the destination item stayed \
-                                 unwritable by replication): {reason}"
-                            ))
-                        } else {
-                            Disposition::Requeue {
-                                attempts,
-                                delay_s: settings.pending_delay_s(attempts),
-                            }
-                        }
-                    }
-                    Outcome::Invalid(reason) => {
-                        Disposition::DeadLetter(format!("rejected by the destination: {reason}"))
-                    }
-                    // Throttling, transport failures, cuts and records never tried are not the
-                    // record's fault: their attempt count does not move, and no delay (the
-                    // next drain pings the destination before taking anything).
-                    _ => Disposition::Requeue {
-                        attempts,
-                        delay_s: 0,
-                    },
-                };
-                (w, d)
-            })
+            .map(|&w| (w, dispose(&outcomes[w], self.attempts_of(w), policy)))
             .collect()
     }
 
@@ -270,8 +203,8 @@ mod tests {
     }
 
     #[test]
-    fn pending_counts_attempts_and_ends_in_the_dlq_other_failures_do_not() {
-        let settings = DrainSettings {
+    fn each_winner_is_disposed_with_the_attempts_its_message_carried() {
+        let policy = RetryPolicy {
             max_pending_attempts: 3,
             ..Default::default()
         };
@@ -293,7 +226,7 @@ mod tests {
             Outcome::Invalid("ValidationException".into()),
             Outcome::Conflict,
         ];
-        let d = take.dispositions(&outcomes, &settings);
+        let d = take.dispositions(&outcomes, &policy);
         assert_eq!(
             d[0],
             (
@@ -327,19 +260,5 @@ mod tests {
         );
         assert!(matches!(&d[4], (4, Disposition::DeadLetter(r)) if r.contains("Validation")));
         assert_eq!(d[5], (5, Disposition::Done));
-    }
-
-    #[test]
-    fn zero_max_attempts_never_dead_letters_pending() {
-        let settings = DrainSettings {
-            max_pending_attempts: 0,
-            ..Default::default()
-        };
-        let take = Take::build(vec![message("a", &[record("k1", 5, "r1")], Some(1000))]);
-        let d = take.dispositions(&[Outcome::Pending("x".into())], &settings);
-        assert!(matches!(
-            d[0].1,
-            Disposition::Requeue { attempts: 1001, .. }
-        ));
     }
 }

@@ -141,8 +141,8 @@ async fn pending_too_many_times_goes_to_the_dlq() {
     pair.send(&[record("stuck", 5000, "us-east-1", "replicated")])
         .await;
     let mut drainer = pair.drainer().await;
-    drainer.settings.max_pending_attempts = 3;
-    drainer.settings.pending_delay_base_s = 0;
+    drainer.settings.retry.max_pending_attempts = 3;
+    drainer.settings.retry.pending_delay_base_s = 0;
     let report = drain(&drainer).await;
     assert_eq!(report.pending, 3, "{report:?}");
     assert_eq!(report.requeued, 2);

@@ -48,7 +48,7 @@ pub use verdict::{Summary, Verdict, EXAMPLES_PER_VERDICT};
 use aws_lambda_events::event::dynamodb::{EventRecord, StreamViewType, UserIdentity};
 use ferry_core::apply::{apply_condition, image_to_store, judge, Judgement};
 use ferry_core::buffer::{pack, unpack};
-use ferry_core::classify::{classify, Classified, Hint};
+use ferry_core::classify::{classify, Classified, Hint, Wrote};
 use ferry_core::coalesce::coalesce;
 use ferry_core::condition::Condition;
 use ferry_core::config::Config;
@@ -115,10 +115,13 @@ pub enum Hole {
     /// A `has:` filter admits only records whose images hold the attribute: enqueue's stamp of a
     /// `REMOVE` of it does not replicate.
     FilterDropsStamps,
+    /// The tombstone a delete's own record writes into its emptied key is an application's
+    /// delete, not Ferry's gap tombstone: a later write that a drain wrote over is not put back.
+    DeleteTombstoneStands,
 }
 
 impl Hole {
-    pub const ALL: [Hole; 11] = [
+    pub const ALL: [Hole; 12] = [
         Hole::UnversionedOldest,
         Hole::NoTombstones,
         Hole::FirstContract,
@@ -130,6 +133,7 @@ impl Hole {
         Hole::NoRestore,
         Hole::NoExpiryTombstone,
         Hole::FilterDropsStamps,
+        Hole::DeleteTombstoneStands,
     ];
 
     pub fn name(self) -> &'static str {
@@ -145,6 +149,7 @@ impl Hole {
             Hole::NoRestore => "no-restore",
             Hole::NoExpiryTombstone => "no-expiry-tombstone",
             Hole::FilterDropsStamps => "filter-drops-stamps",
+            Hole::DeleteTombstoneStands => "delete-tombstone-stands",
         }
     }
 
@@ -176,6 +181,9 @@ impl Hole {
             Hole::NoExpiryTombstone => "leave the key empty after a TTL expiry (no local tombstone)",
             Hole::FilterDropsStamps => {
                 "a has: filter drops the stamp of a plain REMOVE of the filter attribute"
+            }
+            Hole::DeleteTombstoneStands => {
+                "a delete's record seals the tombstone it writes into the emptied key as an application's"
             }
         }
     }
@@ -1230,6 +1238,12 @@ impl<'o> Sim<'o> {
                             *version = clock_only;
                         }
                         Action::Nothing => {}
+                    }
+                }
+                let own_delete = hint.wrote == Wrote::Delete && hint.expired.is_none();
+                if holes.has(Hole::DeleteTombstoneStands) && current.is_none() && own_delete {
+                    if let Action::Tombstone { item, .. } = &mut action {
+                        seal(item, &names);
                     }
                 }
                 if holes.has(Hole::KeepTombMarker) {

@@ -2,7 +2,7 @@
 //! unversioned (or unsealed) item its first version the way enqueue would (`docs/contract.md`,
 //! "Backfill"). Pure: the CLI scans, calls [`step_for`] and writes.
 
-use crate::classify::Hint;
+use crate::classify::{Hint, Wrote};
 use crate::item::{describe_key, key_of};
 use crate::{reconcile, Action, ChangeRecord, Config, Item, Version};
 
@@ -51,6 +51,9 @@ pub fn step_for(current: Option<&Item>, now_ms: u64, config: &Config) -> Result<
         tombstone_ttl: None,
         expired: None,
         clobbered: None,
+        wrote: Wrote::Image {
+            ttl: item.get(&config.names.ttl).cloned(),
+        },
     };
     match reconcile(&hint, Some(item), now_ms, config)
         .map_err(|e| format!("{}: {e}", describe_key(&key)))?

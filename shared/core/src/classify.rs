@@ -52,6 +52,18 @@ pub struct Hint {
     pub expired: Option<Version>,
     /// The record is a drain's write over an application's write that was not stamped yet.
     pub clobbered: Option<Box<Clobber>>,
+    /// What the record did to the key: deleted it, or wrote an image (with its TTL).
+    pub wrote: Wrote,
+}
+
+/// What a case-4 record did to its key.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Wrote {
+    /// Deleted it (an application's delete: the TTL's are [`Hint::expired`]).
+    Delete,
+    /// Wrote an image, whose TTL attribute (if any) is `ttl`: a write found emptied since was
+    /// removed by a later record, unless its own TTL may have removed it.
+    Image { ttl: Option<AttributeValue> },
 }
 
 /// A drain wrote a replicated version over an application's write that carried a version it had

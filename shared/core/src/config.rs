@@ -320,8 +320,14 @@ impl Config {
 
     /// Whether the item's TTL attribute (epoch seconds) is due at `now_ms`.
     pub fn ttl_due(&self, item: &Item, now_ms: u64) -> bool {
-        match item.get(&self.names.ttl) {
-            Some(AttributeValue::N(ttl)) => ttl
+        item.get(&self.names.ttl)
+            .is_some_and(|ttl| self.ttl_value_due(ttl, now_ms))
+    }
+
+    /// Whether a TTL attribute's value (epoch seconds) is due at `now_ms`.
+    pub fn ttl_value_due(&self, ttl: &AttributeValue, now_ms: u64) -> bool {
+        match ttl {
+            AttributeValue::N(ttl) => ttl
                 .parse::<u64>()
                 .is_ok_and(|s| s.saturating_mul(1000) <= now_ms),
             _ => false,

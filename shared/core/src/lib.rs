@@ -17,6 +17,7 @@ pub mod compare;
 pub mod condition;
 pub mod config;
 pub mod digest;
+pub mod disposition;
 pub mod item;
 pub mod merge;
 pub mod migrate;

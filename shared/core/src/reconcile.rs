@@ -1,6 +1,6 @@
 //! `reconcile`: the contract's case-4 table as one pure function.
 
-use crate::classify::{Clobber, Hint};
+use crate::classify::{Clobber, Hint, Wrote};
 use crate::condition::Condition;
 use crate::config::Config;
 use crate::digest::{
@@ -66,9 +66,7 @@ pub fn reconcile(
         return restore(clobber, current, floor, now_ms, config);
     }
     let Some(current) = current else {
-        // Absent: deleted (since). A tombstone above what was seen.
-        let condition = Condition::NotExists(pk.clone());
-        return Ok(tombstone(hint, floor, condition, now_ms, config));
+        return Ok(deleted_since(hint, floor, now_ms, config));
     };
     let Some(cv) = Version::of(current, &config.names)? else {
         // A local write not stamped yet (this one or a later one).
@@ -91,6 +89,21 @@ pub fn reconcile(
         config,
     }
     .row(now_ms))
+}
+
+/// The key is absent: deleted (since). A tombstone above what was seen. Where the delete is this
+/// record's own, it came before every write whose record follows, so a drain's write over one of
+/// them that enqueue puts back ([`restore`]) goes over it: it is sealed as Ferry's gap tombstone.
+fn deleted_since(hint: &Hint, floor: Version, now_ms: u64, config: &Config) -> Action {
+    let mut item = tombstone_item(&hint.key, &floor, now_ms, config);
+    if hint.wrote == Wrote::Delete {
+        item.insert(config.names.sum.clone(), gap_seal_of(&item, &config.names));
+    }
+    Action::Tombstone {
+        item,
+        version: floor,
+        condition: Condition::NotExists(config.key.partition.clone()),
+    }
 }
 
 /// The rows for a current item that carries a version.
@@ -445,20 +458,6 @@ fn stamp(
         remove,
         ttl,
         condition: Condition::and(condition),
-    }
-}
-
-fn tombstone(
-    hint: &Hint,
-    version: Version,
-    condition: Condition,
-    now_ms: u64,
-    config: &Config,
-) -> Action {
-    Action::Tombstone {
-        item: tombstone_item(&hint.key, &version, now_ms, config),
-        version,
-        condition,
     }
 }
 

@@ -12,7 +12,7 @@ use common::{
     TTL_SERVICE,
 };
 use ferry_core::apply::PendingReason;
-use ferry_core::classify::Clobber;
+use ferry_core::classify::{Clobber, Wrote};
 use ferry_core::digest::{
     gap_seal_of, is_expiry_tombstone, is_gap_tombstone, is_sealed, seal, seal_of,
 };
@@ -149,6 +149,7 @@ fn case3_ttl_expiry_is_not_forwarded_and_leaves_an_expiry_hint() {
                     tombstone_ttl: None,
                     expired: Some(v(100, origin)),
                     clobbered: None,
+                    wrote: Wrote::Delete,
                 }),
                 "{origin}"
             );
@@ -202,6 +203,7 @@ fn case4_application_delete_is_a_hint_not_a_ttl_expiry() {
         tombstone_ttl: None,
         expired: None,
         clobbered: None,
+        wrote: Wrote::Delete,
     });
     for identity in [
         None,
@@ -268,6 +270,7 @@ fn case4_unversioned_local_write_is_a_hint() {
             tombstone_ttl: None,
             expired: None,
             clobbered: None,
+            wrote: Wrote::Image { ttl: None },
         }
     );
     // An unstamped put over a stamped item: seen is the version it replaced, and the attributes
@@ -288,6 +291,7 @@ fn case4_unversioned_local_write_is_a_hint() {
             tombstone_ttl: None,
             expired: None,
             clobbered: None,
+            wrote: Wrote::Image { ttl: None },
         }
     );
 }
@@ -307,6 +311,7 @@ fn case4_update_that_kept_the_version_is_a_hint() {
                 tombstone_ttl: None,
                 expired: None,
                 clobbered: None,
+                wrote: Wrote::Image { ttl: None },
             },
             "{origin}"
         );
@@ -343,6 +348,9 @@ fn case4_update_of_a_tombstone_carries_the_tombstone_ttl() {
             tombstone_ttl: Some(n("1234567")),
             expired: None,
             clobbered: None,
+            wrote: Wrote::Image {
+                ttl: Some(n("1234567")),
+            },
         }
     );
 }
@@ -372,6 +380,7 @@ fn case4_unsealed_new_image_is_a_hint_never_forwarded() {
             tombstone_ttl: None,
             expired: None,
             clobbered: None,
+            wrote: Wrote::Image { ttl: None },
         }
     );
     // A foreign version carried back over other content is not replicated-in.
@@ -382,6 +391,7 @@ fn case4_unsealed_new_image_is_a_hint_never_forwarded() {
         classify_one("MODIFY", Some(&old), Some(&foreign), None),
         Classified::Reconcile(Hint {
             clobbered: None,
+            wrote: Wrote::Image { ttl: None },
             expired: None,
             ..
         })
@@ -421,6 +431,7 @@ fn case4_sealed_foreign_version_over_unversioned_or_lowering_is_a_hint() {
             tombstone_ttl: None,
             expired: None,
             clobbered: None,
+            wrote: Wrote::Image { ttl: None },
         }
     );
     // Below the version it replaced: a drain's write only ever raises the version.
@@ -440,6 +451,7 @@ fn case4_sealed_foreign_version_over_unversioned_or_lowering_is_a_hint() {
             tombstone_ttl: None,
             expired: None,
             clobbered: None,
+            wrote: Wrote::Image { ttl: None },
         }
     );
 }
@@ -467,6 +479,7 @@ fn case1_drain_write_over_an_unsealed_item_is_a_clobber_hint() {
                 written: written.clone(),
                 by: by.clone(),
             })),
+            wrote: Wrote::Image { ttl: None },
         }
     );
 }
@@ -589,6 +602,7 @@ fn hint(seen: Option<Version>, new_version: Option<Version>) -> Hint {
         tombstone_ttl: None,
         expired: None,
         clobbered: None,
+        wrote: Wrote::Delete,
     }
 }
 
@@ -696,7 +710,20 @@ fn row1_absent_gets_a_tombstone_at_the_floor() {
     };
     assert_eq!(version, floor);
     assert_eq!(condition, Condition::NotExists("pk".into()));
-    assert_eq!(tomb, tombstone_item(&key("k"), &floor, NOW, &c));
+    // The record's own delete: sealed as Ferry's gap tombstone, which a write that came after
+    // it and that a drain wrote over is put back over.
+    let plain = tombstone_item(&key("k"), &floor, NOW, &c);
+    let mut gap = plain.clone();
+    gap.insert("ferry_sum".into(), gap_seal_of(&gap, &c.names));
+    assert_eq!(tomb, gap);
+    // A write's record that finds its key emptied since: an ordinary tombstone (the delete may
+    // have come after a write that a drain wrote over; it stands).
+    let mut write = h.clone();
+    write.wrote = Wrote::Image { ttl: None };
+    let Action::Tombstone { item, .. } = run(&write, None, NOW) else {
+        panic!("absent → tombstone");
+    };
+    assert_eq!(item, plain);
     let mut names: Vec<&str> = tomb.keys().map(String::as_str).collect();
     names.sort();
     assert_eq!(

@@ -2,7 +2,7 @@
 //! its case decided. The only part of the core that needs `aws_lambda_events`, so it sits behind
 //! the `stream` feature.
 
-use super::{admits, diff_by, Classified, ClassifyError, Clobber, Hint};
+use super::{admits, diff_by, Classified, ClassifyError, Clobber, Hint, Wrote};
 use crate::config::{Config, MergeMode};
 use crate::digest::{is_expiry_tombstone, is_sealed};
 use crate::item::{describe_key, key_of, Item};
@@ -261,6 +261,16 @@ fn hint_of(
         tombstone_ttl,
         expired: None,
         clobbered: None,
+        wrote: wrote(new, config),
+    }
+}
+
+fn wrote(new: Option<&Item>, config: &Config) -> Wrote {
+    match new {
+        None => Wrote::Delete,
+        Some(new) => Wrote::Image {
+            ttl: new.get(&config.names.ttl).cloned(),
+        },
     }
 }
 
@@ -285,6 +295,7 @@ fn expiry(key: &Item, old: Option<&Item>, config: &Config) -> Result<Decided, Ve
         tombstone_ttl: None,
         expired: Some(version),
         clobbered: None,
+        wrote: Wrote::Delete,
     })))
 }
 
@@ -321,6 +332,7 @@ fn replicated_in(
             written: written.clone(),
             by: new.clone(),
         })),
+        wrote: wrote(Some(new), config),
     })
 }
 
