@@ -51,7 +51,8 @@ SCENARIOS: dict[str, dict[str, str]] = {
         "DestinationRegions": "eu-west-1,ap-southeast-2",
         "DestinationTableNames": "ap-southeast-2=orders-apac",
     },
-    # The stack creates the table; every destination in another account; alarms to SNS.
+    # The stack creates the table; every destination in another account; alarms to SNS; an
+    # operator role.
     "cross-account-new-table": {
         "TableName": "orders",
         "CreateTable": "true",
@@ -63,6 +64,7 @@ SCENARIOS: dict[str, dict[str, str]] = {
         "DestinationRoleArns": "eu-west-1=arn:aws:iam::210987654321:role/ferry-writer,"
         "ap-southeast-2=arn:aws:iam::333333333333:role/ferry-writer",
         "AlarmTopicArn": "arn:aws:sns:us-east-1:123456789012:ferry-alarms",
+        "OperatorRoleArn": "arn:aws:iam::123456789012:role/ops/ferry-operator",
     },
     # A third region, no sort key, attribute merge.
     "three-destinations": {

@@ -354,10 +354,10 @@ def test_enqueue_role(raw, scenario):
     assert set(by_sid["StampAndTombstone"]["Action"]) == {"dynamodb:GetItem", "dynamodb:UpdateItem", "dynamodb:PutItem"}
     assert by_sid["StampAndTombstone"]["Resource"] == "arn:aws:dynamodb:us-east-1:123456789012:table/orders"
     # Publishing the settings other regions' drains check: tags on its own table only.
-    assert set(by_sid["PublishSettings"]["Action"]) == {
-        "dynamodb:DescribeTable", "dynamodb:ListTagsOfResource", "dynamodb:TagResource"
-    }
+    assert set(by_sid["PublishSettings"]["Action"]) == {"dynamodb:DescribeTable", "dynamodb:ListTagsOfResource"}
     assert by_sid["PublishSettings"]["Resource"] == "arn:aws:dynamodb:us-east-1:123456789012:table/orders"
+    assert by_sid["TagSettings"]["Action"] == "dynamodb:TagResource"
+    assert by_sid["TagSettings"]["Resource"] == "arn:aws:dynamodb:us-east-1:123456789012:table/orders"
     assert set(by_sid["ReadStream"]["Action"]) == {
         "dynamodb:DescribeStream", "dynamodb:GetRecords", "dynamodb:GetShardIterator"
     }
@@ -383,12 +383,10 @@ def test_alarms(raw, scenario):
     assert metric(alarms["EnqueueIteratorAgeAlarm"]) == ("AWS/Lambda", "IteratorAge")
     assert metric(alarms["EnqueueErrorsAlarm"]) == ("AWS/Lambda", "Errors")
     assert metric(alarms["EnqueueFailuresAlarm"]) == ("AWS/SQS", "ApproximateNumberOfMessagesVisible")
+    assert metric(alarms["EnqueuePoisonAlarm"]) == ("Ferry", "Poison")
     for name, a in alarms.items():
-        actions = json.dumps(a["Properties"].get("AlarmActions"))
         if topic:
-            assert topic in actions, name
-        else:
-            assert "sns" not in actions, name
+            assert a["Properties"]["AlarmActions"] == [topic], name
         assert "docs/operations.md#" in a["Properties"]["AlarmDescription"], name
 
 
@@ -433,6 +431,229 @@ def test_dashboard_and_alarms_name_metrics_the_functions_emit(raw):
     used |= {"DestinationReachable"}
     used = {u for u in used if not u.startswith("Approximate")}
     assert used <= emitted, f"not emitted by the functions: {used - emitted}"
+
+
+# --------------------------------------------------------------------------------------------
+# issue #17: queue policies, alarms that can fire, smaller hardening
+# --------------------------------------------------------------------------------------------
+MESSAGE_ACTIONS = {"sqs:SendMessage", "sqs:ReceiveMessage", "sqs:DeleteMessage"}
+STREAM_RETENTION_S = 24 * 3600
+
+
+def queue_policy_statements(resources, queue):
+    (policy,) = [
+        p for p in resources.values()
+        if p["Type"] == "AWS::SQS::QueuePolicy" and {"Ref": queue} in p["Properties"]["Queues"]
+    ]
+    return policy["Properties"]["PolicyDocument"]["Statement"]
+
+
+def is_tls_deny(st):
+    return st["Effect"] == "Deny" and st.get("Condition") == {"Bool": {"aws:SecureTransport": "false"}}
+
+
+def exempt_from(statements, action):
+    """The principals (aws:PrincipalArn) the policy's one deny of `action` leaves out; [] when it
+    denies everyone."""
+    denies = [st for st in statements if st["Effect"] == "Deny" and not is_tls_deny(st)
+              and action in listify(st["Action"])]
+    assert len(denies) == 1, f"expected one deny of {action}, got {denies}"
+    (st,) = denies
+    assert st["Principal"] == "*", st
+    condition = dict(st["Condition"])
+    # AWS services acting as themselves (SQS moving a message to its DLQ) are left out; a
+    # service acting for a caller carries the caller's aws:PrincipalArn.
+    assert condition.pop("Bool") == {"aws:PrincipalIsAWSService": "false"}, st
+    if not condition:
+        return []
+    assert set(condition) == {"ArnNotEquals"} and set(condition["ArnNotEquals"]) == {"aws:PrincipalArn"}, st
+    return listify(condition["ArnNotEquals"]["aws:PrincipalArn"])
+
+
+def test_queue_policies_deny_messages_to_all_but_ferry(raw, scenario):
+    final = scenario["final"]["Resources"]
+    operator = scenario["overrides"].get("OperatorRoleArn")
+    enqueue = {"Fn::GetAtt": ["EnqueueRole", "Arn"]}
+    for region in destinations(scenario):
+        s = strip(region)
+        drain = {"Fn::GetAtt": [f"DrainRole{s}", "Arn"]}
+        ops = [operator] if operator else []
+        expected = {
+            # enqueue sends; the drain takes, and re-queues pending records; operators re-send.
+            f"Buffer{s}": {
+                "sqs:SendMessage": [enqueue, drain, *ops],
+                "sqs:ReceiveMessage": [drain, *ops],
+                "sqs:DeleteMessage": [drain, *ops],
+            },
+            # the drain dead-letters; only operators read, redrive (delete) and re-send.
+            f"BufferDlq{s}": {
+                "sqs:SendMessage": [drain, *ops],
+                "sqs:ReceiveMessage": ops,
+                "sqs:DeleteMessage": ops,
+            },
+        }
+        for queue, want in expected.items():
+            sts = queue_policy_statements(final, queue)
+            assert any(is_tls_deny(st) and st["Action"] == "sqs:*" for st in sts), queue
+            for action, principals in want.items():
+                got = exempt_from(sts, action)
+                assert sorted(map(json.dumps, got)) == sorted(map(json.dumps, principals)), (queue, action, got)
+            for st in sts:
+                assert st["Resource"] == {"Fn::GetAtt": [queue, "Arn"]}, (queue, st)
+                if st["Effect"] == "Deny" and not is_tls_deny(st):
+                    # administrators keep managing the queue: only message actions are denied
+                    assert set(listify(st["Action"])) <= MESSAGE_ACTIONS, (queue, st)
+                if st["Effect"] == "Allow":
+                    # a grant here must not widen the set the denies leave
+                    assert st["Principal"] != "*", (queue, st)
+                    for action in listify(st["Action"]):
+                        allowed = map(json.dumps, want.get(action, []))
+                        assert set(map(json.dumps, listify(st["Principal"]["AWS"]))) <= set(allowed), (queue, st)
+
+
+def test_operator_role_parameter(raw):
+    p = raw["Parameters"]["OperatorRoleArn"]
+    assert p["Type"] == "String" and p["Default"] == ""
+    pattern = re.compile(p["AllowedPattern"])
+    for ok in ["", "arn:aws:iam::123456789012:role/ferry-operator",
+               "arn:aws:iam::123456789012:role/aws-reserved/sso.amazonaws.com/AWSReservedSSO_Admin_0a1b"]:
+        assert pattern.fullmatch(ok), ok
+    for bad in ["arn:aws:iam::123456789012:user/alice", "ferry-operator", "arn:aws:iam::123:role/x"]:
+        assert not pattern.fullmatch(bad), bad
+    assert raw["Conditions"]["HasOperatorRole"] == {"Fn::Not": [{"Fn::Equals": [{"Ref": "OperatorRoleArn"}, ""]}]}
+
+
+# Alarm (logical name without the region) -> TreatMissingData. Silence of a metric every run
+# reports is a stalled pipeline (breaching); counts, flags and queue depths stay silent when all
+# is well (notBreaching). A new alarm must be placed here.
+TREAT_MISSING_DATA = {
+    "DestinationUnreachableAlarm": "breaching",
+    "DlqDepthAlarm": "notBreaching",
+    "BufferAgeAlarm": "notBreaching",
+    "DrainErrorsAlarm": "notBreaching",
+    "SettingsMismatchAlarm": "notBreaching",
+    "EnqueueIteratorAgeAlarm": "notBreaching",
+    "EnqueueErrorsAlarm": "notBreaching",
+    "EnqueueModeMismatchAlarm": "notBreaching",
+    "EnqueueFailuresAlarm": "notBreaching",
+    "EnqueuePoisonAlarm": "notBreaching",
+    "DrainDestinationErrorAlarm": "notBreaching",
+    "DrainRefusedAlarm": "notBreaching",
+    "PendingAgeAlarm": "notBreaching",
+}
+
+
+def test_alarms_treat_missing_data_by_meaning(raw, scenario):
+    alarms = of_type(scenario["final"], "AWS::CloudWatch::Alarm")
+    suffixes = tuple(strip(r) for r in destinations(scenario))
+    seen = set()
+    for name, a in alarms.items():
+        base = next((name[: -len(s)] for s in suffixes if name.endswith(s) and name[: -len(s)] in TREAT_MISSING_DATA), name)
+        assert base in TREAT_MISSING_DATA, f"{name}: decide its TreatMissingData here"
+        assert a["Properties"]["TreatMissingData"] == TREAT_MISSING_DATA[base], name
+        seen.add(base)
+    assert seen == set(TREAT_MISSING_DATA)
+    # the heartbeat is reported by every drain run: a silent drain for 15 minutes fires it
+    for region in destinations(scenario):
+        hb = alarms[f"DestinationUnreachableAlarm{strip(region)}"]["Properties"]
+        assert hb["Period"] * hb["EvaluationPeriods"] == 900
+
+
+def test_every_treat_missing_data_is_justified():
+    lines = (ROOT / "template.yaml").read_text().splitlines()
+    found = 0
+    for i, line in enumerate(lines):
+        m = re.match(r"\s+TreatMissingData: (\w+)$", line)
+        if not m:
+            continue
+        found += 1
+        comment = lines[i - 1].strip()
+        assert comment.startswith(f"# {m.group(1)}: "), f"line {i + 1}: justify {m.group(1)} on the line above"
+        assert len(lines[i - 1]) <= 100, f"line {i}: one short line"
+    assert found == len(TREAT_MISSING_DATA)
+
+
+def test_poison_alarm_watches_what_enqueue_publishes(raw, scenario):
+    p = scenario["final"]["Resources"]["EnqueuePoisonAlarm"]["Properties"]
+    assert (p["Namespace"], p["MetricName"]) == ("Ferry", "Poison")
+    assert p["Dimensions"] == [{"Name": "SourceRegion", "Value": "us-east-1"}]
+    assert p["Statistic"] == "Sum" and p["Threshold"] == 0 and p["ComparisonOperator"] == "GreaterThanThreshold"
+    outcome = ROOT / "functions/enqueue/src/outcome.rs"
+    env = ROOT / "functions/enqueue/src/env.rs"
+    if not (outcome.exists() and env.exists()):
+        pytest.skip("enqueue sources not found")
+    assert "Poison" in rust_metric_names()
+    # its EMF dimension set is SourceRegion alone, in the namespace FERRY_METRICS_NAMESPACE names
+    # (default Ferry, not set by the template)
+    assert re.search(r'&\["SourceRegion"\]', outcome.read_text())
+    assert re.search(r'"FERRY_METRICS_NAMESPACE"\)\s*\.unwrap_or(?:_else)?\([^)]*"Ferry"', env.read_text())
+    assert "FERRY_METRICS_NAMESPACE" not in (ROOT / "template.yaml").read_text()
+
+
+def test_every_alarm_notifies_a_topic(raw, scenario):
+    final = scenario["final"]
+    given = scenario["overrides"].get("AlarmTopicArn")
+    topic = given or {"Ref": "AlarmTopic"}
+    own = final["Resources"]["AlarmTopic"]
+    assert own["Type"] == "AWS::SNS::Topic" and own["Condition"] == "CreateAlarmTopic"
+    assert final["Conditions"]["CreateAlarmTopic"] == {"Fn::Equals": [given or "", ""]}
+    for name, a in of_type(final, "AWS::CloudWatch::Alarm").items():
+        assert a["Properties"]["AlarmActions"] == [topic], name
+        assert a["Properties"]["OKActions"] == [topic], name
+    out = final["Outputs"]["AlarmNotificationTopicArn"]
+    assert out["Value"] == topic
+    assert out["Export"]["Name"] == "ferry-AlarmNotificationTopicArn"
+
+
+def test_buffers_and_dlqs_take_the_largest_message_and_are_retained(raw, scenario):
+    final = scenario["final"]["Resources"]
+    core = ROOT / "shared/core/src/buffer.rs"
+    packed = 1_048_576
+    if core.exists():
+        m = re.search(r"pub const SQS_MAX_MESSAGE_BYTES: usize = ([0-9_]+);", core.read_text())
+        packed = int(m.group(1).replace("_", ""))
+    for region in destinations(scenario):
+        for kind in ("Buffer", "BufferDlq"):
+            q = final[f"{kind}{strip(region)}"]
+            assert q["Properties"]["MaximumMessageSize"] == 1048576 == packed, kind
+            assert q["DeletionPolicy"] == "Retain" and q["UpdateReplacePolicy"] == "Retain", kind
+
+
+def test_stream_record_age_within_stream_retention(raw, scenario):
+    age = raw["Parameters"]["StreamMaxRecordAgeSeconds"]
+    assert age["MaxValue"] <= STREAM_RETENTION_S, "older than the stream keeps: the record is trimmed first"
+    assert age["MinValue"] >= 60 and age["Default"] <= STREAM_RETENTION_S
+    p = scenario["final"]["Resources"]["EnqueueFunctionStream"]["Properties"]
+    assert 60 <= p["MaximumRecordAgeInSeconds"] <= STREAM_RETENTION_S  # never -1 (infinite)
+    assert 0 <= p["MaximumRetryAttempts"]  # never -1: the record age is the real bound
+
+
+def test_tagging_only_ferry_tag_keys(raw, scenario):
+    statements_ = [st for r in of_type(scenario["final"], "AWS::IAM::Role").values() for st in statements(r)]
+    statements_ += [st for p in of_type(scenario["final"], "AWS::IAM::Policy").values()
+                    for st in p["Properties"]["PolicyDocument"]["Statement"]]
+    tagging = [st for st in statements_ if any(re.search(r":(Tag|Untag)", a) for a in listify(st["Action"]))]
+    assert tagging, "enqueue publishes its settings as tags"
+    for st in tagging:
+        assert all(re.search(r":(Tag|Untag)", a) for a in listify(st["Action"])), f"keep tagging alone: {st}"
+        assert st["Condition"] == {"ForAllValues:StringLike": {"aws:TagKeys": ["ferry:*"]}}, st
+    # the keys enqueue publishes all fall under the pattern
+    peer = ROOT / "shared/core/src/peer.rs"
+    if peer.exists():
+        keys = re.findall(r'pub const TAG_\w+: &str = "([^"]+)";', peer.read_text())
+        assert keys and all(k.startswith("ferry:") for k in keys), keys
+
+
+def test_drain_role_grants_only_the_calls_it_makes(raw, scenario):
+    final = scenario["final"]["Resources"]
+    for region in destinations(scenario):
+        by_sid = {st["Sid"]: st for st in statements(final[f"DrainRole{strip(region)}"])}
+        # ReceiveMessage, DeleteMessageBatch, SendMessageBatch (re-queue); SendMessage (dead-letter)
+        assert set(listify(by_sid["Buffer"]["Action"])) == {"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:SendMessage"}
+        assert listify(by_sid["DeadLetter"]["Action"]) == ["sqs:SendMessage"]
+        actions = {a for st in by_sid.values() for a in listify(st["Action"])}
+        for unused in ("sqs:ChangeMessageVisibility", "sqs:GetQueueAttributes", "cloudwatch:PutMetricData"):
+            assert unused not in actions, unused
 
 
 # --------------------------------------------------------------------------------------------

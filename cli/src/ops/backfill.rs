@@ -518,23 +518,16 @@ impl Run<'_> {
                     return Ok(());
                 }
                 Step::Apply(record) => return self.apply(&record).await,
-                Step::Stamp {
-                    key,
-                    version,
-                    remove,
-                    ttl,
-                    sum,
-                    condition,
-                } => {
+                Step::Stamp { key, stamp } => {
                     let outcome = while_throttled(
                         || {
                             self.source.stamp_if(
                                 &key,
-                                &version,
-                                &remove,
-                                ttl.as_ref(),
-                                &sum,
-                                &condition,
+                                &stamp.version,
+                                &stamp.remove,
+                                stamp.ttl.as_ref(),
+                                &stamp.sum,
+                                &stamp.condition,
                                 &self.config,
                             )
                         },
@@ -780,6 +773,7 @@ pub fn render(r: &BackfillReport) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ferry_core::reconcile::Stamp;
     use ferry_core::{AttributeValue, Version};
 
     fn item(pk: &str) -> Item {
@@ -830,7 +824,10 @@ mod tests {
         let plain = item("a");
         match step_for(Some(&plain), 1_000, &config).unwrap() {
             Step::Stamp {
-                version, condition, ..
+                stamp: Stamp {
+                    version, condition, ..
+                },
+                ..
             } => {
                 assert_eq!(version, Version::new(1_000, "us-east-1"));
                 // Never overwrites a concurrent write: only while still unversioned.
@@ -864,9 +861,13 @@ mod tests {
         unsealed.insert("v".into(), AttributeValue::S("changed".into()));
         match step_for(Some(&unsealed), 1_000, &config).unwrap() {
             Step::Stamp {
-                version,
-                sum,
-                condition,
+                stamp:
+                    Stamp {
+                        version,
+                        sum,
+                        condition,
+                        ..
+                    },
                 ..
             } => {
                 assert_eq!(version, Version::new(1_000, "us-east-1"));

@@ -9,7 +9,7 @@ use super::target::{Target, TargetArgs};
 use super::{finish, OpsError, EXIT_FOUND, EXIT_OK};
 use clap::{Args, Subcommand};
 use ferry_aws::buffer::{REASON_ATTRIBUTE, RECORDS_ATTRIBUTE};
-use ferry_aws::{Buffer, ReceivedWithAttributes};
+use ferry_aws::{Buffer, ReceivedWithAttributes, FIRST_SENT_ATTRIBUTE};
 use ferry_core::buffer::{unpack, BufferMessage};
 use ferry_core::item::describe_key;
 use serde::Serialize;
@@ -234,7 +234,9 @@ pub async fn run(
                 body: m.message.body.clone(),
                 records: entry.records.max(1),
             };
-            match buffer.send_batch(&vec![message]).await {
+            // The records keep their first-sent time: a redrive does not make them young.
+            let first_sent = [(FIRST_SENT_ATTRIBUTE, m.first_sent_ms())];
+            match buffer.send_batch_with(&vec![message], &first_sent, 0).await {
                 Ok(failed) if failed.is_empty() => {
                     match dlq.delete(&[m.message.receipt_handle.as_str()]).await {
                         Ok(left) if left.is_empty() => report.redriven += 1,

@@ -51,7 +51,7 @@ pub struct DrainEnv {
     /// `FERRY_TAKE_RECORDS` (2 000: a take's size in records, which bounds memory),
     /// `FERRY_TAKES_IN_FLIGHT` (2: the next take is received while one is applied/settled),
     /// `FERRY_RECEIVE_WAIT_S` (20), `FERRY_VISIBILITY_TIMEOUT_S` (budget + 30, at least 120),
-    /// `FERRY_MAX_PENDING_ATTEMPTS` (20; 0 = never dead-letter a pending record).
+    /// `FERRY_MAX_PENDING_ATTEMPTS` (0, the default: never dead-letter a pending record).
     pub settings: DrainSettings,
 }
 
@@ -171,7 +171,7 @@ fn drain_settings<F: Fn(&str) -> Option<String>>(
         )?
         .min(43_200) as i32;
     settings.retry.max_pending_attempts = env
-        .number("FERRY_MAX_PENDING_ATTEMPTS", 20)?
+        .number("FERRY_MAX_PENDING_ATTEMPTS", 0)?
         .min(u32::MAX as u64) as u32;
     Ok(settings)
 }

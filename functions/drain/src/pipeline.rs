@@ -29,6 +29,9 @@ pub(crate) struct Times {
     pub apply_end: Instant,
     /// A write still running now is abandoned (and its record re-queued).
     pub put_cut: Instant,
+    /// The invocation's end: a settle still running now is abandoned rather than killed with
+    /// the Lambda (what it had not deleted comes back after its visibility timeout).
+    pub settle_end: Instant,
 }
 
 /// How long a take spent in each stage before settling (for the debug log).
@@ -47,6 +50,7 @@ pub(crate) async fn run(drainer: &Drainer, budget: Duration) -> DrainReport {
     let times = Times {
         apply_end: start + budget - reserve,
         put_cut: start + budget - reserve / 2,
+        settle_end: start + budget,
     };
     let mut pipeline = Pipeline::new(drainer, times);
     // Boxed: inlining this future into the pipeline's overflows the compiler's layout depth.
@@ -98,7 +102,7 @@ struct Pipeline<'a> {
 /// What the pipeline waits for.
 enum Event {
     Received(Received),
-    Applied(Applied),
+    Applied(Box<Applied>),
     Settled(DrainReport),
     /// The `stop` token was cancelled.
     Stopped,
@@ -148,7 +152,7 @@ impl<'a> Pipeline<'a> {
             }
             match self.next_event().await {
                 Event::Received(r) => self.on_received(r),
-                Event::Applied(a) => self.on_applied(a),
+                Event::Applied(a) => self.on_applied(*a),
                 Event::Settled(r) => {
                     self.settling = None;
                     self.report.absorb_counts(&r);
@@ -201,7 +205,8 @@ impl<'a> Pipeline<'a> {
     fn start_settle(&mut self) {
         if self.settling.is_none() {
             if let Some((take, outcomes, timing)) = self.to_settle.pop_front() {
-                let stage = settle_stage(self.drainer, take, outcomes, timing);
+                let stage =
+                    settle_stage(self.drainer, take, outcomes, timing, self.times.settle_end);
                 self.settling = Some(Box::pin(stage));
             }
         }
@@ -270,7 +275,7 @@ impl<'a> Pipeline<'a> {
         let stopping = self.stopping.is_some();
         tokio::select! {
             r = maybe(&mut self.receiving) => Event::Received(r),
-            a = maybe(&mut self.applying) => Event::Applied(a),
+            a = maybe(&mut self.applying) => Event::Applied(Box::new(a)),
             r = maybe(&mut self.settling) => Event::Settled(r),
             _ = stop.cancelled(), if !stopping => Event::Stopped,
             _ = tokio::time::sleep_until(apply_end), if !stopping => Event::Woke,

@@ -6,7 +6,10 @@ use crate::pipeline::Times;
 use crate::report::DrainReport;
 use crate::take::Take;
 use crate::Drainer;
-use ferry_aws::{AwsError, ErrorKind, ReceivedWithAttributes, ATTEMPTS_ATTRIBUTE};
+use ferry_aws::{
+    AwsError, ErrorKind, ReceivedWithAttributes, ATTEMPTS_ATTRIBUTE, FIRST_SENT_ATTRIBUTE,
+};
+use ferry_core::vet::vet;
 use std::collections::HashMap;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -108,7 +111,7 @@ async fn receive_take(
         .as_secs() as i32;
     let wait_s = s.receive_wait_s.min(left_s - 1).max(0);
     let visibility = Some(s.visibility_timeout_s);
-    let attributes = [ATTEMPTS_ATTRIBUTE];
+    let attributes = [ATTEMPTS_ATTRIBUTE, FIRST_SENT_ATTRIBUTE];
     report.sqs_requests += 1;
     report.receives += 1;
     let first = wanted.clamp(1, 10);
@@ -155,14 +158,24 @@ pub(crate) fn take_of(
         .iter()
         .map(|m| (m.message.message_id.clone(), m.message.sent_at_ms))
         .collect();
-    let take = Take::build(messages);
+    let now_ms = (d.clock)();
+    let take = Take::build(messages, |record, first_sent_ms| {
+        vet(
+            record,
+            &d.destination_region,
+            first_sent_ms,
+            now_ms,
+            &d.config,
+        )
+        .map_err(|refusal| refusal.to_string())
+    });
     let arrival = Arrival {
         sent_at_ms: take
             .messages
             .iter()
             .map(|m| sent.get(&m.message_id).copied().unwrap_or(0))
             .collect(),
-        received_at_ms: (d.clock)(),
+        received_at_ms: now_ms,
         receive_ms: started.elapsed().as_millis() as u64,
     };
     (take, arrival)

@@ -84,8 +84,15 @@ pub struct DrainReport {
     pub requeued: u64,
     /// Malformed messages moved whole to the DLQ.
     pub dlq_messages: u64,
-    /// Records moved to the DLQ (rejected by DynamoDB, pending too many times).
+    /// Records moved to the DLQ (refused by vetting, rejected by DynamoDB, pending too many
+    /// times).
     pub dlq_records: u64,
+    /// Settles abandoned at the invocation's end (a slow SQS): their messages come back.
+    pub settle_timeouts: u64,
+    /// Records refused by vetting ([`ferry_core::vet`]): forged, malformed or too old.
+    pub refused: u64,
+    /// The age (since first sent to a buffer) of the oldest record found pending.
+    pub pending_age_max_ms: Option<u64>,
     /// Messages deleted from the buffer.
     pub deleted: u64,
     /// Messages left on the buffer (a settle call to SQS failed); they come back with a
@@ -152,6 +159,9 @@ impl DrainReport {
         self.requeued += other.requeued;
         self.dlq_messages += other.dlq_messages;
         self.dlq_records += other.dlq_records;
+        self.refused += other.refused;
+        self.settle_timeouts += other.settle_timeouts;
+        self.pending_age_max_ms = self.pending_age_max_ms.max(other.pending_age_max_ms);
         self.deleted += other.deleted;
         self.left += other.left;
         self.transport_failures += other.transport_failures;
@@ -209,6 +219,16 @@ pub fn emf_line(
         Metric::count("Throttled", report.throttled),
         Metric::count("TransportFailures", report.transport_failures),
         Metric::count("Received", report.received),
+        Metric::count("Refused", report.refused),
+        Metric::count("OtherErrors", report.other_errors),
+        Metric::count("SettleTimeouts", report.settle_timeouts),
+        // 1: stopped on an error that is neither transport nor throttling (access denied, a
+        // missing table): the drain cannot write, and an alarm fires on it.
+        Metric::new(
+            "DestinationError",
+            Unit::None,
+            u64::from(report.stop_reason == StopReason::DestinationError),
+        ),
         Metric::new(
             "DestinationReachable",
             Unit::None,
@@ -224,6 +244,9 @@ pub fn emf_line(
             )),
         ),
     ];
+    if let Some(age) = report.pending_age_max_ms {
+        metrics.push(Metric::new("PendingAge", Unit::Milliseconds, age));
+    }
     if let (Some(p50), Some(p99)) = (report.lag_p50_ms, report.lag_p99_ms) {
         metrics.push(Metric::new("LagP50", Unit::Milliseconds, p50));
         metrics.push(Metric::new("LagP99", Unit::Milliseconds, p99));

@@ -6,7 +6,7 @@ use crate::pipeline::TakeTiming;
 use crate::report::DrainReport;
 use crate::take::{Disposition, Outcome, Take};
 use crate::Drainer;
-use ferry_aws::ATTEMPTS_ATTRIBUTE;
+use ferry_aws::{ATTEMPTS_ATTRIBUTE, FIRST_SENT_ATTRIBUTE};
 use ferry_core::buffer::pack;
 use ferry_core::item::describe_key;
 use ferry_core::ChangeRecord;
@@ -19,10 +19,20 @@ pub(crate) async fn settle_stage(
     take: Take,
     outcomes: Vec<Outcome>,
     timing: Option<TakeTiming>,
+    deadline: Instant,
 ) -> DrainReport {
     let started = Instant::now();
     let mut report = DrainReport::default();
-    settle(d, &take, &outcomes, &mut report).await;
+    // Cancelling is safe anywhere: sends come before deletes.
+    let settling = settle(d, &take, &outcomes, &mut report);
+    if tokio::time::timeout_at(deadline, settling).await.is_err() {
+        tracing::warn!(
+            messages = take.messages.len(),
+            "settle ran out of the invocation's time: what it did not delete comes back after \
+             its visibility timeout"
+        );
+        report.settle_timeouts += 1;
+    }
     let t = timing.unwrap_or(TakeTiming {
         receive_ms: 0,
         wait_ms: 0,
@@ -42,10 +52,15 @@ pub(crate) async fn settle_stage(
     report
 }
 
-/// The winners to re-queue, grouped by (attempts, delay), and those to dead-letter, with why.
+/// Re-queued records share a message when they share attempts, delay and the hour they were
+/// first sent in; the message carries the earliest first-sent time of its records.
+const FIRST_SENT_BUCKET_MS: u64 = 3_600_000;
+
+/// The winners to re-queue, grouped by (attempts, delay, first-sent hour), and those to
+/// dead-letter, with why.
 #[derive(Default)]
 struct Unfinished {
-    requeue: BTreeMap<(u32, i32), Vec<usize>>,
+    requeue: BTreeMap<(u32, i32, u64), Vec<usize>>,
     dead: Vec<(usize, String)>,
 }
 
@@ -55,15 +70,20 @@ struct Unfinished {
 async fn settle(d: &Drainer, take: &Take, outcomes: &[Outcome], report: &mut DrainReport) {
     // `secured[w]`: winner w is done, or durably back on the buffer or in the DLQ.
     let mut secured = vec![false; take.records.len()];
-    let unfinished = sort_out(d, take, outcomes, &mut secured);
+    let unfinished = sort_out(d, take, outcomes, &mut secured, report);
     // The drain's central rule: sends come before deletes. A crash in between leaves
     // duplicates (harmless: writes are idempotent), never a loss; the other order could
     // delete a message whose records were never put back.
     requeue(d, take, unfinished.requeue, &mut secured, report).await;
     dead_letter_records(d, take, unfinished.dead, &mut secured, report).await;
+    let refused_sent = dead_letter_refused(d, take, report).await;
     let mut delete: Vec<&str> = Vec::new();
     let mut left: Vec<&str> = Vec::new();
-    for (m, ok) in take.messages.iter().zip(take.deletable(&secured)) {
+    for (m, ok) in take
+        .messages
+        .iter()
+        .zip(take.deletable(&secured, &refused_sent))
+    {
         if ok {
             delete.push(&m.receipt);
         } else {
@@ -78,15 +98,28 @@ async fn settle(d: &Drainer, take: &Take, outcomes: &[Outcome], report: &mut Dra
     report.left += left.len() as u64;
 }
 
-/// Marks the done winners secured and sorts the rest into re-queue and dead-letter.
-fn sort_out(d: &Drainer, take: &Take, outcomes: &[Outcome], secured: &mut [bool]) -> Unfinished {
+/// Marks the done winners secured and sorts the rest into re-queue and dead-letter; notes the
+/// age of the oldest record still pending.
+fn sort_out(
+    d: &Drainer,
+    take: &Take,
+    outcomes: &[Outcome],
+    secured: &mut [bool],
+    report: &mut DrainReport,
+) -> Unfinished {
     let mut unfinished = Unfinished::default();
+    let now_ms = (d.clock)();
     for (w, disposition) in take.dispositions(outcomes, &d.settings.retry) {
+        let first_sent = take.first_sent_of(w);
+        if matches!(outcomes[w], Outcome::Pending(_)) {
+            let age = now_ms.saturating_sub(first_sent);
+            report.pending_age_max_ms = report.pending_age_max_ms.max(Some(age));
+        }
         match disposition {
             Disposition::Done => secured[w] = true,
             Disposition::Requeue { attempts, delay_s } => unfinished
                 .requeue
-                .entry((attempts, delay_s))
+                .entry((attempts, delay_s, first_sent / FIRST_SENT_BUCKET_MS))
                 .or_default()
                 .push(w),
             Disposition::DeadLetter(reason) => unfinished.dead.push((w, reason)),
@@ -100,11 +133,12 @@ fn sort_out(d: &Drainer, take: &Take, outcomes: &[Outcome], secured: &mut [bool]
 async fn requeue(
     d: &Drainer,
     take: &Take,
-    groups: BTreeMap<(u32, i32), Vec<usize>>,
+    groups: BTreeMap<(u32, i32, u64), Vec<usize>>,
     secured: &mut [bool],
     report: &mut DrainReport,
 ) {
-    for ((attempts, delay_s), winners) in groups {
+    for ((attempts, delay_s, _), winners) in groups {
+        let first_sent = winners.iter().map(|&w| take.first_sent_of(w)).min();
         let records: Vec<ChangeRecord> = winners.iter().map(|&w| take.records[w].clone()).collect();
         let batches = match pack(&records) {
             Ok(b) => b,
@@ -117,7 +151,10 @@ async fn requeue(
         let mut next = 0;
         for batch in &batches {
             report.sqs_requests += 1;
-            let numbers = [(ATTEMPTS_ATTRIBUTE, u64::from(attempts))];
+            let numbers = [
+                (ATTEMPTS_ATTRIBUTE, u64::from(attempts)),
+                (FIRST_SENT_ATTRIBUTE, first_sent.unwrap_or_default()),
+            ];
             let failed = match d.buffer.send_batch_with(batch, &numbers, delay_s).await {
                 Ok(failed) => failed,
                 Err(e) => {
@@ -148,22 +185,53 @@ async fn dead_letter_records(
     report: &mut DrainReport,
 ) {
     for (w, reason) in dead {
-        let record = &take.records[w];
-        let key = describe_key(&record.key);
-        let reason = format!("{reason}; key {key}; version {}", record.version);
-        let body = match pack(std::slice::from_ref(record)) {
-            Ok(b) => b.into_iter().flatten().next().map(|m| m.body),
-            Err(_) => None,
-        };
-        let Some(body) = body else { continue };
-        report.sqs_requests += 1;
-        match d.dlq.send_with_reason(&body, 1, &reason).await {
-            Ok(()) => {
-                tracing::warn!(key = %key, reason = %reason, "record dead-lettered");
-                report.dlq_records += 1;
-                secured[w] = true;
-            }
-            Err(e) => tracing::warn!(error = %e, "dead-lettering failed: leaving the message"),
+        let first_sent = take.first_sent_of(w);
+        secured[w] = dead_letter(d, &take.records[w], &reason, first_sent, report).await;
+    }
+}
+
+/// Sends each record that vetting refused to the DLQ; which ones were sent.
+async fn dead_letter_refused(d: &Drainer, take: &Take, report: &mut DrainReport) -> Vec<bool> {
+    let mut sent = Vec::with_capacity(take.refused.len());
+    for r in &take.refused {
+        let first_sent = take.messages[r.message].first_sent_ms;
+        let reason = format!("refused: {}", r.reason);
+        sent.push(dead_letter(d, &r.record, &reason, first_sent, report).await);
+        report.refused += 1;
+    }
+    sent
+}
+
+/// Sends one record to the DLQ on its own, with the reason, its key and its version; whether
+/// SQS took it.
+async fn dead_letter(
+    d: &Drainer,
+    record: &ChangeRecord,
+    reason: &str,
+    first_sent_ms: u64,
+    report: &mut DrainReport,
+) -> bool {
+    let key = describe_key(&record.key);
+    let reason = format!("{reason}; key {key}; version {}", record.version);
+    let body = match pack(std::slice::from_ref(record)) {
+        Ok(b) => b.into_iter().flatten().next().map(|m| m.body),
+        Err(_) => None,
+    };
+    let Some(body) = body else { return false };
+    report.sqs_requests += 1;
+    match d
+        .dlq
+        .send_with_reason(&body, 1, &reason, first_sent_ms)
+        .await
+    {
+        Ok(()) => {
+            tracing::warn!(key = %key, reason = %reason, "record dead-lettered");
+            report.dlq_records += 1;
+            true
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "dead-lettering failed: leaving the message");
+            false
         }
     }
 }
@@ -179,7 +247,11 @@ async fn dead_letter_poison<'t>(
     for p in &take.poison {
         let reason = format!("unreadable buffer message {}: {}", p.message_id, p.reason);
         report.sqs_requests += 1;
-        match d.dlq.send_with_reason(&p.body, 0, &reason).await {
+        match d
+            .dlq
+            .send_with_reason(&p.body, 0, &reason, (d.clock)())
+            .await
+        {
             Ok(()) => {
                 tracing::warn!(message_id = %p.message_id, reason = %reason, "message dead-lettered");
                 report.dlq_messages += 1;

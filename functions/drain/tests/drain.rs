@@ -491,10 +491,11 @@ async fn poison_among_good_messages() {
     let mut more: Vec<_> = (10..20)
         .map(|i| record(&format!("g{i}"), 2000, "us-east-1", "x"))
         .collect();
-    // The table's key is a string: a number key is rejected (ValidationException).
-    more[4]
-        .image
-        .insert("pk".into(), ferry_core::AttributeValue::N("14".into()));
+    // Over DynamoDB's 400 KB item limit: rejected (ValidationException).
+    more[4].image.insert(
+        "big".into(),
+        ferry_core::AttributeValue::S("x".repeat(410 * 1024)),
+    );
     pair.send(&more).await;
 
     let report = drain(&pair.drainer().await).await;

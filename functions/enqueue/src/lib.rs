@@ -29,8 +29,10 @@
 //! ## Order and failure semantics
 //! 1. Classify every record (CPU only).
 //! 2. Reconcile the case-4 records: keys concurrently (up to [`RECONCILE_CONCURRENCY`]), each
-//!    key's records one after another in stream order. A failed write (transport, throttling,
-//!    anything but a failed condition) is that record's failure.
+//!    key's records one after another in stream order. A write DynamoDB rejects for the record's
+//!    own reasons (`ValidationException`) makes the record poison (below); any other failed
+//!    write (transport, throttling, a configuration error — anything but a failed condition) is
+//!    that record's failure.
 //! 3. Send the forwarded records *before* the first reconcile failure, to every destination.
 //!    A failed request or entry makes the first record of that message a failure.
 //! 4. Answer `batchItemFailures` with the sequence number of the earliest failure. Everything
@@ -49,8 +51,10 @@
 //! ## Poison records
 //! A record that can never be processed — it does not decode, it lacks a key attribute or an
 //! image (the stream is not `NEW_AND_OLD_IMAGES`), its version or the current item's version is
-//! unreadable, or its change record cannot fit an SQS message — is logged at error level with
-//! its sequence number, key and reason (never item values), counted (`Poison` metric), and
+//! unreadable, its change record cannot fit an SQS message, or DynamoDB rejects its stamp,
+//! tombstone or restore as invalid (`ValidationException`, e.g. a stamp that would take an item
+//! a few bytes under 400 KB over the limit) — is logged at error level with its sequence number,
+//! key and reason (never item values), counted (`Poison` metric), and
 //! **skipped**. Why not report it as failed: it would fail identically on every retry, holding
 //! every later record of the shard for the whole retry budget, and when Lambda finally gave up
 //! it would discard the *retried batch* — good records after the poison included — sending only

@@ -3,13 +3,14 @@
 //! whole-item tombstone), merged into the current item by `ferry_aws`'s read–merge–conditional
 //! update — the drain's write, with the item's unversioned attributes kept.
 
-use crate::reconcile::Reconciled;
+use crate::reconcile::{rejected, Reconciled};
 use crate::{earliest, Enqueuer};
 use ferry_aws::MergeOutcome;
 use ferry_core::merge::{stamp_delta, StampHint, Unversioned};
 
 /// Stamps each hint in stream order. The first failure cuts the batch (Lambda resends from it);
-/// an unreadable version map is poison, as item mode's unreadable version.
+/// an unreadable version map is poison, as item mode's unreadable version, and so is a stamp
+/// DynamoDB rejects as invalid ([`rejected`]).
 pub(crate) async fn stamp_all(hints: &[(usize, StampHint)], enqueuer: &Enqueuer) -> Reconciled {
     let mut report = Reconciled::default();
     let config = enqueuer.config();
@@ -52,10 +53,14 @@ pub(crate) async fn stamp_all(hints: &[(usize, StampHint)], enqueuer: &Enqueuer)
                 );
                 break;
             }
-            Err(e) => {
-                report.failure = earliest(report.failure.take(), Some((*index, e.to_string())));
-                break;
-            }
+            // DynamoDB refused the stamp for the record's own reasons: poison, as in item mode.
+            Err(e) => match rejected(&e) {
+                Some(reason) => report.poison.push((*index, reason)),
+                None => {
+                    report.failure = earliest(report.failure.take(), Some((*index, e.to_string())));
+                    break;
+                }
+            },
         }
     }
     report

@@ -195,10 +195,18 @@ impl Plan {
         if let Ok(p) = self.forward_index.binary_search(&index) {
             return self.forwards.get(p).map(|r| describe_key(&r.key));
         }
-        self.hints
+        let hint = self
+            .hints
             .iter()
             .find(|(i, _)| *i == index)
-            .map(|(_, h)| describe_key(&h.key))
+            .map(|(_, h)| &h.key);
+        let stamp_hint = || {
+            self.stamp_hints
+                .iter()
+                .find(|(i, _)| *i == index)
+                .map(|(_, h)| &h.key)
+        };
+        hint.or_else(stamp_hint).map(describe_key)
     }
 
     /// Packs the forwarded records whose batch index is below `before` (the first failure, or

@@ -3,7 +3,8 @@
 //! stamp or tombstone it decides (see the crate docs for why the read comes first).
 
 use crate::{earliest, Enqueuer, Failure, RECONCILE_CONCURRENCY};
-use ferry_aws::WriteOutcome;
+use ferry_aws::{AwsError, ErrorKind, WriteOutcome};
+use ferry_core::reconcile::Stamp;
 use ferry_core::{reconcile, Action, Hint, ItemKey, Version};
 use futures::stream::{self, StreamExt};
 use std::collections::HashMap;
@@ -100,7 +101,8 @@ async fn reconcile_group(
 }
 
 /// One case-4 record: read C, write what `reconcile` says under its condition, and on a failed
-/// condition go again from the item DynamoDB returned. Err: the record is not done.
+/// condition go again from the item DynamoDB returned. A write DynamoDB rejects for the record's
+/// own reasons makes it poison ([`rejected`]). Err: the record is not done.
 async fn reconcile_one(
     hint: &Hint,
     enqueuer: &Enqueuer,
@@ -122,21 +124,15 @@ async fn reconcile_one(
         };
         let written = match &action {
             Action::Nothing => return Ok(Done::Unchanged),
-            Action::Stamp {
-                version,
-                remove,
-                ttl,
-                sum,
-                condition,
-            } => {
+            Action::Stamp(stamp) => {
                 table
                     .stamp_if(
                         &hint.key,
-                        version,
-                        remove,
-                        ttl.as_ref(),
-                        sum,
-                        condition,
+                        &stamp.version,
+                        &stamp.remove,
+                        stamp.ttl.as_ref(),
+                        &stamp.sum,
+                        &stamp.condition,
                         config,
                     )
                     .await
@@ -147,10 +143,13 @@ async fn reconcile_one(
             | Action::Restore {
                 item, condition, ..
             } => table.put_if(item, condition).await,
-        }
-        .map_err(|e| e.to_string())?;
+        };
+        let written = match written {
+            Ok(written) => written,
+            Err(e) => return rejected(&e).map(Done::Poison).ok_or_else(|| e.to_string()),
+        };
         match (written, action) {
-            (WriteOutcome::Written, Action::Stamp { version, .. })
+            (WriteOutcome::Written, Action::Stamp(Stamp { version, .. }))
             | (WriteOutcome::Written, Action::Restore { version, .. }) => {
                 return Ok(Done::Stamped(version))
             }
@@ -168,4 +167,69 @@ async fn reconcile_one(
         "the item changed under {} conditional writes in a row; retrying later",
         enqueuer.max_reconcile_attempts
     ))
+}
+
+/// Why a failed write makes its record poison: DynamoDB refused the stamp, tombstone or restore
+/// for the record's own reasons (`ErrorKind::Invalid`: a `ValidationException`, e.g. a stamp that
+/// would take the item over 400 KB). No retry changes that, so the record is skipped like an
+/// undecodable one instead of holding the shard until the stream gives the batch up. `None`:
+/// the stream retries it — transport and throttling, a configuration error (access denied, a
+/// missing table: no one record's fault), and a refused read (a key the table's own stream gave
+/// can only be refused if the configured key schema is wrong).
+pub(crate) fn rejected(e: &AwsError) -> Option<String> {
+    let write = matches!(e.operation, "PutItem" | "UpdateItem");
+    (write && e.kind == ErrorKind::Invalid).then(|| {
+        let code = e.code.as_deref().unwrap_or("invalid request");
+        format!(
+            "DynamoDB rejected the {}: {code}: {}",
+            e.operation, e.message
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn error(operation: &'static str, kind: ErrorKind, code: &str) -> AwsError {
+        AwsError {
+            operation,
+            kind,
+            code: Some(code.into()),
+            message: "Item size to update has exceeded the maximum allowed size".into(),
+        }
+    }
+
+    #[test]
+    fn a_write_rejected_as_invalid_is_poison_with_its_reason() {
+        for operation in ["UpdateItem", "PutItem"] {
+            let e = error(operation, ErrorKind::Invalid, "ValidationException");
+            let reason = rejected(&e).expect("poison");
+            assert!(reason.contains(operation), "{reason}");
+            assert!(reason.contains("ValidationException"), "{reason}");
+            assert!(reason.contains("maximum allowed size"), "{reason}");
+        }
+    }
+
+    #[test]
+    fn transport_throttling_configuration_and_reads_are_retried() {
+        for (operation, kind, code) in [
+            (
+                "UpdateItem",
+                ErrorKind::Throttled,
+                "ProvisionedThroughputExceededException",
+            ),
+            ("PutItem", ErrorKind::Throttled, "ThrottlingException"),
+            ("UpdateItem", ErrorKind::Transport, "InternalServerError"),
+            ("PutItem", ErrorKind::Other, "AccessDeniedException"),
+            ("UpdateItem", ErrorKind::Other, "ResourceNotFoundException"),
+            ("GetItem", ErrorKind::Invalid, "ValidationException"),
+        ] {
+            assert_eq!(
+                rejected(&error(operation, kind, code)),
+                None,
+                "{operation} {code}"
+            );
+        }
+    }
 }

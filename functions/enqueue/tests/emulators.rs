@@ -670,6 +670,61 @@ async fn poison_records_are_skipped_without_blocking_the_batch() {
     h.assert_queues_hold(&["g#3"]).await;
 }
 
+/// A stamp DynamoDB rejects for the record's own reasons is poison like an undecodable record:
+/// an unstamped item within 20 bytes of the 400 KB item limit cannot take its version, and no
+/// retry changes that. The stamp's `UpdateItem` fails with `ValidationException` (dynoxide holds
+/// the finished item to the limit, as DynamoDB does); the record is counted and skipped, the item
+/// is left as it is, and the records after it are done — instead of the shard being held until
+/// the stream gives the batch up.
+#[tokio::test]
+async fn a_stamp_dynamodb_rejects_as_invalid_is_poison_and_the_shard_moves_on() {
+    let h = harness("rejected").await;
+    let enqueuer = h.enqueuer();
+    // 409,600 bytes is the limit; names and values count: pk + "big#1" + blob + its bytes.
+    let limit = 400 * 1024;
+    let blob_len = limit - 20 - ("pk".len() + "big#1".len() + "blob".len());
+    let mut rng = rand::rngs::StdRng::seed_from_u64(400);
+    let mut big = item("big#1", &[]);
+    big.insert(
+        "blob".into(),
+        AttributeValue::B((0..blob_len).map(|_| rng.gen()).collect()),
+    );
+    h.put(&big).await;
+    let v = Version::new(now_ms(), LOCAL);
+    let records = [
+        StreamRecord::insert("8000", &key("g#1"), &stamped(item("g#1", &[]), &v)),
+        StreamRecord::insert("8001", &key("big#1"), &big),
+        StreamRecord::insert("8002", &key("g#2"), &stamped(item("g#2", &[]), &v)),
+    ];
+    let outcome = handle(&event(&records).expect("event"), &enqueuer).await;
+    assert_clean(&outcome);
+    let c = &outcome.counts;
+    assert_eq!(
+        (c.poison, c.stamped, c.forwarded, c.failed),
+        (1, 0, 2, 0),
+        "{c:?}"
+    );
+    assert!(outcome
+        .metrics_line("Ferry", LOCAL, 0)
+        .contains("\"Poison\":1"));
+    assert_eq!(
+        h.get("big#1").await,
+        Some(big.clone()),
+        "the item is left as it is"
+    );
+    h.assert_queues_hold(&["g#1", "g#2"]).await;
+
+    // Attribute merge mode's stamp (the version map) is refused the same way: poison too.
+    let mut config = h.config.clone();
+    config.merge_mode = ferry_core::MergeMode::Attribute;
+    let merging = h.enqueuer_with(config, &h.region.endpoint(), ClientOptions::default(), None);
+    let ev = event(&[StreamRecord::insert("9000", &key("big#1"), &big)]).expect("event");
+    let outcome = handle(&ev, &merging).await;
+    assert_clean(&outcome);
+    assert_eq!((outcome.counts.poison, outcome.counts.stamped), (1, 0));
+    assert_eq!(h.get("big#1").await, Some(big));
+}
+
 /// A write of the other merge mode (here: an attribute-mode drain's merge landing in an
 /// item-mode region) is a configuration error, not poison: the batch fails from that record —
 /// what came before is sent, nothing after it is done, the stream keeps retrying it — and it is

@@ -138,6 +138,17 @@ fn malformed_records_say_why_without_values() {
     assert_eq!(plan.key_of(3), None);
 }
 
+/// An attribute-mode stamp's record is logged with its key too (a poison one: a stamp DynamoDB
+/// rejects), as item mode's.
+#[test]
+fn attribute_mode_stamp_records_have_their_key() {
+    let mut config = config();
+    config.merge_mode = ferry_core::MergeMode::Attribute;
+    let (_inputs, plan) = plan_of("unstamped-write.json", &config);
+    assert_eq!(plan.stamp_hints.len(), 1);
+    assert_eq!(plan.key_of(0).as_deref(), Some("pk=S:profile#42"));
+}
+
 #[test]
 fn forwarded_values_survive_packing_exactly() {
     let config = config();

@@ -43,20 +43,23 @@ impl Buffer {
         self.send_batch_with(batch, &[], 0).await
     }
 
-    /// Sends one message with a reason attached (to a dead-letter queue).
+    /// Sends one message with a reason attached (to a dead-letter queue), and when its records
+    /// were first sent to a buffer ([`crate::FIRST_SENT_ATTRIBUTE`]).
     pub async fn send_with_reason(
         &self,
         body: &str,
         records: usize,
         reason: &str,
+        first_sent_ms: u64,
     ) -> Result<(), AwsError> {
         let reason: String = reason.chars().take(900).collect();
         self.client
             .send_message()
             .queue_url(&self.queue_url)
             .message_body(body)
-            .message_attributes(RECORDS_ATTRIBUTE, number_attribute(records))
+            .message_attributes(RECORDS_ATTRIBUTE, number_attribute(records as u64))
             .message_attributes(REASON_ATTRIBUTE, string_attribute(&reason))
+            .message_attributes(crate::FIRST_SENT_ATTRIBUTE, number_attribute(first_sent_ms))
             .send()
             .await
             .map(|_| ())
@@ -109,7 +112,7 @@ impl Buffer {
     }
 }
 
-fn number_attribute(n: usize) -> MessageAttributeValue {
+fn number_attribute(n: u64) -> MessageAttributeValue {
     MessageAttributeValue::builder()
         .data_type("Number")
         .string_value(n.to_string())

@@ -15,6 +15,11 @@ use std::collections::HashMap;
 pub const ATTEMPTS_ATTRIBUTE: &str = "ferry-attempts";
 
 /// SQS caps a message's delivery delay at 15 minutes.
+/// When a record's message was first sent to a buffer (ms since the epoch): carried through
+/// every re-queue, dead-lettering and redrive, so a record's age is not reset by SQS
+/// (`SentTimestamp` is the latest trip's).
+pub const FIRST_SENT_ATTRIBUTE: &str = "ferry-first-sent";
+
 pub const MAX_DELAY_S: i32 = 900;
 
 /// One received message with its (string-valued) message attributes.
@@ -31,6 +36,13 @@ impl ReceivedWithAttributes {
         self.attributes
             .get(name)
             .and_then(|v| v.trim().parse::<u64>().ok())
+    }
+
+    /// When the message's records were first sent to a buffer: the carried attribute, or this
+    /// message's own `SentTimestamp` for a first trip.
+    pub fn first_sent_ms(&self) -> u64 {
+        self.number(FIRST_SENT_ATTRIBUTE)
+            .unwrap_or(self.message.sent_at_ms)
     }
 }
 

@@ -41,6 +41,8 @@ const THROTTLING: &[&str] = &[
     "TooManyRequestsException",
     "RequestThrottled",
     "KMSThrottlingException",
+    // Another request (a transaction) holds the item for a moment: retried like throttling.
+    "TransactionConflictException",
 ];
 
 const INVALID: &[&str] = &[
@@ -64,13 +66,7 @@ where
             let se = e.err();
             let code = se.code().map(str::to_string);
             let message = se.message().unwrap_or_default().to_string();
-            let server_error = e.raw().status().is_server_error();
-            let kind = match code.as_deref() {
-                Some(c) if THROTTLING.contains(&c) => ErrorKind::Throttled,
-                Some(c) if INVALID.contains(&c) => ErrorKind::Invalid,
-                _ if server_error => ErrorKind::Transport,
-                _ => ErrorKind::Other,
-            };
+            let kind = kind_of(code.as_deref(), e.raw().status().is_server_error());
             (kind, code, message)
         }
         other => (ErrorKind::Other, None, format!("{other}")),
@@ -80,5 +76,43 @@ where
         kind,
         code,
         message,
+    }
+}
+
+/// The kind of a service error, from its code and whether the status was a 5xx.
+pub fn kind_of(code: Option<&str>, server_error: bool) -> ErrorKind {
+    match code {
+        Some(c) if THROTTLING.contains(&c) => ErrorKind::Throttled,
+        Some(c) if INVALID.contains(&c) => ErrorKind::Invalid,
+        _ if server_error => ErrorKind::Transport,
+        _ => ErrorKind::Other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_transaction_conflict_is_retried_like_throttling() {
+        let kind = kind_of(Some("TransactionConflictException"), false);
+        assert_eq!(kind, ErrorKind::Throttled);
+    }
+
+    #[test]
+    fn kinds_by_code_then_status() {
+        assert_eq!(
+            kind_of(Some("ValidationException"), false),
+            ErrorKind::Invalid
+        );
+        assert_eq!(
+            kind_of(Some("AccessDeniedException"), false),
+            ErrorKind::Other
+        );
+        assert_eq!(
+            kind_of(Some("InternalServerError"), true),
+            ErrorKind::Transport
+        );
+        assert_eq!(kind_of(None, true), ErrorKind::Transport);
     }
 }

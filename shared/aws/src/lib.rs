@@ -19,7 +19,7 @@ pub mod values;
 
 pub use apply::ApplyOutcome;
 pub use buffer::{Buffer, Received};
-pub use buffer_attributes::{ReceivedWithAttributes, ATTEMPTS_ATTRIBUTE};
+pub use buffer_attributes::{ReceivedWithAttributes, ATTEMPTS_ATTRIBUTE, FIRST_SENT_ATTRIBUTE};
 pub use clients::{ClientSettings, Clients};
 pub use error::{AwsError, ErrorKind};
 pub use merge_apply::{MergeOutcome, MAX_MERGE_ROUNDS};

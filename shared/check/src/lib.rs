@@ -55,7 +55,7 @@ use ferry_core::config::Config;
 use ferry_core::config::MergeMode;
 use ferry_core::digest::{is_expiry_tombstone, seal};
 use ferry_core::item::{AttributeValue, Item, ItemKey};
-use ferry_core::reconcile::{reconcile, tombstone_item, Action};
+use ferry_core::reconcile::{reconcile, tombstone_item, Action, Stamp};
 use ferry_core::record::ChangeRecord;
 use ferry_core::version::Version;
 use rand::{Rng, RngCore};
@@ -1205,7 +1205,7 @@ impl<'o> Sim<'o> {
         } else {
             reconcile(hint, current, now, config)
         };
-        if let Ok(Action::Stamp { .. }) = &action {
+        if let Ok(Action::Stamp(_)) = &action {
             if holes.has(Hole::NoLift) {
                 let cv = current.and_then(|c| Version::of(c, &config.names).ok().flatten());
                 let lifts = match &cv {
@@ -1230,7 +1230,7 @@ impl<'o> Sim<'o> {
                 if holes.has(Hole::NoFloor) {
                     let clock_only = Version::new(now, local);
                     match &mut action {
-                        Action::Stamp { version, .. } => *version = clock_only,
+                        Action::Stamp(Stamp { version, .. }) => *version = clock_only,
                         Action::Tombstone { item, version, .. }
                         | Action::Restore { item, version, .. } => {
                             clock_only.stamp_into(item, &names);
@@ -1247,7 +1247,7 @@ impl<'o> Sim<'o> {
                     }
                 }
                 if holes.has(Hole::KeepTombMarker) {
-                    if let Action::Stamp { remove, .. } = &mut action {
+                    if let Action::Stamp(Stamp { remove, .. }) = &mut action {
                         remove.clear();
                     }
                 }
@@ -1274,7 +1274,7 @@ impl<'o> Sim<'o> {
             let current = self.regions[r].table.get(&key).cloned();
             let condition = match &inflight.action {
                 Action::Nothing => return,
-                Action::Stamp { condition, .. }
+                Action::Stamp(Stamp { condition, .. })
                 | Action::Tombstone { condition, .. }
                 | Action::Restore { condition, .. } => condition,
             };
@@ -1301,13 +1301,13 @@ impl<'o> Sim<'o> {
         let name = self.regions[r].name;
         match action {
             Action::Nothing => {}
-            Action::Stamp {
+            Action::Stamp(Stamp {
                 version,
                 remove,
                 ttl,
                 sum,
                 ..
-            } => {
+            }) => {
                 // UpdateItem: sets the version, removes the listed attributes.
                 let old_ops = current
                     .as_ref()
@@ -1735,13 +1735,13 @@ fn first_contract(
     };
     let mut after = current.cloned().unwrap_or_default();
     floor.stamp_into(&mut after, names);
-    Ok(Action::Stamp {
+    Ok(Action::Stamp(Stamp {
         sum: ferry_core::digest::seal_of(&after, names),
         version: floor,
         remove: Vec::new(),
         ttl: None,
         condition,
-    })
+    }))
 }
 
 /// The stream record Lambda would deliver for a simulated write.
@@ -1810,9 +1810,9 @@ fn show_action(action: &Action) -> String {
     let base = |v: &Version| format!("{}@{}", v.ts_ms.saturating_sub(BASE_EPOCH_MS), v.origin);
     match action {
         Action::Nothing => "nothing".into(),
-        Action::Stamp {
+        Action::Stamp(Stamp {
             version, remove, ..
-        } => format!("stamp at {} removing {remove:?}", base(version)),
+        }) => format!("stamp at {} removing {remove:?}", base(version)),
         Action::Tombstone { version, .. } => format!("tombstone at {}", base(version)),
         Action::Restore { version, .. } => format!("restore at {}", base(version)),
     }

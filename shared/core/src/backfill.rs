@@ -4,7 +4,8 @@
 
 use crate::classify::{Hint, Wrote};
 use crate::item::{describe_key, key_of};
-use crate::{reconcile, Action, ChangeRecord, Config, Item, Version};
+use crate::reconcile::Stamp;
+use crate::{reconcile, Action, ChangeRecord, Config, Item};
 
 /// What to do with one scanned (or re-read) source item.
 #[derive(Clone, Debug, PartialEq)]
@@ -12,14 +13,7 @@ pub enum Step {
     /// Versioned: apply it everywhere.
     Apply(ChangeRecord),
     /// Unversioned: the contract's bootstrap stamp (conditional on it still being unversioned).
-    Stamp {
-        key: Item,
-        version: Version,
-        remove: Vec<String>,
-        ttl: Option<crate::AttributeValue>,
-        sum: crate::AttributeValue,
-        condition: crate::Condition,
-    },
+    Stamp { key: Item, stamp: Stamp },
     /// Gone (deleted meanwhile), or not replicated by the item filter.
     Skip,
 }
@@ -58,20 +52,7 @@ pub fn step_for(current: Option<&Item>, now_ms: u64, config: &Config) -> Result<
     match reconcile(&hint, Some(item), now_ms, config)
         .map_err(|e| format!("{}: {e}", describe_key(&key)))?
     {
-        Action::Stamp {
-            version,
-            remove,
-            ttl,
-            sum,
-            condition,
-        } => Ok(Step::Stamp {
-            key,
-            version,
-            remove,
-            ttl,
-            sum,
-            condition,
-        }),
+        Action::Stamp(stamp) => Ok(Step::Stamp { key, stamp }),
         other => Err(format!(
             "{}: unexpected bootstrap action {other:?}",
             describe_key(&key)

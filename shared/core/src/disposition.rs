@@ -43,7 +43,9 @@ pub enum Disposition {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RetryPolicy {
     /// A record found pending (the destination item is unversioned, or its version cannot be
-    /// read) this many times in a row is dead-lettered with the reason; 0: never.
+    /// read) this many times in a row is dead-lettered with the reason; 0 (the default): never.
+    /// Pending is never the record's own fault: it waits for the destination, and the drain
+    /// reports the oldest pending record's age (`PendingAge`), which is alarmed on.
     pub max_pending_attempts: u32,
     /// Delivery delay of a re-queued pending record: `base · 2^(attempts−1)`, capped.
     pub pending_delay_base_s: i32,
@@ -51,10 +53,10 @@ pub struct RetryPolicy {
 }
 
 impl Default for RetryPolicy {
-    /// About 2.5 hours of retries (9 123 s of delays) before the DLQ.
+    /// Retried for ever, at most 15 minutes apart.
     fn default() -> Self {
         RetryPolicy {
-            max_pending_attempts: 20,
+            max_pending_attempts: 0,
             pending_delay_base_s: 1,
             pending_delay_max_s: 900,
         }
@@ -114,10 +116,12 @@ mod tests {
             delays,
             vec![1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 900, 900]
         );
-        let total: i32 = (1..p.max_pending_attempts)
-            .map(|a| p.pending_delay_s(a))
-            .sum();
-        assert_eq!(total, 1023 + 9 * 900);
+        assert_eq!(
+            p.max_pending_attempts, 0,
+            "pending is never dead-lettered by default"
+        );
+        let d = dispose(&Outcome::Pending("unversioned".into()), 1_000_000, &p);
+        assert!(matches!(d, Disposition::Requeue { delay_s: 900, .. }));
     }
 
     #[test]

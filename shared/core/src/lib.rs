@@ -25,6 +25,7 @@ pub mod peer;
 pub mod reconcile;
 pub mod record;
 pub mod version;
+pub mod vet;
 
 pub use apply::{apply_condition, image_to_store, judge, Judgement};
 #[cfg(feature = "stream")]

@@ -18,18 +18,7 @@ pub enum Action {
     Nothing,
     /// `UpdateItem` that sets only the version (and removes the attributes in `remove`: the
     /// tombstone marker, and its TTL, when the application wrote to a deleted key).
-    Stamp {
-        version: Version,
-        remove: Vec<String>,
-        /// A tombstone that stays one moves its TTL with its version ([`tombstone_ttl`]), so
-        /// the TTL of every tombstone follows from its version.
-        ttl: Option<AttributeValue>,
-        /// The seal of the item as the stamp leaves it (read plus the stamp's changes): right as
-        /// long as the item is as read, which the condition pins as far as it can; a stamp that
-        /// lands on changed content leaves an unsealed item, which is stamped again.
-        sum: AttributeValue,
-        condition: Condition,
-    },
+    Stamp(Stamp),
     /// `PutItem` of an application's write that a drain wrote over before it was stamped, back
     /// above the drain's version.
     Restore {
@@ -43,6 +32,21 @@ pub enum Action {
         version: Version,
         condition: Condition,
     },
+}
+
+/// A stamp ([`Action::Stamp`]): what its `UpdateItem` sets and removes, and its condition.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Stamp {
+    pub version: Version,
+    pub remove: Vec<String>,
+    /// A tombstone that stays one moves its TTL with its version ([`tombstone_ttl`]), so
+    /// the TTL of every tombstone follows from its version.
+    pub ttl: Option<AttributeValue>,
+    /// The seal of the item as the stamp leaves it (read plus the stamp's changes): right as
+    /// long as the item is as read, which the condition pins as far as it can; a stamp that
+    /// lands on changed content leaves an unsealed item, which is stamped again.
+    pub sum: AttributeValue,
+    pub condition: Condition,
 }
 
 /// The case-4 table: (what the record saw, the current item or its absence, now) → the write.
@@ -452,13 +456,13 @@ fn stamp(
     } else {
         seal_of(&after, names)
     };
-    Action::Stamp {
+    Action::Stamp(Stamp {
         sum,
         version,
         remove,
         ttl,
         condition: Condition::and(condition),
-    }
+    })
 }
 
 /// A tombstone: the key, the version, the marker, and the TTL set to [`tombstone_ttl`].

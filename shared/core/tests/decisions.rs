@@ -16,7 +16,7 @@ use ferry_core::classify::{Clobber, Wrote};
 use ferry_core::digest::{
     gap_seal_of, is_expiry_tombstone, is_gap_tombstone, is_sealed, seal, seal_of,
 };
-use ferry_core::reconcile::{expiry_tombstone, tombstone_item};
+use ferry_core::reconcile::{expiry_tombstone, tombstone_item, Stamp};
 use ferry_core::{
     apply_condition, classify, coalesce, judge, reconcile, Action, AttributeValue, ChangeRecord,
     Classified, ClassifyError, Condition, Config, ConfigError, Hint, Item, ItemFilter, ItemKey,
@@ -674,9 +674,9 @@ fn run(h: &Hint, current: Option<&Item>, now: u64) -> Action {
     let action = reconcile(h, current, now, &config()).expect("reconciles");
     match &action {
         Action::Nothing => {}
-        Action::Stamp {
+        Action::Stamp(Stamp {
             version, condition, ..
-        }
+        })
         | Action::Tombstone {
             version, condition, ..
         }
@@ -776,7 +776,7 @@ fn row2_unversioned_current_is_stamped() {
     let h = hint(Some(v(900_000, FOREIGN)), None);
     assert_eq!(
         run(&h, Some(&current), NOW),
-        Action::Stamp {
+        Action::Stamp(Stamp {
             version: v(NOW, LOCAL),
             remove: vec![],
             ttl: None,
@@ -788,7 +788,7 @@ fn row2_unversioned_current_is_stamped() {
                 Condition::NotExists(SUM.into()),
                 Condition::Equals("a".into(), n("1")),
             ]),
-        }
+        })
     );
 }
 
@@ -800,19 +800,19 @@ fn row3_n_version_local_origin_is_stamped() {
     let current = image("k", &[("a", n("3"))], Some(&v(900_000, LOCAL)));
     assert_eq!(
         run(&h, Some(&current), NOW),
-        Action::Stamp {
+        Action::Stamp(Stamp {
             version: v(NOW, LOCAL),
             remove: vec![],
             ttl: None,
             sum: sealed_after(&current, &v(NOW, LOCAL), &[], None),
             condition: Condition::And(pinned(&v(900_000, LOCAL), &current)),
-        },
+        }),
         "local origin: stamped whatever the values"
     );
     // A sealed item: its seal as read is pinned.
     let mut sealed = current.clone();
     seal(&mut sealed, &config().names);
-    let Action::Stamp { condition, .. } = run(&h, Some(&sealed), NOW) else {
+    let Action::Stamp(Stamp { condition, .. }) = run(&h, Some(&sealed), NOW) else {
         panic!("stamp");
     };
     assert_eq!(
@@ -824,7 +824,7 @@ fn row3_n_version_local_origin_is_stamped() {
         Condition::Equals(_, _)
     ));
     // Under skew, the floor is seen + 1.
-    let Action::Stamp { version, .. } = run(&h, Some(&current), 10) else {
+    let Action::Stamp(Stamp { version, .. }) = run(&h, Some(&current), 10) else {
         panic!("stamp");
     };
     assert_eq!(version, v(950_001, LOCAL));
@@ -841,13 +841,13 @@ fn row3_n_version_foreign_still_holding_the_write_is_stamped() {
     expected.push(Condition::NotExists("b".into()));
     assert_eq!(
         run(&h, Some(&current), NOW),
-        Action::Stamp {
+        Action::Stamp(Stamp {
             version: v(NOW, LOCAL),
             remove: vec![],
             ttl: None,
             sum: sealed_after(&current, &v(NOW, LOCAL), &[], None),
             condition: Condition::And(expected),
-        }
+        })
     );
 }
 
@@ -906,13 +906,13 @@ fn row6_local_state_at_or_below_seen_is_lifted() {
         if origin_local {
             assert_eq!(
                 action,
-                Action::Stamp {
+                Action::Stamp(Stamp {
                     version: v(NOW, LOCAL),
                     remove: vec![],
                     ttl: None,
                     sum: sealed_after(&current, &v(NOW, LOCAL), &[], None),
                     condition: Condition::And(pinned(&cv, &current)),
-                }
+                })
             );
         } else {
             assert!(matches!(action, Action::Tombstone { .. }), "foreign: row 5");
@@ -921,7 +921,7 @@ fn row6_local_state_at_or_below_seen_is_lifted() {
     let h = hint(Some(v(900_000, LOCAL)), None);
     let current = image("k", &[], Some(&v(900_000, LOCAL)));
     assert!(
-        matches!(run(&h, Some(&current), NOW), Action::Stamp { .. }),
+        matches!(run(&h, Some(&current), NOW), Action::Stamp(_)),
         "equal counts"
     );
 }
@@ -951,13 +951,13 @@ fn stamp_onto_an_updated_tombstone_removes_the_marker_and_its_ttl() {
     condition.push(Condition::Equals(TTL.into(), n("2196000")));
     assert_eq!(
         run(&h, Some(&current), NOW),
-        Action::Stamp {
+        Action::Stamp(Stamp {
             version: v(NOW, LOCAL),
             remove: vec![MARKER.into(), TTL.into()],
             ttl: None,
             sum: sealed_after(&current, &v(NOW, LOCAL), &[MARKER, TTL], None),
             condition: Condition::And(condition),
-        }
+        })
     );
     // The application set its own TTL since: only the marker goes.
     current.insert(TTL.into(), n("42"));
@@ -965,13 +965,13 @@ fn stamp_onto_an_updated_tombstone_removes_the_marker_and_its_ttl() {
     condition.push(Condition::Equals(MARKER.into(), AttributeValue::Bool(true)));
     assert_eq!(
         run(&h, Some(&current), NOW),
-        Action::Stamp {
+        Action::Stamp(Stamp {
             version: v(NOW, LOCAL),
             remove: vec![MARKER.into()],
             ttl: None,
             sum: sealed_after(&current, &v(NOW, LOCAL), &[MARKER], None),
             condition: Condition::And(condition),
-        }
+        })
     );
 }
 
@@ -986,14 +986,14 @@ fn lifting_a_plain_tombstone_keeps_it_a_tombstone_and_moves_its_ttl() {
     let new_ttl = n(&(NOW / 1000 + lifetime).to_string());
     assert_eq!(
         run(&h, Some(&current), NOW),
-        Action::Stamp {
+        Action::Stamp(Stamp {
             version: v(NOW, LOCAL),
             remove: vec![],
             // The TTL follows the tombstone's new version.
             ttl: Some(new_ttl.clone()),
             sum: sealed_after(&current, &v(NOW, LOCAL), &[], Some(&new_ttl)),
             condition: Condition::And(condition),
-        }
+        })
     );
 }
 
@@ -1020,17 +1020,17 @@ fn an_updated_tombstone_lifted_with_its_marker_is_revived_by_a_later_record() {
     condition.push(Condition::Equals(TTL.into(), tomb_ttl.clone()));
     assert_eq!(
         run(&h, Some(&current), NOW),
-        Action::Stamp {
+        Action::Stamp(Stamp {
             version: v(2_000_001, LOCAL),
             remove: vec![MARKER.into(), TTL.into()],
             ttl: None,
             sum: sealed_after(&current, &v(2_000_001, LOCAL), &[MARKER, TTL], None),
             condition: Condition::And(condition),
-        }
+        })
     );
     // With a TTL the application set, only the marker goes.
     current.insert(TTL.into(), n("42"));
-    let Action::Stamp { remove, .. } = run(&h, Some(&current), NOW) else {
+    let Action::Stamp(Stamp { remove, .. }) = run(&h, Some(&current), NOW) else {
         panic!("stamp");
     };
     assert_eq!(remove, vec![MARKER.to_string()]);
@@ -1046,7 +1046,7 @@ fn a_failed_condition_feeds_all_old_back_in() {
     // Row 3 stamps; meanwhile a newer local write lands; its ALL_OLD item leads to nothing.
     let h = hint(Some(v(900_000, LOCAL)), Some(v(900_000, LOCAL)));
     let read = image("k", &[("a", n("1"))], Some(&v(900_000, LOCAL)));
-    let Action::Stamp { condition, .. } = run(&h, Some(&read), NOW) else {
+    let Action::Stamp(Stamp { condition, .. }) = run(&h, Some(&read), NOW) else {
         panic!("stamp");
     };
     let all_old = image("k", &[("a", n("2"))], Some(&v(990_000, LOCAL)));
@@ -1084,7 +1084,7 @@ fn row6_unsealed_current_is_stamped() {
     // Foreign and at or below seen: sealed, that would be row 8's tombstone.
     assert_eq!(
         run(&h, Some(&current), NOW),
-        Action::Stamp {
+        Action::Stamp(Stamp {
             version: v(NOW, LOCAL),
             remove: vec![],
             ttl: None,
@@ -1095,7 +1095,7 @@ fn row6_unsealed_current_is_stamped() {
                 Condition::Equals(SUM.into(), read_seal),
                 Condition::Equals("a".into(), n("2")),
             ]),
-        }
+        })
     );
 }
 

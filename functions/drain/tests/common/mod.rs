@@ -150,6 +150,10 @@ impl Pair {
         Buffer::new(self.sqs.clone(), self.buffer_url.clone())
     }
 
+    pub fn dlq_buffer(&self) -> Buffer {
+        Buffer::new(self.sqs.clone(), self.dlq_url.clone())
+    }
+
     pub fn table(&self) -> Table {
         Table::new(self.ddb.clone(), self.table_name.clone())
     }
