@@ -26,6 +26,7 @@ use aws_lambda_events::event::dynamodb::{Event, EventRecord};
 use ferry_aws::{Buffer, Table, WriteOutcome};
 use ferry_core::apply::PendingReason;
 use ferry_core::digest::{is_expiry_tombstone, is_sealed, seal, seal_of};
+use ferry_core::reconcile::Stamp;
 use ferry_core::{
     apply_condition, classify, judge, AttributeValue, ChangeRecord, Classified, Condition, Config,
     Item, Judgement, Version,
@@ -241,11 +242,13 @@ async fn conditional_writes_return_all_old() {
     let out = table
         .stamp_if(
             &key("k"),
-            &v3000,
-            &[],
-            None,
-            &stamp_seal(&stored, &v3000, &[], &cfg),
-            &moved,
+            &Stamp {
+                version: v3000.clone(),
+                remove: vec![],
+                ttl: None,
+                sum: stamp_seal(&stored, &v3000, &[], &cfg),
+                condition: moved.clone(),
+            },
             &cfg,
         )
         .await
@@ -264,11 +267,13 @@ async fn conditional_writes_return_all_old() {
     let out = table
         .stamp_if(
             &key("absent"),
-            &v1,
-            &[],
-            None,
-            &stamp_seal(&key("absent"), &v1, &[], &cfg),
-            &exists,
+            &Stamp {
+                version: v1.clone(),
+                remove: vec![],
+                ttl: None,
+                sum: stamp_seal(&key("absent"), &v1, &[], &cfg),
+                condition: exists.clone(),
+            },
             &cfg,
         )
         .await
@@ -293,7 +298,17 @@ async fn conditional_writes_return_all_old() {
     let cond = Condition::Equals(cfg.names.ts.clone(), n("100"));
     let sum = stamp_seal(&tomb, &v, &remove, &cfg);
     let out = table
-        .stamp_if(&key("t"), &v, &remove, None, &sum, &cond, &cfg)
+        .stamp_if(
+            &key("t"),
+            &Stamp {
+                version: v.clone(),
+                remove: remove.to_vec(),
+                ttl: None,
+                sum: sum.clone(),
+                condition: cond.clone(),
+            },
+            &cfg,
+        )
         .await
         .unwrap();
     assert_eq!(out, WriteOutcome::Written);
@@ -528,7 +543,17 @@ async fn lww_condition_agrees_with_the_core() {
             },
         ]);
         let out = table
-            .stamp_if(&key(&pk), &v2000, &[], None, &sum, &cond, &cfg)
+            .stamp_if(
+                &key(&pk),
+                &Stamp {
+                    version: v2000.clone(),
+                    remove: vec![],
+                    ttl: None,
+                    sum: sum.clone(),
+                    condition: cond.clone(),
+                },
+                &cfg,
+            )
             .await
             .expect("an answer");
         let written = out == WriteOutcome::Written;

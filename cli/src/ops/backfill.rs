@@ -520,17 +520,7 @@ impl Run<'_> {
                 Step::Apply(record) => return self.apply(&record).await,
                 Step::Stamp { key, stamp } => {
                     let outcome = while_throttled(
-                        || {
-                            self.source.stamp_if(
-                                &key,
-                                &stamp.version,
-                                &stamp.remove,
-                                stamp.ttl.as_ref(),
-                                &stamp.sum,
-                                &stamp.condition,
-                                &self.config,
-                            )
-                        },
+                        || self.source.stamp_if(&key, &stamp, &self.config),
                         || add(&self.counts.throttled, 1),
                     )
                     .await?;

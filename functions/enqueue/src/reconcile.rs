@@ -124,19 +124,7 @@ async fn reconcile_one(
         };
         let written = match &action {
             Action::Nothing => return Ok(Done::Unchanged),
-            Action::Stamp(stamp) => {
-                table
-                    .stamp_if(
-                        &hint.key,
-                        &stamp.version,
-                        &stamp.remove,
-                        stamp.ttl.as_ref(),
-                        &stamp.sum,
-                        &stamp.condition,
-                        config,
-                    )
-                    .await
-            }
+            Action::Stamp(stamp) => table.stamp_if(&hint.key, stamp, config).await,
             Action::Tombstone {
                 item, condition, ..
             }

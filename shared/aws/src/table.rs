@@ -6,7 +6,8 @@ use crate::values::{from_sdk, into_sdk, to_sdk};
 use aws_sdk_dynamodb::types::ReturnValuesOnConditionCheckFailure;
 use aws_sdk_dynamodb::Client;
 use ferry_core::condition::Expression;
-use ferry_core::{AttributeValue, Condition, Config, Item, Version};
+use ferry_core::reconcile::Stamp;
+use ferry_core::{Condition, Config, Item};
 
 #[derive(Clone, Debug)]
 pub struct Table {
@@ -51,19 +52,21 @@ impl Table {
         write_outcome("PutItem", result)
     }
 
-    /// `UpdateItem` that sets only the version and its seal (and removes `remove`), under a
-    /// condition.
-    #[allow(clippy::too_many_arguments)]
+    /// `UpdateItem` of a stamp (`ferry_core::reconcile::Stamp`): sets only the version, its
+    /// seal and a tombstone's moved TTL (and removes what the stamp removes), under its condition.
     pub async fn stamp_if(
         &self,
         key: &Item,
-        version: &Version,
-        remove: &[String],
-        ttl: Option<&AttributeValue>,
-        sum: &AttributeValue,
-        condition: &Condition,
+        stamp: &Stamp,
         config: &Config,
     ) -> Result<WriteOutcome, AwsError> {
+        let Stamp {
+            version,
+            remove,
+            ttl,
+            sum,
+            condition,
+        } = stamp;
         let mut expr = Expression::default();
         let condition_text = condition.render(&mut expr);
         let ts = expr.name(&config.names.ts);
