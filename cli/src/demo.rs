@@ -873,7 +873,7 @@ async fn update_own_attribute(
 fn version_above(current: Option<&Item>, now: u64, region: &Region) -> Version {
     let previous = current.and_then(|c| Version::of(c, &region.config.names).ok().flatten());
     Version::new(
-        previous.map_or(now, |p| now.max(p.ts_ms + 1)),
+        previous.map_or(now, |p| now.max(p.ts_ms.saturating_add(1))),
         region.name.clone(),
     )
 }

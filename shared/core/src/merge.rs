@@ -368,7 +368,7 @@ pub fn stamp_delta(
     let mut floor_ts = hint
         .seen
         .as_ref()
-        .map_or(now_ms, |s| now_ms.max(s.ts_ms + 1));
+        .map_or(now_ms, |s| now_ms.max(s.ts_ms.saturating_add(1)));
     if !hint.deleted {
         // Also above what the item holds now for these attributes: only this region's stamps of
         // earlier records can have put it there (a drain waits while an attribute is unversioned),
@@ -380,7 +380,7 @@ pub fn stamp_delta(
                 .iter()
                 .filter_map(|(n, _)| state.versions.get(n));
             if let Some(top) = held.chain(state.deleted.iter()).max() {
-                floor_ts = floor_ts.max(top.ts_ms + 1);
+                floor_ts = floor_ts.max(top.ts_ms.saturating_add(1));
             }
         }
     }
@@ -431,7 +431,7 @@ pub fn write_delta(
         .transpose()?
         .map(|r| r.state)
         .unwrap_or_default();
-    let above = |v: Option<&Version>| v.map_or(now_ms, |v| now_ms.max(v.ts_ms + 1));
+    let above = |v: Option<&Version>| v.map_or(now_ms, |v| now_ms.max(v.ts_ms.saturating_add(1)));
     let local = &config.local_region;
     let mut delta = AttrState::default();
     if delete {

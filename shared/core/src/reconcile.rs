@@ -60,7 +60,7 @@ pub fn reconcile(
     let floor_ts = hint
         .seen
         .as_ref()
-        .map_or(now_ms, |s| now_ms.max(s.ts_ms + 1));
+        .map_or(now_ms, |s| now_ms.max(s.ts_ms.saturating_add(1)));
     let floor = Version::new(floor_ts, config.local_region.clone());
     let pk = &config.key.partition;
     if let Some(expired) = &hint.expired {
@@ -496,5 +496,9 @@ pub fn expiry_tombstone(key: &Item, version: &Version, config: &Config) -> Item 
 /// application set, even when the record it handles saw another tombstone.
 pub fn tombstone_ttl(version: &Version, now_ms: u64, config: &Config) -> AttributeValue {
     let from_ms = version.ts_ms.max(now_ms);
-    AttributeValue::N((from_ms / 1000 + config.tombstone_lifetime_s).to_string())
+    AttributeValue::N(
+        (from_ms / 1000)
+            .saturating_add(config.tombstone_lifetime_s)
+            .to_string(),
+    )
 }

@@ -1692,3 +1692,22 @@ fn config_rejects_a_bad_filter() {
         Err(ConfigError::BadFilter("tenant=acme".into()))
     );
 }
+
+/// A version at `u64::MAX` (an application wrote it, or a forged record reached the table)
+/// saturates: no decision overflows, and nothing ends below what was seen.
+#[test]
+fn a_version_at_u64_max_saturates() {
+    let c = config();
+    let top = Version::new(u64::MAX, FOREIGN);
+    let h = hint(Some(top.clone()), None);
+    // (Nothing is above it: the tombstone ties it, and loses on origin — the version is refused
+    // by every drain anyway, `ferry_core::vet`.)
+    let action = reconcile(&h, None, NOW, &c).expect("decided");
+    let Action::Tombstone { version, .. } = action else {
+        panic!("absent → tombstone: {action:?}");
+    };
+    assert_eq!(version.ts_ms, u64::MAX);
+    let ttl = ferry_core::reconcile::tombstone_ttl(&top, NOW, &c);
+    let expected = u64::MAX / 1000 + c.tombstone_lifetime_s;
+    assert_eq!(ttl, AttributeValue::N(expected.to_string()));
+}
