@@ -268,7 +268,8 @@ impl Target {
     /// (`ferry:merge-mode`, set by its region's enqueue) is used when `FERRY_MERGE_MODE` is not
     /// set, and must agree with it when it is: a tool must never write a table in the other mode.
     pub async fn config(&self, region: &str, table: &Table) -> Result<Config, OpsError> {
-        let d = table.describe().await?;
+        // Throttling is not an answer: a tool run against a busy account waits it out.
+        let d = ferry_aws::retry::while_throttled(|| table.describe(), || {}).await?;
         let pk = d.partition_key.ok_or_else(|| {
             OpsError::Data(format!(
                 "{region}: table {} has no partition key",

@@ -6,9 +6,7 @@ use crate::pipeline::Times;
 use crate::report::DrainReport;
 use crate::take::Take;
 use crate::Drainer;
-use ferry_aws::{
-    AwsError, ErrorKind, ReceivedWithAttributes, ATTEMPTS_ATTRIBUTE, FIRST_SENT_ATTRIBUTE,
-};
+use ferry_aws::{AwsError, ReceivedWithAttributes, ATTEMPTS_ATTRIBUTE, FIRST_SENT_ATTRIBUTE};
 use ferry_core::vet::vet;
 use std::collections::HashMap;
 use std::time::Duration;
@@ -77,9 +75,8 @@ async fn ping_destination(
         .ping_timeout
         .min(times.apply_end.saturating_duration_since(started));
     match tokio::time::timeout(timeout, d.table.ping()).await {
-        // A throttled ping is an answer: the destination is up, only busy.
+        // (A throttled ping is an answer: `Table::ping` says Ok.)
         Ok(Ok(())) => true,
-        Ok(Err(e)) if e.kind == ErrorKind::Throttled => true,
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "destination not answering: not receiving");
             false

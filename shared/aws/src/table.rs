@@ -127,15 +127,20 @@ impl Table {
         Ok(out.item.map(from_sdk))
     }
 
-    /// A cheap call that tells whether the table's endpoint answers.
+    /// A cheap call that tells whether the table's endpoint answers. A throttled answer is an
+    /// answer: the table is up, only busy.
     pub async fn ping(&self) -> Result<(), AwsError> {
-        self.client
+        let answer = self
+            .client
             .describe_table()
             .table_name(&self.name)
             .send()
             .await
-            .map(|_| ())
-            .map_err(|e| classify_sdk_error("DescribeTable", &e))
+            .map_err(|e| classify_sdk_error("DescribeTable", &e));
+        match answer {
+            Err(e) if e.kind != crate::error::ErrorKind::Throttled => Err(e),
+            _ => Ok(()),
+        }
     }
 }
 
