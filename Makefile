@@ -7,6 +7,7 @@ SEED ?= 0
 ARGS ?=
 
 include mk/deploy.mk
+include mk/fuzz.mk
 
 .PHONY: test lint unit fidelity-ddblocal check-convergence bench venv tools demo local-up local-up-check
 
@@ -29,7 +30,7 @@ unit:
 fidelity-ddblocal:
 	FERRY_DDB_BACKEND=ddblocal cargo test -p ferry-e2e --test fidelity
 
-test: venv lint unit fidelity-ddblocal template-check lambda-invoke-check local-up-check
+test: venv lint unit fuzz-smoke fidelity-ddblocal template-check lambda-invoke-check local-up-check
 
 # Ferry's main job on this machine: emulated regions, live replication, an outage, the replay.
 demo: venv

@@ -22,8 +22,16 @@ pub const SQS_MAX_BATCH_ENTRIES: usize = 10;
 pub const ATTRIBUTE_RESERVE_BYTES: usize = 2048;
 /// The most a message body may take.
 pub const MAX_BODY_BYTES: usize = SQS_MAX_MESSAGE_BYTES - ATTRIBUTE_RESERVE_BYTES;
-/// Decompressed payloads above this are refused (a corrupt size prefix must not allocate GBs).
-pub const MAX_PAYLOAD_BYTES: usize = 64 * 1024 * 1024;
+/// The most a message's payload may decompress to: [`pack`] writes no more, [`unpack`] refuses
+/// more from the size prefix, before decompressing anything. A full message of realistic records
+/// holds ~1.5 MiB (lz4 shrinks them ~2:1; wordy text ~2.5:1): 8 MiB leaves room for tables that
+/// compress far better, while a body of a few tens of KB, which lz4 can inflate ~250 times,
+/// cannot make a drain hold more than this per message (issue #17). Was 64 MiB: a message
+/// written by an older enqueue between 8 and 64 MiB (records compressing over ~10:1) is refused.
+pub const MAX_PAYLOAD_BYTES: usize = 8 * 1024 * 1024;
+/// An lz4 block yields fewer than this many bytes per byte of block: a match grows by at most 255
+/// bytes per length byte, and a literal costs its own byte.
+const LZ4_MAX_EXPANSION: usize = 255;
 
 /// The format [`pack`] writes: 2, numbers packed 4 bits per character. Drains must be upgraded
 /// before enqueues (an older drain refuses format 2 as unknown); [`unpack`] reads 2 and 1.
@@ -57,12 +65,18 @@ pub enum UnpackError {
     BadMagic,
     #[error("unknown buffer format version {0} (this drain reads {FORMAT_V1_TEXT_NUMBERS} and {FORMAT_VERSION})")]
     UnknownFormat(u8),
-    #[error("payload of {0} bytes is over the limit")]
+    #[error("payload of {0} bytes is over the limit of {MAX_PAYLOAD_BYTES} bytes")]
     TooLarge(usize),
     #[error("payload does not decompress: {0}")]
     Decompress(String),
     #[error("payload is malformed: {0}")]
     Decode(#[from] DecodeError),
+}
+
+/// The most an lz4 block of `block_len` bytes can decompress to: a size prefix claiming more is
+/// a lie, refused before anything is allocated for it.
+pub fn max_decompressed(block_len: usize) -> usize {
+    block_len.saturating_mul(LZ4_MAX_EXPANSION)
 }
 
 /// The largest raw payload whose worst-case compressed, base64'd body still fits.
@@ -266,7 +280,9 @@ fn batch(messages: Vec<BufferMessage>) -> Vec<BufferBatch> {
 }
 
 /// Reads a message body back into its records, in order. Anything malformed or of an unknown
-/// format is a typed error, never a panic.
+/// format is a typed error, never a panic, and whatever the body, what is allocated is bounded by
+/// its length: the payload by [`MAX_PAYLOAD_BYTES`] and by what its compressed bytes can hold
+/// ([`max_decompressed`]), the records by what the payload holds.
 pub fn unpack(body: &str) -> Result<Vec<ChangeRecord>, UnpackError> {
     let framed = B64
         .decode(body.trim())
@@ -279,24 +295,41 @@ pub fn unpack(body: &str) -> Result<Vec<ChangeRecord>, UnpackError> {
         FORMAT_V1_TEXT_NUMBERS => Numbers::Text,
         other => return Err(UnpackError::UnknownFormat(other)),
     };
-    let compressed = &framed[4..];
-    let size = compressed
-        .get(..4)
-        .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
-        .ok_or(UnpackError::Decompress("missing size".into()))?;
-    if size > MAX_PAYLOAD_BYTES {
-        return Err(UnpackError::TooLarge(size));
-    }
-    let raw = lz4_flex::block::decompress_size_prepended(compressed)
-        .map_err(|e| UnpackError::Decompress(e.to_string()))?;
+    let raw = decompress(&framed[4..])?;
     let mut reader = Reader::with_numbers(&raw, numbers);
     let count = reader.varint()?;
-    let mut records = Vec::with_capacity(count.min(100_000) as usize);
+    let mut records = Vec::with_capacity(reader.room(count, codec::MIN_RECORD_LEN));
     for _ in 0..count {
         records.push(reader.record()?);
     }
     reader.finish()?;
     Ok(records)
+}
+
+/// The payload of a frame's `size ‖ lz4 block`, exactly as long as the size says.
+fn decompress(sized_block: &[u8]) -> Result<Vec<u8>, UnpackError> {
+    let (size, block) = sized_block
+        .split_first_chunk::<4>()
+        .ok_or(UnpackError::Decompress("missing size".into()))?;
+    let size = u32::from_le_bytes(*size) as usize;
+    if size > MAX_PAYLOAD_BYTES {
+        return Err(UnpackError::TooLarge(size));
+    }
+    if size > max_decompressed(block.len()) {
+        return Err(UnpackError::Decompress(format!(
+            "the size prefix says {size} bytes, which {} compressed bytes cannot hold",
+            block.len()
+        )));
+    }
+    let mut raw = vec![0; size];
+    let n = lz4_flex::block::decompress_into(block, &mut raw)
+        .map_err(|e| UnpackError::Decompress(e.to_string()))?;
+    if n != size {
+        return Err(UnpackError::Decompress(format!(
+            "the payload is {n} bytes, its size prefix says {size}"
+        )));
+    }
+    Ok(raw)
 }
 
 #[cfg(test)]

@@ -20,6 +20,21 @@ use crate::version::Version;
 /// DynamoDB nests documents at most 32 levels deep; anything deeper is malformed.
 pub const MAX_DEPTH: usize = 32;
 
+/// The most entries a decoder reserves room for from a count it has read. The count is only the
+/// input's claim: past this, room grows with what is actually decoded, so a lying count costs
+/// next to nothing, even repeated at every level of nesting, and a true one a few reallocations.
+pub const MAX_RESERVE: usize = 256;
+
+/// The fewest bytes a change record takes ([`put_record`]: two varints, two strings, the
+/// tombstone byte, two item counts).
+pub const MIN_RECORD_LEN: usize = 7;
+/// The fewest bytes a value takes: its tag and one byte (a length, a count, a boolean).
+const MIN_VALUE_LEN: usize = 2;
+/// The fewest bytes a map entry takes: its name's length and a value.
+const MIN_ENTRY_LEN: usize = 1 + MIN_VALUE_LEN;
+/// The fewest bytes a member of a string, number or binary set takes: its length.
+const MIN_MEMBER_LEN: usize = 1;
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeError {
     #[error("truncated at byte {0}")]
@@ -216,6 +231,13 @@ impl<'a> Reader<'a> {
         self.at >= self.buf.len()
     }
 
+    /// How much room to reserve for `count` entries of at least `min_len` bytes each, which the
+    /// input claims follow: no more than the rest of the input can hold, nor [`MAX_RESERVE`].
+    pub fn room(&self, count: u64, min_len: usize) -> usize {
+        let fit = (self.buf.len() - self.at) / min_len.max(1);
+        count.min(fit.min(MAX_RESERVE) as u64) as usize
+    }
+
     pub fn finish(&self) -> Result<(), DecodeError> {
         match self.buf.len() - self.at {
             0 => Ok(()),
@@ -340,7 +362,7 @@ impl<'a> Reader<'a> {
             M => AttributeValue::M(self.item(depth + 1)?),
             L => {
                 let n = self.count()?;
-                let mut l = Vec::with_capacity(n);
+                let mut l = Vec::with_capacity(self.room(n as u64, MIN_VALUE_LEN));
                 for _ in 0..n {
                     l.push(self.value(depth + 1)?);
                 }
@@ -349,7 +371,7 @@ impl<'a> Reader<'a> {
             SS => AttributeValue::Ss(self.strings()?),
             NS => {
                 let n = self.count()?;
-                let mut v = Vec::with_capacity(n);
+                let mut v = Vec::with_capacity(self.room(n as u64, MIN_MEMBER_LEN));
                 for _ in 0..n {
                     v.push(self.number()?);
                 }
@@ -357,7 +379,7 @@ impl<'a> Reader<'a> {
             }
             BS => {
                 let n = self.count()?;
-                let mut v = Vec::with_capacity(n);
+                let mut v = Vec::with_capacity(self.room(n as u64, MIN_MEMBER_LEN));
                 for _ in 0..n {
                     v.push(self.bytes()?.to_vec());
                 }
@@ -369,7 +391,7 @@ impl<'a> Reader<'a> {
 
     fn strings(&mut self) -> Result<Vec<String>, DecodeError> {
         let n = self.count()?;
-        let mut v = Vec::with_capacity(n);
+        let mut v = Vec::with_capacity(self.room(n as u64, MIN_MEMBER_LEN));
         for _ in 0..n {
             v.push(self.string()?);
         }
@@ -378,7 +400,7 @@ impl<'a> Reader<'a> {
 
     pub fn item(&mut self, depth: usize) -> Result<Item, DecodeError> {
         let n = self.count()?;
-        let mut item = Item::with_capacity(n);
+        let mut item = Item::with_capacity(self.room(n as u64, MIN_ENTRY_LEN));
         for _ in 0..n {
             let name = self.string()?;
             let value = self.value(depth)?;
