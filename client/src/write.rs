@@ -452,6 +452,15 @@ fn with_parts_put(put: PutItemFluentBuilder, parts: Parts) -> PutItemFluentBuild
 }
 
 /// The conditional `PutItem` loop shared by puts and tombstones (see the module docs).
+/// A request's answer: the write, at `version`, or the error to judge.
+fn written<O, E>(result: Result<O, E>, version: &Version, attempts: u32) -> Result<Written<O>, E> {
+    result.map(|output| Written {
+        output,
+        version: version.clone(),
+        attempts,
+    })
+}
+
 async fn put_loop(
     ferry: &Ferry,
     mut known: Option<Version>,
@@ -465,14 +474,8 @@ async fn put_loop(
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .send()
             .await;
-        let e = match result {
-            Ok(output) => {
-                return Ok(Written {
-                    output,
-                    version,
-                    attempts: attempt,
-                })
-            }
+        let e = match written(result, &version, attempt) {
+            Ok(done) => return Ok(done),
             Err(e) => e,
         };
         let Some(stored) = put_condition_failed(&e) else {
@@ -739,14 +742,8 @@ impl UpdateRequest {
                 )
                 .send()
                 .await;
-            let e = match result {
-                Ok(output) => {
-                    return Ok(Written {
-                        output,
-                        version,
-                        attempts: attempt,
-                    })
-                }
+            let e = match written(result, &version, attempt) {
+                Ok(done) => return Ok(done),
                 Err(e) => e,
             };
             let Some(stored) = update_condition_failed(&e) else {

@@ -156,34 +156,19 @@ pub fn put_value(out: &mut Vec<u8>, v: &AttributeValue) {
             out.push(M);
             put_item(out, m);
         }
-        AttributeValue::L(l) => {
-            out.push(L);
-            put_varint(out, l.len() as u64);
-            for v in l {
-                put_value(out, v);
-            }
-        }
-        AttributeValue::Ss(ss) => {
-            out.push(SS);
-            put_varint(out, ss.len() as u64);
-            for s in ss {
-                put_str(out, s);
-            }
-        }
-        AttributeValue::Ns(ns) => {
-            out.push(NS);
-            put_varint(out, ns.len() as u64);
-            for s in ns {
-                put_number(out, s);
-            }
-        }
-        AttributeValue::Bs(bs) => {
-            out.push(BS);
-            put_varint(out, bs.len() as u64);
-            for b in bs {
-                put_bytes(out, b);
-            }
-        }
+        AttributeValue::L(l) => put_seq(out, L, l, put_value),
+        AttributeValue::Ss(ss) => put_seq(out, SS, ss, |out, s| put_str(out, s)),
+        AttributeValue::Ns(ns) => put_seq(out, NS, ns, |out, n| put_number(out, n)),
+        AttributeValue::Bs(bs) => put_seq(out, BS, bs, |out, b| put_bytes(out, b)),
+    }
+}
+
+/// A list or set: its tag, its length, then each member as `put` writes it.
+fn put_seq<T>(out: &mut Vec<u8>, tag: u8, members: &[T], put: impl Fn(&mut Vec<u8>, &T)) {
+    out.push(tag);
+    put_varint(out, members.len() as u64);
+    for member in members {
+        put(out, member);
     }
 }
 
