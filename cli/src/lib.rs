@@ -5,6 +5,7 @@ pub mod cluster;
 pub mod control;
 pub mod demo;
 pub mod drain_task;
+pub mod home;
 pub mod ops;
 pub mod plot;
 pub mod stats;

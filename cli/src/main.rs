@@ -37,6 +37,9 @@ enum Command {
     },
     /// Replication health on one screen: buffers, DLQs, destinations, streams.
     Status(ops::status::StatusArgs),
+    /// Checks each region's table and queues (stream, TTL, key schema, settings, buffers) and
+    /// says what to change; exit 1 on any finding.
+    Doctor(ops::doctor::DoctorArgs),
 }
 
 #[derive(Subcommand)]
@@ -121,6 +124,7 @@ fn init_logs() {
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    ferry_cli::home::use_cache_when_installed();
     init_logs();
     let cli = Cli::parse();
     match cli.command {
@@ -148,6 +152,7 @@ async fn main() -> ExitCode {
         Command::Verify(a) => ops::verify::main(a).await,
         Command::Dlq { command } => ops::dlq::main(command).await,
         Command::Status(a) => ops::status::main(a).await,
+        Command::Doctor(a) => ops::doctor::main(a).await,
     }
 }
 

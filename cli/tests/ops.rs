@@ -50,7 +50,7 @@ fn item(pk: &str, v: &str) -> Item {
 
 fn target(cluster: &Cluster, table: &str) -> Target {
     let args = TargetArgs {
-        table: Some(table.into()),
+        tables: vec![table.into()],
         ..TargetArgs::default()
     };
     Target::local(&cluster.state(0, String::new()), &args).expect("a local target")
@@ -215,7 +215,7 @@ async fn backfill_resume_verify_and_repair() {
     let throttled_target = Target::local(
         &throttled_state,
         &TargetArgs {
-            table: Some(FRESH.into()),
+            tables: vec![FRESH.into()],
             ..TargetArgs::default()
         },
     )
@@ -902,4 +902,79 @@ async fn the_tools_take_the_mode_the_tables_publish() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "verify refuses too: {stderr}");
     assert!(stderr.contains("merge mode mismatch"), "{stderr}");
+}
+
+/// `ferry doctor` passes a healthy sandbox, then finds a table planted without a stream or TTL
+/// (named per region with `--table REGION=NAME`) and a queue that does not exist (`--stack`
+/// names the template's queues, which the sandbox does not have), each with its fix.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn doctor_passes_a_healthy_cluster_and_finds_planted_misconfigurations() {
+    use ferry_cli::ops::doctor;
+    const TABLE: &str = "ferry-doc";
+    const BARE: &str = "ferry-doc-bare";
+    let cluster = Cluster::start(options(TABLE)).await.expect("cluster");
+    let state = cluster.state(0, String::new());
+    let t = Target::local(&state, &TargetArgs::default()).expect("target");
+    let healthy = doctor::run(&t, &[]).await.expect("doctor");
+    eprintln!("{}", doctor::render(&healthy));
+    assert!(healthy.findings.is_empty(), "{:#?}", healthy.findings);
+
+    use aws_sdk_dynamodb::types::{
+        AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
+    };
+    cluster.regions[1]
+        .dynamo
+        .client()
+        .create_table()
+        .table_name(BARE)
+        .billing_mode(BillingMode::PayPerRequest)
+        .attribute_definitions(
+            AttributeDefinition::builder()
+                .attribute_name("pk")
+                .attribute_type(ScalarAttributeType::S)
+                .build()
+                .expect("definition"),
+        )
+        .key_schema(
+            KeySchemaElement::builder()
+                .attribute_name("pk")
+                .key_type(KeyType::Hash)
+                .build()
+                .expect("key"),
+        )
+        .send()
+        .await
+        .expect("create table");
+    let args = TargetArgs {
+        tables: vec![TABLE.into(), format!("{EU}={BARE}")],
+        ..TargetArgs::default()
+    };
+    let t = Target::local(&state, &args).expect("target");
+    let found = doctor::run(&t, &[]).await.expect("doctor");
+    let text = doctor::render(&found);
+    eprintln!("{text}");
+    assert!(found.findings.iter().all(|f| f.region == EU), "{text}");
+    assert!(
+        text.contains(&format!("table {BARE}: stream is off")),
+        "{text}"
+    );
+    assert!(text.contains("StreamViewType NEW_AND_OLD_IMAGES"), "{text}");
+    assert!(
+        text.contains(&format!("table {BARE}: TTL is off")),
+        "{text}"
+    );
+
+    let args = TargetArgs {
+        stack: Some("prod".into()),
+        ..TargetArgs::default()
+    };
+    let t = Target::local(&state, &args).expect("target");
+    let found = doctor::run(&t, &[]).await.expect("doctor");
+    let text = doctor::render(&found);
+    eprintln!("{text}");
+    assert!(
+        text.contains(&format!("{US} queue prod-buffer-{EU}")),
+        "the missing queue is named with its region: {text}"
+    );
+    cluster.shutdown().await;
 }

@@ -231,15 +231,11 @@ async fn region_status(target: &Target, region: &str) -> RegionStatus {
                 settings: tag(ferry_core::peer::TAG_SETTINGS),
             }
         }
-        // A transport error's text is the connector's whole debug output: say what it means.
+        // A refused identity is not a table that is down: the error says which and what to fix.
         Ok(Err(e)) => RegionStatus::silent(
             region,
-            match e.kind {
-                ferry_aws::ErrorKind::Transport => {
-                    format!("{}: no answer (transport)", e.operation)
-                }
-                _ => e.to_string(),
-            },
+            e.context(format_args!("{region} table {}", table.name))
+                .to_string(),
         ),
         Err(_) => RegionStatus::silent(region, "timed out".into()),
     }

@@ -1,7 +1,9 @@
 //! Where the tools act: a running `ferry local up` (`--local`: its state file gives every
 //! region's endpoints), or AWS (the default credential chain, `--profile`, `--region`, and
-//! `--endpoint-url` per region for VPC endpoints or emulators). Queue names follow
-//! `ferry-{src}-to-{dst}` and `…-dlq` unless overridden.
+//! `--endpoint-url` per region for VPC endpoints or emulators). Table names may differ by region
+//! (`--table REGION=NAME`), and a region may be reached through a role (`--role-arn REGION=ARN`,
+//! assumed through STS). Queue names follow the template's `<stack>-buffer-<dst>` and
+//! `<stack>-dlq-<dst>` with `--stack`, else `ferry-{src}-to-{dst}` and `…-dlq`, unless overridden.
 
 use super::OpsError;
 use crate::control::State;
@@ -11,7 +13,7 @@ use ferry_core::Config;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-#[derive(Args, Clone, Debug)]
+#[derive(Args, Clone, Debug, Default)]
 pub struct TargetArgs {
     /// Act on the running `ferry local up` (endpoints, table and regions from its state file).
     #[arg(long)]
@@ -23,32 +25,86 @@ pub struct TargetArgs {
     #[arg(long)]
     pub profile: Option<String>,
     /// `REGION=URL` for both DynamoDB and SQS of a region, or `dynamodb:REGION=URL` /
-    /// `sqs:REGION=URL`; repeatable.
+    /// `sqs:REGION=URL` / `sts:REGION=URL`; repeatable.
     #[arg(long = "endpoint-url", value_name = "[SERVICE:]REGION=URL")]
     pub endpoint_urls: Vec<String>,
-    /// The replicated table's name (the same in every region).
+    /// The replicated table's name: `NAME` for every region, `REGION=NAME` for one (repeatable,
+    /// e.g. `--table orders --table eu-west-1=orders-eu`).
+    #[arg(long = "table", value_name = "[REGION=]NAME")]
+    pub tables: Vec<String>,
+    /// A role to assume (through STS) for one region's calls, e.g. a destination in another
+    /// account: `--role-arn eu-west-1=arn:aws:iam::111122223333:role/ferry-ops`; repeatable.
+    #[arg(long = "role-arn", value_name = "REGION=ARN")]
+    pub role_arns: Vec<String>,
+    /// The stack deployed from `template.yaml` (the same name in every region): its queues
+    /// are `<stack>-buffer-<dst>` and `<stack>-dlq-<dst>`.
     #[arg(long)]
-    pub table: Option<String>,
-    /// Buffer queue name; `{src}` and `{dst}` are replaced by the regions.
-    #[arg(long, default_value = "ferry-{src}-to-{dst}")]
-    pub buffer_name: String,
-    /// Dead-letter queue name.
-    #[arg(long, default_value = "ferry-{src}-to-{dst}-dlq")]
-    pub dlq_name: String,
+    pub stack: Option<String>,
+    /// Buffer queue name; `{src}` and `{dst}` are replaced by the regions
+    /// (default `<stack>-buffer-{dst}` with --stack, else `ferry-{src}-to-{dst}`).
+    #[arg(long)]
+    pub buffer_name: Option<String>,
+    /// Dead-letter queue name (default `<stack>-dlq-{dst}` with --stack, else
+    /// `ferry-{src}-to-{dst}-dlq`).
+    #[arg(long)]
+    pub dlq_name: Option<String>,
 }
 
-impl Default for TargetArgs {
-    fn default() -> Self {
-        TargetArgs {
-            local: false,
-            region: None,
-            profile: None,
-            endpoint_urls: Vec::new(),
-            table: None,
-            buffer_name: "ferry-{src}-to-{dst}".into(),
-            dlq_name: "ferry-{src}-to-{dst}-dlq".into(),
+impl TargetArgs {
+    /// The buffer and DLQ name templates: given, else the stack's scheme, else the sandbox's.
+    pub fn queue_templates(&self) -> (String, String) {
+        let (buffer, dlq) = match &self.stack {
+            Some(stack) => (
+                format!("{stack}-buffer-{{dst}}"),
+                format!("{stack}-dlq-{{dst}}"),
+            ),
+            None => (
+                "ferry-{src}-to-{dst}".to_string(),
+                "ferry-{src}-to-{dst}-dlq".to_string(),
+            ),
+        };
+        (
+            self.buffer_name.clone().unwrap_or(buffer),
+            self.dlq_name.clone().unwrap_or(dlq),
+        )
+    }
+}
+
+/// Per-region values of a repeatable `[REGION=]VALUE` flag: the default (no region) and the
+/// regions' own. `flag` names the flag in errors; `need_region` refuses a bare value.
+pub fn parse_per_region(
+    flag: &str,
+    values: &[String],
+    need_region: bool,
+) -> Result<(Option<String>, BTreeMap<String, String>), String> {
+    let mut default = None;
+    let mut by_region = BTreeMap::new();
+    for text in values {
+        // An ARN holds `:` but never `=`; a region never holds `:`.
+        let split = text
+            .split_once('=')
+            .filter(|(r, _)| !r.is_empty() && !r.contains(':'));
+        match split {
+            Some((region, value)) if !value.trim().is_empty() => {
+                if by_region
+                    .insert(region.trim().to_string(), value.trim().to_string())
+                    .is_some()
+                {
+                    return Err(format!("{flag}: region `{region}` given twice"));
+                }
+            }
+            None if !need_region && !text.trim().is_empty() && default.is_none() => {
+                default = Some(text.trim().to_string());
+            }
+            _ if need_region => return Err(format!("{flag} `{text}`: expected REGION=VALUE")),
+            _ => {
+                return Err(format!(
+                    "{flag} `{text}`: expected [REGION=]VALUE, one default"
+                ))
+            }
         }
     }
+    Ok((default, by_region))
 }
 
 /// One `--endpoint-url` value.
@@ -64,6 +120,7 @@ pub struct EndpointOverride {
 pub enum Service {
     DynamoDb,
     Sqs,
+    Sts,
 }
 
 /// Parses `[dynamodb:|sqs:]REGION=URL`.
@@ -74,9 +131,10 @@ pub fn parse_endpoint(text: &str) -> Result<EndpointOverride, String> {
     let (service, region) = match left.split_once(':') {
         Some(("dynamodb", r)) => (Some(Service::DynamoDb), r),
         Some(("sqs", r)) => (Some(Service::Sqs), r),
+        Some(("sts", r)) => (Some(Service::Sts), r),
         Some((s, _)) => {
             return Err(format!(
-                "--endpoint-url `{text}`: unknown service `{s}` (dynamodb or sqs)"
+                "--endpoint-url `{text}`: unknown service `{s}` (dynamodb, sqs or sts)"
             ))
         }
         None => (None, left),
@@ -106,11 +164,17 @@ pub fn queue_name(template: &str, source: &str, destination: &str) -> String {
 struct RegionEndpoints {
     dynamodb: Option<String>,
     sqs: Option<String>,
+    sts: Option<String>,
 }
 
 /// What the tools act on.
 pub struct Target {
+    /// The table's name where no region has its own (what reports show).
     pub table_name: String,
+    /// Regions whose table has another name (`--table REGION=NAME`).
+    table_names: BTreeMap<String, String>,
+    /// Roles assumed for a region's calls (`--role-arn REGION=ARN`).
+    roles: BTreeMap<String, String>,
     /// The regions the sandbox runs (with `--local`); the user names them otherwise.
     pub known_regions: Vec<String>,
     base: aws_config::SdkConfig,
@@ -135,19 +199,23 @@ impl Target {
             loader = loader.region(aws_config::Region::new(r.clone()));
         }
         let base = loader.load().await;
-        let table_name = args
-            .table
-            .clone()
+        let (table, table_names) =
+            parse_per_region("--table", &args.tables, false).map_err(OpsError::Usage)?;
+        let table_name = table
+            .or_else(|| (!table_names.is_empty()).then(String::new))
             .ok_or_else(|| OpsError::Usage("--table is required (or --local)".into()))?;
+        let (buffer_name, dlq_name) = args.queue_templates();
         let mut target = Target {
             table_name,
+            table_names,
+            roles: BTreeMap::new(),
             known_regions: Vec::new(),
             base,
             endpoints: BTreeMap::new(),
-            buffer_name: args.buffer_name.clone(),
-            dlq_name: args.dlq_name.clone(),
+            buffer_name,
+            dlq_name,
         };
-        target.apply_overrides(&args.endpoint_urls)?;
+        target.apply_overrides(args)?;
         Ok(target)
     }
 
@@ -161,12 +229,15 @@ impl Target {
                 ferry_sandbox::test_credentials(),
             ))
             .build();
+        let (table, table_names) =
+            parse_per_region("--table", &args.tables, false).map_err(OpsError::Usage)?;
+        let (buffer_name, dlq_name) = args.queue_templates();
         let mut target = Target {
-            table_name: args
-                .table
-                .clone()
+            table_name: table
                 .or_else(|| state.regions.first().map(|r| r.table.clone()))
                 .ok_or_else(|| OpsError::Usage("the sandbox's state lists no region".into()))?,
+            table_names,
+            roles: BTreeMap::new(),
             known_regions: state.regions.iter().map(|r| r.region.clone()).collect(),
             base,
             endpoints: state
@@ -178,29 +249,44 @@ impl Target {
                         RegionEndpoints {
                             dynamodb: Some(r.dynamodb.clone()),
                             sqs: Some(r.sqs.clone()),
+                            sts: None,
                         },
                     )
                 })
                 .collect(),
-            buffer_name: args.buffer_name.clone(),
-            dlq_name: args.dlq_name.clone(),
+            buffer_name,
+            dlq_name,
         };
-        target.apply_overrides(&args.endpoint_urls)?;
+        target.apply_overrides(args)?;
         Ok(target)
     }
 
-    fn apply_overrides(&mut self, urls: &[String]) -> Result<(), OpsError> {
-        for text in urls {
+    /// `--endpoint-url` and `--role-arn`.
+    fn apply_overrides(&mut self, args: &TargetArgs) -> Result<(), OpsError> {
+        for text in &args.endpoint_urls {
             let o = parse_endpoint(text).map_err(OpsError::Usage)?;
             let e = self.endpoints.entry(o.region).or_default();
-            if o.service != Some(Service::Sqs) {
-                e.dynamodb = Some(o.url.clone());
-            }
-            if o.service != Some(Service::DynamoDb) {
-                e.sqs = Some(o.url);
+            match o.service {
+                Some(Service::DynamoDb) => e.dynamodb = Some(o.url),
+                Some(Service::Sqs) => e.sqs = Some(o.url),
+                Some(Service::Sts) => e.sts = Some(o.url),
+                None => {
+                    e.dynamodb = Some(o.url.clone());
+                    e.sqs = Some(o.url);
+                }
             }
         }
+        let (_, roles) =
+            parse_per_region("--role-arn", &args.role_arns, true).map_err(OpsError::Usage)?;
+        self.roles = roles;
         Ok(())
+    }
+
+    /// The table's name in `region`.
+    pub fn table_name_in(&self, region: &str) -> &str {
+        self.table_names
+            .get(region)
+            .map_or(self.table_name.as_str(), String::as_str)
     }
 
     /// The regions to act on: those given, else (with `--local`) every sandbox region.
@@ -229,6 +315,8 @@ impl Target {
         let mut s = ClientSettings::new(region);
         s.dynamodb_endpoint = e.dynamodb;
         s.sqs_endpoint = e.sqs;
+        s.sts_endpoint = e.sts;
+        s.role_arn = self.roles.get(region).cloned();
         s.connect_timeout = Some(Duration::from_secs(2));
         s.attempt_timeout = Some(Duration::from_secs(20));
         s.operation_timeout = Some(Duration::from_secs(60));
@@ -242,7 +330,7 @@ impl Target {
     pub async fn table(&self, region: &str) -> Table {
         Table::new(
             self.settings(region).dynamodb(&self.base).await,
-            self.table_name.clone(),
+            self.table_name_in(region).to_string(),
         )
     }
 
@@ -253,12 +341,17 @@ impl Target {
         destination: &str,
     ) -> Result<(Buffer, Buffer), OpsError> {
         let sqs = self.settings(source).sqs(&self.base);
-        let buffer = Buffer::by_name(
-            sqs.clone(),
-            &queue_name(&self.buffer_name, source, destination),
-        )
-        .await?;
-        let dlq = Buffer::by_name(sqs, &queue_name(&self.dlq_name, source, destination)).await?;
+        let find = |template: &str| {
+            let name = queue_name(template, source, destination);
+            let sqs = sqs.clone();
+            async move {
+                Buffer::by_name(sqs, &name)
+                    .await
+                    .map_err(|e| e.context(format_args!("{source} queue {name}")))
+            }
+        };
+        let buffer = find(&self.buffer_name).await?;
+        let dlq = find(&self.dlq_name).await?;
         Ok((buffer, dlq))
     }
 
@@ -394,6 +487,42 @@ mod tests {
         settle_merge_mode(&mut c, true, &[]).unwrap();
         settle_merge_mode(&mut c, true, &published(MergeMode::Item)).unwrap();
         assert_eq!(c.merge_mode, MergeMode::Item);
+    }
+
+    #[test]
+    fn per_region_tables_and_roles() {
+        let v = |xs: &[&str]| xs.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        let (default, regions) =
+            parse_per_region("--table", &v(&["orders", "eu-west-1=orders-eu"]), false).unwrap();
+        assert_eq!(default.as_deref(), Some("orders"));
+        assert_eq!(regions["eu-west-1"], "orders-eu");
+        let arn = "arn:aws:iam::111122223333:role/ferry-ops";
+        let (_, roles) =
+            parse_per_region("--role-arn", &v(&[&format!("eu-west-1={arn}")]), true).unwrap();
+        assert_eq!(roles["eu-west-1"], arn);
+        let e = parse_per_region("--role-arn", &v(&[arn]), true).unwrap_err();
+        assert!(e.contains("expected REGION=VALUE"), "{e}");
+        assert!(parse_per_region("--table", &v(&["a", "b"]), false).is_err());
+        assert!(parse_per_region("--table", &v(&["x=a", "x=b"]), false).is_err());
+    }
+
+    #[test]
+    fn queue_names_follow_the_stack() {
+        let args = TargetArgs {
+            stack: Some("ferry-prod".into()),
+            ..TargetArgs::default()
+        };
+        let (buffer, dlq) = args.queue_templates();
+        assert_eq!(
+            queue_name(&buffer, "us-east-1", "eu-west-1"),
+            "ferry-prod-buffer-eu-west-1"
+        );
+        assert_eq!(
+            queue_name(&dlq, "us-east-1", "eu-west-1"),
+            "ferry-prod-dlq-eu-west-1"
+        );
+        let (buffer, _) = TargetArgs::default().queue_templates();
+        assert_eq!(buffer, "ferry-{src}-to-{dst}");
     }
 
     #[test]

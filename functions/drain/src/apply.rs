@@ -258,7 +258,7 @@ impl<'a> Writes<'a> {
     }
 
     /// A write that failed: throttled (retried in this take), transport (halts), invalid
-    /// (dead-lettered) or anything else (a configuration error: halts).
+    /// (dead-lettered), identity or anything else (a configuration error: halts).
     fn failed(
         &mut self,
         i: usize,
@@ -289,6 +289,12 @@ impl<'a> Writes<'a> {
                 tracing::warn!(key = %key(), error = %e, "destination rejected the record: dead-lettering it");
                 let code = e.code.as_deref().unwrap_or("invalid request");
                 Outcome::Invalid(format!("{} {code}: {}", e.operation, e.message))
+            }
+            ErrorKind::Identity => {
+                tracing::error!(key = %key(), error = %e, "destination refused the drain's identity: halting");
+                report.other_errors += 1;
+                self.raise(StopReason::AccessDenied);
+                Outcome::Failed
             }
             ErrorKind::Other => {
                 tracing::error!(key = %key(), error = %e, "destination write failed: halting");

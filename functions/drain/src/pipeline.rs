@@ -288,6 +288,9 @@ impl<'a> Pipeline<'a> {
         self.report.absorb_counts(&r.report);
         match r.ping {
             Some(true) => self.last_answer = Some(Instant::now()),
+            Some(false) if r.denied => {
+                self.stopping.get_or_insert(StopReason::AccessDenied);
+            }
             Some(false) => {
                 self.report.destination_reachable = false;
                 self.stopping

@@ -17,6 +17,8 @@ pub(crate) struct Received {
     /// The ping's outcome, if one was due: `Some(false)` means the destination did not answer
     /// and nothing was received.
     pub ping: Option<bool>,
+    /// The ping failed on who the drain is (credentials, access), not on the destination.
+    pub denied: bool,
     pub messages: Result<Vec<ReceivedWithAttributes>, AwsError>,
     pub report: DrainReport,
     pub started: Instant,
@@ -41,11 +43,12 @@ pub(crate) async fn receive_stage(
     let mut report = DrainReport::default();
     let mut ping = None;
     if ping_due {
-        let answered = ping_destination(d, times, started, &mut report).await;
-        ping = Some(answered);
-        if !answered {
+        let answer = ping_destination(d, times, started, &mut report).await;
+        ping = Some(answer.is_ok());
+        if let Err(denied) = answer {
             return Received {
                 ping,
+                denied,
                 messages: Ok(Vec::new()),
                 report,
                 started,
@@ -55,19 +58,21 @@ pub(crate) async fn receive_stage(
     let messages = receive_take(d, times, wanted, &mut report).await;
     Received {
         ping,
+        denied: false,
         messages,
         report,
         started,
     }
 }
 
-/// Whether the destination answers, within `ping_timeout` and the budget left.
+/// Whether the destination answers, within `ping_timeout` and the budget left; `Err(true)`
+/// when it refused the drain's identity.
 async fn ping_destination(
     d: &Drainer,
     times: Times,
     started: Instant,
     report: &mut DrainReport,
-) -> bool {
+) -> Result<(), bool> {
     report.dynamodb_requests += 1;
     report.pings += 1;
     let timeout = d
@@ -76,17 +81,21 @@ async fn ping_destination(
         .min(times.apply_end.saturating_duration_since(started));
     match tokio::time::timeout(timeout, d.table.ping()).await {
         // (A throttled ping is an answer: `Table::ping` says Ok.)
-        Ok(Ok(())) => true,
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) if e.is_identity() => {
+            tracing::error!(error = %e, "destination refused the drain's identity: not receiving");
+            Err(true)
+        }
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "destination not answering: not receiving");
-            false
+            Err(false)
         }
         Err(_) => {
             tracing::warn!(
                 timeout_ms = timeout.as_millis() as u64,
                 "destination ping timed out: not receiving"
             );
-            false
+            Err(false)
         }
     }
 }

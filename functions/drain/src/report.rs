@@ -21,6 +21,9 @@ pub enum StopReason {
     DestinationError,
     /// The destination did not answer the ping, or writes failed for transport reasons.
     DestinationUnreachable,
+    /// The destination refused the drain's identity (no or expired credentials, a role that
+    /// cannot be assumed, access denied): an access problem, not an outage.
+    AccessDenied,
     /// A record of the other merge mode arrived (`docs/attribute-merge.md`): the regions'
     /// configurations disagree. Nothing of the take is applied or dead-lettered; the pipeline
     /// stops here until the configuration is fixed.
@@ -228,6 +231,12 @@ pub fn emf_line(
             "DestinationError",
             Unit::None,
             u64::from(report.stop_reason == StopReason::DestinationError),
+        ),
+        // 1: stopped because the destination refused the drain's identity (an alarm fires on it).
+        Metric::new(
+            "AccessDenied",
+            Unit::None,
+            u64::from(report.stop_reason == StopReason::AccessDenied),
         ),
         Metric::new(
             "DestinationReachable",

@@ -1,0 +1,240 @@
+//! `ferry doctor`: what a region needs before and after deploying Ferry, checked on the live
+//! tables and queues. The reads are thin ([`read_region`]); what counts as a finding, and what
+//! to change for it, is decided by the pure [`findings`].
+
+use super::status::NEEDED_VIEW_TYPE;
+use super::target::{Target, TargetArgs};
+use super::{finish, OpsError, EXIT_FOUND, EXIT_OK};
+use clap::Args;
+use serde::Serialize;
+use std::process::ExitCode;
+
+#[derive(Args, Clone, Debug)]
+pub struct DoctorArgs {
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// The regions, comma-separated (with --local: every sandbox region).
+    #[arg(long, value_delimiter = ',')]
+    pub regions: Vec<String>,
+    /// Print one JSON object instead of the findings.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// What was read of one region; `None` where it could not be read (the error is a finding).
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+pub struct RegionFacts {
+    pub region: String,
+    pub table: String,
+    pub error: Option<String>,
+    pub stream_view_type: Option<String>,
+    pub partition_key: Option<String>,
+    pub sort_key: Option<String>,
+    pub ttl_attribute: Option<String>,
+    /// The `ferry:settings` tag its enqueue publishes.
+    pub settings: Option<String>,
+    /// Queues of this region (its buffers to each destination) that could not be found: why.
+    pub missing_queues: Vec<String>,
+}
+
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct Finding {
+    pub region: String,
+    pub problem: String,
+    pub fix: String,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct DoctorReport {
+    pub regions: Vec<RegionFacts>,
+    pub findings: Vec<Finding>,
+}
+
+/// Every finding of these regions; `ttl_attribute` is the attribute the tombstones expire by.
+pub fn findings(regions: &[RegionFacts], ttl_attribute: &str) -> Vec<Finding> {
+    let mut out = Vec::new();
+    let mut add = |r: &RegionFacts, problem: String, fix: String| {
+        out.push(Finding {
+            region: r.region.clone(),
+            problem,
+            fix,
+        })
+    };
+    let first = regions.iter().find(|r| r.error.is_none());
+    for r in regions {
+        if let Some(e) = &r.error {
+            add(
+                r,
+                format!("table {} cannot be read: {e}", r.table),
+                "see the error".into(),
+            );
+            continue;
+        }
+        if r.stream_view_type.as_deref() != Some(NEEDED_VIEW_TYPE) {
+            let now = r.stream_view_type.as_deref().unwrap_or("off");
+            add(
+                r,
+                format!("table {}: stream is {now}", r.table),
+                format!("enable the table's stream with StreamViewType {NEEDED_VIEW_TYPE}"),
+            );
+        }
+        if r.ttl_attribute.as_deref() != Some(ttl_attribute) {
+            let now = r.ttl_attribute.as_deref().unwrap_or("off");
+            add(
+                r,
+                format!("table {}: TTL is {now}", r.table),
+                format!("enable TTL on attribute `{ttl_attribute}` (tombstones expire by it)"),
+            );
+        }
+        if let Some(f) = first.filter(|f| f.region != r.region) {
+            if (&f.partition_key, &f.sort_key) != (&r.partition_key, &r.sort_key) {
+                add(
+                    r,
+                    format!(
+                        "table {}: key schema {:?}/{:?} differs from {}'s {:?}/{:?}",
+                        r.table, r.partition_key, r.sort_key, f.region, f.partition_key, f.sort_key
+                    ),
+                    "every region's table needs the same partition and sort key".into(),
+                );
+            }
+            if f.settings.is_some() && r.settings.is_some() && f.settings != r.settings {
+                add(
+                    r,
+                    format!("table {}: Ferry settings differ from {}'s", r.table, f.region),
+                    "deploy every region with the same FERRY_* settings (attribute names, tombstone lifetime, filter, merge mode)".into(),
+                );
+            }
+        }
+        for q in &r.missing_queues {
+            add(
+                r,
+                q.clone(),
+                "deploy the region's stack, or name the stack (--stack) or queues (--buffer-name, --dlq-name)".into(),
+            );
+        }
+    }
+    out
+}
+
+/// Reads what [`findings`] judges of `region`, its buffers to `peers` included.
+pub async fn read_region(target: &Target, region: &str, peers: &[String]) -> RegionFacts {
+    let table = target.table(region).await;
+    let mut facts = RegionFacts {
+        region: region.to_string(),
+        table: table.name.clone(),
+        ..RegionFacts::default()
+    };
+    let described = match table.describe().await {
+        Ok(d) => d,
+        Err(e) => {
+            facts.error = Some(
+                e.context(format_args!("{region} table {}", table.name))
+                    .to_string(),
+            );
+            return facts;
+        }
+    };
+    facts.stream_view_type = described.stream_view_type;
+    facts.partition_key = described.partition_key;
+    facts.sort_key = described.sort_key;
+    facts.ttl_attribute = table.ttl_attribute().await.ok().flatten();
+    if let Some(arn) = &described.arn {
+        let tags = table.tags(arn).await.unwrap_or_default();
+        facts.settings = tags
+            .into_iter()
+            .find(|(k, _)| k == ferry_core::peer::TAG_SETTINGS)
+            .map(|(_, v)| v);
+    }
+    for peer in peers.iter().filter(|p| *p != region) {
+        if let Err(e) = target.queues(region, peer).await {
+            facts.missing_queues.push(e.to_string());
+        }
+    }
+    facts
+}
+
+pub async fn run(target: &Target, regions: &[String]) -> Result<DoctorReport, OpsError> {
+    let regions = target.regions(regions)?;
+    let facts =
+        futures::future::join_all(regions.iter().map(|r| read_region(target, r, &regions))).await;
+    let ttl = ferry_core::AttributeNames::default().ttl;
+    let ttl = std::env::var("FERRY_ATTR_TTL").unwrap_or(ttl);
+    let findings = findings(&facts, &ttl);
+    Ok(DoctorReport {
+        regions: facts,
+        findings,
+    })
+}
+
+pub fn render(r: &DoctorReport) -> String {
+    if r.findings.is_empty() {
+        return format!("{} regions checked: nothing to change\n", r.regions.len());
+    }
+    let mut out = String::new();
+    for f in &r.findings {
+        out += &format!("{}: {}\n    fix: {}\n", f.region, f.problem, f.fix);
+    }
+    out
+}
+
+pub async fn main(args: DoctorArgs) -> ExitCode {
+    let result = async {
+        let target = Target::connect(&args.target).await?;
+        run(&target, &args.regions).await
+    }
+    .await;
+    finish("doctor", args.json, result, render, |r| {
+        if r.findings.is_empty() {
+            EXIT_OK
+        } else {
+            EXIT_FOUND
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn healthy(region: &str) -> RegionFacts {
+        RegionFacts {
+            region: region.into(),
+            table: "orders".into(),
+            stream_view_type: Some(NEEDED_VIEW_TYPE.into()),
+            partition_key: Some("pk".into()),
+            ttl_attribute: Some("ferry_ttl".into()),
+            settings: Some("s1".into()),
+            ..RegionFacts::default()
+        }
+    }
+
+    #[test]
+    fn a_healthy_cluster_has_no_findings() {
+        assert!(findings(&[healthy("a"), healthy("b")], "ferry_ttl").is_empty());
+    }
+
+    #[test]
+    fn each_misconfiguration_is_found_with_its_fix() {
+        let mut b = healthy("b");
+        b.stream_view_type = Some("NEW_IMAGE".into());
+        b.ttl_attribute = None;
+        b.sort_key = Some("sk".into());
+        b.settings = Some("s2".into());
+        b.missing_queues = vec!["GetQueueUrl: b queue x-buffer-a: not found".into()];
+        let f = findings(&[healthy("a"), b], "ferry_ttl");
+        let text: Vec<String> = f
+            .iter()
+            .map(|f| format!("{} {}", f.problem, f.fix))
+            .collect();
+        assert_eq!(f.len(), 5, "{text:#?}");
+        assert!(f.iter().all(|f| f.region == "b"));
+        assert!(text[0].contains("stream is NEW_IMAGE") && text[0].contains(NEEDED_VIEW_TYPE));
+        assert!(text[1].contains("TTL is off") && text[1].contains("`ferry_ttl`"));
+        assert!(text[2].contains("key schema"));
+        assert!(text[3].contains("settings differ"));
+        assert!(text[4].contains("x-buffer-a") && text[4].contains("--stack"));
+        let mut c = healthy("c");
+        c.error = Some("identity".into());
+        assert_eq!(findings(&[c], "ferry_ttl").len(), 1);
+    }
+}
