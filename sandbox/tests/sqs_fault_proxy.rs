@@ -195,10 +195,14 @@ async fn delete_entries_fail_or_are_invalid_and_the_messages_stay() {
 
 #[tokio::test]
 async fn throttling_is_sqs_throttling_and_the_sdk_retries_it() {
-    let b = bench(&ClientOptions::short()).await;
+    let b = bench(&ClientOptions::default()).await;
     b.proxy.set_mode(faults(|f| f.throttle = 1.0));
-    let err = b
-        .sqs
+    let once = sqs_client_with(
+        &b.proxy.endpoint(),
+        REGION,
+        &ClientOptions::default().with_max_attempts(1),
+    );
+    let err = once
         .get_queue_url()
         .queue_name("buffer")
         .send()
