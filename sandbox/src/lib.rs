@@ -11,7 +11,8 @@
 //! - [`Moto`]: `moto_server` from the repository's venv (SQS, STS); installs moto into the venv
 //!   if it is missing.
 //! - [`FaultProxy`]: an HTTP proxy with runtime-switchable [`FaultMode`]s (pass, refuse,
-//!   black-hole, delay, throttle).
+//!   black-hole, delay, throttle) and, in front of moto, SQS's own faults ([`SqsFaults`]:
+//!   per-entry batch failures, invalid receipt handles, SQS throttling, slow answers).
 //! - [`StreamPoller`]: reads a stream and hands out Lambda's exact
 //!   [`EventRecord`](aws_lambda_events::event::dynamodb::EventRecord)s.
 //! - [`DynamoDbLocal`]: Amazon's DynamoDB Local (from the npm package
@@ -35,6 +36,7 @@ mod moto;
 mod poller;
 mod process;
 mod proxy;
+mod sqs_proxy;
 mod util;
 
 pub use clients::{
@@ -54,6 +56,7 @@ pub use moto::{ensure_moto_installed, venv_dir, Moto, MOTO_REQUIREMENT, MOTO_STA
 pub use poller::{resend_from, StartingPosition, StreamPoller};
 pub use process::ManagedChild;
 pub use proxy::{FaultMode, FaultProxy, ProxyStats, THROTTLE_BODY};
+pub use sqs_proxy::{Slow, SqsAction, SqsFaults, INJECTED_ENTRY_CODE, SQS_THROTTLE_BODY};
 pub use util::{
     free_port, log_dir, loopback_addr, repo_root, wait_for, wait_until, LOOPBACK, POLL_INTERVAL,
 };

@@ -15,6 +15,7 @@ use tokio::sync::watch;
 
 use crate::error::{Result, SandboxError};
 use crate::http::error_chain;
+use crate::sqs_proxy::SqsFaults;
 use crate::util::{bind_reuse, loopback_addr, BackgroundRuntime, LOOPBACK};
 
 /// The body of the throttling answer, exactly as DynamoDB sends it.
@@ -41,6 +42,9 @@ pub enum FaultMode {
         /// Fraction of requests throttled.
         fraction: f64,
     },
+    /// SQS's own faults, in front of moto: per-entry batch failures, invalid receipt handles,
+    /// SQS throttling, slow answers ([`SqsFaults`]).
+    Sqs(SqsFaults),
 }
 
 /// Request and connection counts of a [`FaultProxy`].
@@ -57,22 +61,34 @@ pub struct ProxyStats {
     /// Requests that could not be forwarded because the upstream failed (connection closed
     /// without an answer, as a network failure would).
     pub upstream_failures: u64,
+    /// Entries of SQS batch requests answered as failed without reaching SQS.
+    pub failed_entries: u64,
+    /// Requests held back by [`SqsFaults::slow`].
+    pub held: u64,
 }
 
 #[derive(Default)]
-struct Counters {
-    forwarded: AtomicU64,
-    throttled: AtomicU64,
+pub(crate) struct Counters {
+    pub forwarded: AtomicU64,
+    pub throttled: AtomicU64,
     blackholed: AtomicU64,
     refused: AtomicU64,
     upstream_failures: AtomicU64,
+    pub failed_entries: AtomicU64,
+    pub held: AtomicU64,
 }
 
-struct Shared {
+pub(crate) struct Shared {
     mode: watch::Sender<FaultMode>,
-    counters: Counters,
+    pub counters: Counters,
     upstream: SocketAddr,
 }
+
+/// The proxy's HTTP client to the upstream.
+pub(crate) type Upstream = Client<HttpConnector, Full<Bytes>>;
+
+/// A response the proxy sends back.
+pub(crate) type Answer = hyper::Response<Full<Bytes>>;
 
 /// A tokio HTTP/1.1 proxy on `127.0.0.1:<free port>` in front of an upstream loopback endpoint,
 /// with runtime-switchable [`FaultMode`]s. Runs on its own thread and runtime; dropping it closes
@@ -157,6 +173,8 @@ impl FaultProxy {
             blackholed: c.blackholed.load(Ordering::SeqCst),
             refused: c.refused.load(Ordering::SeqCst),
             upstream_failures: c.upstream_failures.load(Ordering::SeqCst),
+            failed_entries: c.failed_entries.load(Ordering::SeqCst),
+            held: c.held.load(Ordering::SeqCst),
         }
     }
 
@@ -230,7 +248,7 @@ async fn serve_connection(
 
 /// Why a request got no answer; makes hyper close the connection.
 #[derive(Debug)]
-struct Dropped(&'static str);
+pub(crate) struct Dropped(pub &'static str);
 
 impl std::fmt::Display for Dropped {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -266,7 +284,18 @@ async fn handle(
             tokio::time::sleep(delay).await;
             Ok(response)
         }
+        FaultMode::Sqs(faults) => crate::sqs_proxy::handle(req, faults, &shared, &client).await,
         FaultMode::Pass | FaultMode::Throttle { .. } => forward(req, &shared, &client).await,
+    }
+}
+
+/// Waits `delay`, or less if the mode changes meanwhile; whether the whole delay passed.
+pub(crate) async fn hold(shared: &Shared, delay: Duration) -> bool {
+    let mut rx = shared.mode.subscribe();
+    let current = *rx.borrow_and_update();
+    tokio::select! {
+        _ = tokio::time::sleep(delay) => true,
+        _ = rx.wait_for(|m| *m != current) => false,
     }
 }
 
@@ -289,13 +318,32 @@ fn throttle_response() -> hyper::Response<Full<Bytes>> {
 async fn forward(
     req: hyper::Request<Incoming>,
     shared: &Shared,
-    client: &Client<HttpConnector, Full<Bytes>>,
-) -> std::result::Result<hyper::Response<Full<Bytes>>, Dropped> {
-    let (mut parts, body) = req.into_parts();
-    let body = match body.collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(_) => return Err(Dropped("request body unreadable")),
-    };
+    client: &Upstream,
+) -> std::result::Result<Answer, Dropped> {
+    let (parts, body) = read_request(req).await?;
+    send_upstream(parts, body, shared, client).await
+}
+
+/// A request's head and whole body.
+pub(crate) async fn read_request(
+    req: hyper::Request<Incoming>,
+) -> std::result::Result<(hyper::http::request::Parts, Bytes), Dropped> {
+    let (parts, body) = req.into_parts();
+    match body.collect().await {
+        Ok(collected) => Ok((parts, collected.to_bytes())),
+        Err(_) => Err(Dropped("request body unreadable")),
+    }
+}
+
+/// Sends a request (head and body) upstream and reads the whole answer.
+pub(crate) async fn send_upstream(
+    mut parts: hyper::http::request::Parts,
+    body: Bytes,
+    shared: &Shared,
+    client: &Upstream,
+) -> std::result::Result<Answer, Dropped> {
+    // The body may have been rewritten: hyper sets the length from the new one.
+    parts.headers.remove(hyper::header::CONTENT_LENGTH);
     let path = parts
         .uri
         .path_and_query()
