@@ -6,7 +6,9 @@
 //! last tick's drained rate, all its workers together); one worker's capacity is the rate its
 //! applies reached while busy. Without a last tick the backlog alone decides, at a fixed
 //! number of messages per worker. A destination that does not answer gets no extra worker:
-//! the tick's own drain pings it, takes nothing and returns.
+//! the tick's own drain pings it, takes nothing and returns. One that is back after the last
+//! tick found it down gets the whole fan-out for its backlog: the replay is what the outage
+//! left, and its messages (re-queued ones are packed full) say little about its size.
 
 /// The buffer's depth, in messages (`GetQueueAttributes`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -28,6 +30,16 @@ pub struct Pace {
     pub busy_ms: u64,
     /// Records per message in its takes.
     pub records_per_message: f64,
+}
+
+/// The destination as the tick finds it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Destination {
+    Answers,
+    /// Did not answer the tick's ping (or its settings disagree): no extra worker.
+    Silent,
+    /// Answers again; the last tick found it silent.
+    Back,
 }
 
 /// The deployment's bounds.
@@ -59,12 +71,14 @@ impl Default for FanoutPolicy {
 pub fn workers(
     backlog: Backlog,
     last: Option<Pace>,
-    destination_answers: bool,
+    destination: Destination,
     policy: &FanoutPolicy,
 ) -> u32 {
     let most = policy.max_workers.max(1);
-    if !destination_answers || most == 1 {
-        return 1;
+    match destination {
+        Destination::Silent => return 1,
+        Destination::Back if backlog.visible > 0 => return most,
+        _ => {}
     }
     let wanted = match last.and_then(|p| by_rate(backlog, p, policy)) {
         Some(w) => w,

@@ -1,6 +1,7 @@
 //! How a tick sizes its fan-out (`ferry_core::fanout::workers`).
 
-use ferry_core::fanout::{workers, Backlog, FanoutPolicy, Pace};
+use ferry_core::fanout::{workers, Backlog, Destination, FanoutPolicy, Pace};
+use Destination::{Answers, Back, Silent};
 
 fn policy(max_workers: u32) -> FanoutPolicy {
     FanoutPolicy {
@@ -26,34 +27,37 @@ fn pace(workers: u32, records: u64, busy_ms: u64, records_per_message: f64) -> P
 
 #[test]
 fn an_empty_buffer_needs_only_the_tick() {
-    assert_eq!(workers(backlog(0), None, true, &policy(8)), 1);
+    assert_eq!(workers(backlog(0), None, Answers, &policy(8)), 1);
     let idle = pace(1, 0, 0, 1.0);
-    assert_eq!(workers(backlog(0), Some(idle), true, &policy(8)), 1);
+    assert_eq!(workers(backlog(0), Some(idle), Answers, &policy(8)), 1);
 }
 
 #[test]
 fn without_a_last_tick_the_backlog_decides() {
     let p = policy(8);
-    assert_eq!(workers(backlog(1), None, true, &p), 1);
-    assert_eq!(workers(backlog(20), None, true, &p), 1);
-    assert_eq!(workers(backlog(21), None, true, &p), 2);
-    assert_eq!(workers(backlog(70), None, true, &p), 4);
-    assert_eq!(workers(backlog(100_000), None, true, &p), 8, "capped");
+    assert_eq!(workers(backlog(1), None, Answers, &p), 1);
+    assert_eq!(workers(backlog(20), None, Answers, &p), 1);
+    assert_eq!(workers(backlog(21), None, Answers, &p), 2);
+    assert_eq!(workers(backlog(70), None, Answers, &p), 4);
+    assert_eq!(workers(backlog(100_000), None, Answers, &p), 8, "capped");
 }
 
 #[test]
 fn a_destination_that_does_not_answer_gets_no_extra_worker() {
     let busy = pace(4, 25_000, 50_000, 100.0);
-    assert_eq!(workers(backlog(100_000), Some(busy), false, &policy(8)), 1);
-    assert_eq!(workers(backlog(100_000), None, false, &policy(8)), 1);
+    assert_eq!(workers(backlog(100_000), Some(busy), Silent, &policy(8)), 1);
+    assert_eq!(workers(backlog(100_000), None, Silent, &policy(8)), 1);
 }
 
 #[test]
 fn the_cap_holds_and_a_cap_of_one_is_one() {
-    assert_eq!(workers(backlog(100_000), None, true, &policy(1)), 1);
-    assert_eq!(workers(backlog(100_000), None, true, &policy(0)), 1);
+    assert_eq!(workers(backlog(100_000), None, Answers, &policy(1)), 1);
+    assert_eq!(workers(backlog(100_000), None, Answers, &policy(0)), 1);
     let busy = pace(1, 25_000, 50_000, 700.0);
-    assert_eq!(workers(backlog(100_000), Some(busy), true, &policy(16)), 16);
+    assert_eq!(
+        workers(backlog(100_000), Some(busy), Answers, &policy(16)),
+        16
+    );
 }
 
 #[test]
@@ -62,10 +66,10 @@ fn steady_arrivals_keep_as_many_workers_as_they_need() {
     // busy): 1 000 / (500 × 0.7) → 3 workers cover it, with nothing queued.
     let p = policy(8);
     let last = pace(4, 12_500, 25_000, 50.0);
-    assert_eq!(workers(backlog(0), Some(last), true, &p), 3);
+    assert_eq!(workers(backlog(0), Some(last), Answers, &p), 3);
     // The same arrivals with a backlog of 2 000 messages × 50 records (100 000 records) on
     // top: (50 000 + 100 000) / (25 000 × 0.7) → 9, capped at 8.
-    assert_eq!(workers(backlog(2_000), Some(last), true, &p), 8);
+    assert_eq!(workers(backlog(2_000), Some(last), Answers, &p), 8);
 }
 
 #[test]
@@ -73,15 +77,15 @@ fn fewer_as_the_backlog_shrinks() {
     let p = policy(8);
     // A saturated tick (busy all along) with a backlog left: scale up.
     let saturated = pace(2, 25_000, 50_000, 100.0);
-    let up = workers(backlog(1_000), Some(saturated), true, &p);
+    let up = workers(backlog(1_000), Some(saturated), Answers, &p);
     assert!(up > 2, "{up}");
     // The next tick drained it and idled most of the time: back down.
     let relaxed = pace(up, 2_500, 5_000, 100.0);
-    let down = workers(backlog(0), Some(relaxed), true, &p);
+    let down = workers(backlog(0), Some(relaxed), Answers, &p);
     assert!(down < up, "{down} < {up}");
     // Trickle: one worker.
     let trickle = pace(down, 100, 200, 1.0);
-    assert_eq!(workers(backlog(0), Some(trickle), true, &p), 1);
+    assert_eq!(workers(backlog(0), Some(trickle), Answers, &p), 1);
 }
 
 #[test]
@@ -96,10 +100,21 @@ fn more_backlog_never_means_fewer_workers() {
     for last in lasts {
         let mut before = 0;
         for visible in [0, 1, 5, 20, 21, 100, 1_000, 10_000, 1_000_000] {
-            let w = workers(backlog(visible), last, true, &p);
+            let w = workers(backlog(visible), last, Answers, &p);
             assert!(w >= before, "{visible}: {w} < {before} ({last:?})");
             assert!((1..=32).contains(&w));
             before = w;
         }
     }
+}
+
+#[test]
+fn a_destination_back_from_an_outage_replays_with_the_whole_fan_out() {
+    let p = policy(6);
+    let before = pace(2, 1_000, 5_000, 3.0);
+    // A handful of re-queued messages, packed full: the whole fan-out all the same.
+    assert_eq!(workers(backlog(3), Some(before), Back, &p), 6);
+    assert_eq!(workers(backlog(3), None, Back, &p), 6);
+    // Nothing waiting: nothing to replay.
+    assert_eq!(workers(backlog(0), Some(before), Back, &p), 1);
 }
