@@ -90,7 +90,7 @@ fn histories_converge_with_concurrent_drains_of_one_buffer() {
         shared_keys: 2,
         ..CheckOptions::default()
     };
-    assert_clean(1_000, 4_004, &options);
+    assert_clean(500, 4_004, &options);
 }
 
 /// Each known-wrong rule, switched on alone, must produce a failing history within a bounded
