@@ -197,7 +197,10 @@ def capacity(pipeline, c):
             "per-record CPU as measured on loopback (this machine's x86 cores; arm64 Lambda cores not measured)",
             "drain CPU per record is per destination; enqueue's per source record (+10 % for the second buffer's sends)",
             "a DynamoDB stream shard carries ≤ 1 000 writes/s; a partition ≤ 1 000 WCU/s",
-            "drains scale by running several per buffer (SQS standard queues have no practical throughput limit)",
+            "drains scale by running several per buffer: a tick starts as many workers as the backlog needs, up to the "
+            "template's MaxDrainConcurrency per destination (its reserved concurrency), so per destination "
+            "MaxDrainConcurrency ≥ the drains needed ÷ the destinations, at DrainMemoryMB 1769 (1 vCPU); "
+            "SQS standard queues have no practical throughput limit",
         ],
         "per_region": {
             "enqueue_vcpu": enq_vcpu,
@@ -351,7 +354,9 @@ def markdown(r):
     w("| per region | |")
     w("|---|---|")
     w(f"| enqueue | {fmt(pr['enqueue_vcpu'], 1)} vCPU busy; concurrency ≥ {pr['enqueue_concurrency_min_shards']} (one per stream shard) |")
-    w(f"| drain | {fmt(pr['drain_vcpu'], 1)} vCPU busy → ≥ {pr['drain_concurrency_at_1_vcpu_each']} concurrent drains at 1 vCPU (1 769 MB) each |")
+    per_destination = math.ceil(pr['drain_concurrency_at_1_vcpu_each'] / 2)
+    w(f"| drain | {fmt(pr['drain_vcpu'], 1)} vCPU busy → ≥ {pr['drain_concurrency_at_1_vcpu_each']} concurrent drains at 1 vCPU (1 769 MB) each: "
+      f"`MaxDrainConcurrency` ≥ {per_destination} per destination, `DrainMemoryMB` 1769 (reserved concurrency {2 * per_destination} per region) |")
     w(f"| SQS | {fmt(pr['sqs_requests_per_s'])} requests/s across the region's buffers |")
     w(f"| DynamoDB | {fmt(pr['dynamodb_wcu_per_s'])} WCU/s (local + replicated-in) → ≥ {pr['dynamodb_partitions_min']} partitions |")
     w(f"| **per month, all regions** | {fmt(pm['million_replicated_writes'])} million replicated writes: Ferry ≈ **${fmt(pm['ferry_usd'])}**, "

@@ -3,6 +3,10 @@
 //! overlapping drains safe, and the overlap leaves no gap in which nothing drains). An
 //! invocation that finds the destination unreachable returns at once; the next tick tries
 //! again. Nothing starts while the source region is cut off.
+//!
+//! Each invocation is a tick (`ferry_drain::tick`): with `FERRY_MAX_DRAIN_CONCURRENCY` above 1 it
+//! starts as many drain workers as the backlog needs, as tasks of this process
+//! (`ferry_drain::LocalWorkers`), the way the Lambda starts them as invocations.
 
 use crate::cluster::BufferPair;
 use crate::stats::{LagSample, Stats};
@@ -36,6 +40,12 @@ pub async fn run(task: DrainTask, mut stop: watch::Receiver<bool>) {
     {
         settings.takes_in_flight = n.clamp(1, 8);
     }
+    if let Some(n) = std::env::var("FERRY_MAX_DRAIN_CONCURRENCY")
+        .ok()
+        .and_then(|v| v.trim().parse::<u32>().ok())
+    {
+        settings.max_workers = n.clamp(1, 64);
+    }
     let drainer = Arc::new(ferry_drain::Drainer {
         config: task.config.clone(),
         source_region: task.pair.source.clone(),
@@ -48,6 +58,11 @@ pub async fn run(task: DrainTask, mut stop: watch::Receiver<bool>) {
         peer: Default::default(),
     });
     let task = Arc::new(task);
+    let recorder = task.clone();
+    let workers = Arc::new(ferry_drain::LocalWorkers::new(drainer.clone(), move |r| {
+        record(&recorder, r)
+    }));
+    let ticker = Arc::new(ferry_drain::Ticker::default());
     let mut ticks = tokio::time::interval(task.period);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -64,9 +79,11 @@ pub async fn run(task: DrainTask, mut stop: watch::Receiver<bool>) {
         // Each tick is a new invocation; it runs for its budget, longer than the period, so
         // consecutive invocations overlap and the buffer is never left untended.
         let (drainer, task, mut stop) = (drainer.clone(), task.clone(), stop.clone());
+        let (workers, ticker) = (workers.clone(), ticker.clone());
         tokio::spawn(async move {
+            let budget = drainer.settings.budget;
             let report = tokio::select! {
-                r = ferry_drain::drain(&drainer) => r,
+                r = ferry_drain::tick(&drainer, &ticker, workers.as_ref(), budget) => r,
                 _ = stop.changed() => return,
             };
             record(&task, &report);

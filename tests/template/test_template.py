@@ -39,6 +39,7 @@ ENQUEUE_ENV = SHARED_ENV | {"FERRY_TABLE", "FERRY_BUFFERS"}
 DRAIN_ENV = SHARED_ENV | {
     "FERRY_SOURCE_REGION", "FERRY_BUFFER_URL", "FERRY_DLQ_URL", "FERRY_DESTINATION_REGION",
     "FERRY_DESTINATION_TABLE", "FERRY_DRAIN_BUDGET_S", "FERRY_MAX_IN_FLIGHT",
+    "FERRY_MAX_DRAIN_CONCURRENCY",
 }  # + FERRY_DESTINATION_ROLE_ARN when cross-account
 
 
@@ -243,7 +244,8 @@ def test_drain_per_destination(raw, scenario):
         budget = as_int(raw, env["FERRY_DRAIN_BUDGET_S"], overrides)
         timeout = as_int(raw, fn["Timeout"], overrides)
         assert timeout > budget, "the drain must finish its budget before Lambda stops it"
-        assert fn["ReservedConcurrentExecutions"] == 1
+        cap = as_int(raw, env["FERRY_MAX_DRAIN_CONCURRENCY"], overrides)
+        assert as_int(raw, fn["ReservedConcurrentExecutions"], overrides) == cap
         rule = final[f"DrainFunction{s}Tick"]
         assert rule["Type"] == "AWS::Events::Rule"
         assert rule["Properties"]["ScheduleExpression"] == "rate(1 minute)"
@@ -654,6 +656,28 @@ def test_drain_role_grants_only_the_calls_it_makes(raw, scenario):
         actions = {a for st in by_sid.values() for a in listify(st["Action"])}
         for unused in ("sqs:ChangeMessageVisibility", "sqs:GetQueueAttributes", "cloudwatch:PutMetricData"):
             assert unused not in actions, unused
+
+
+def test_drain_fan_out_grants_its_two_calls_on_its_own_resources(raw, scenario):
+    final = scenario["final"]["Resources"]
+    assert raw["Parameters"]["MaxDrainConcurrency"]["Default"] > 1
+    assert raw["Parameters"]["MaxDrainConcurrency"]["MinValue"] == 1
+    for region in destinations(scenario):
+        s = strip(region)
+        policy = final[f"DrainFanOut{s}"]
+        assert policy["Condition"] == "DrainFanOut"
+        assert policy["Properties"]["Roles"] == [{"Ref": f"DrainRole{s}"}]
+        by_sid = {st["Sid"]: st for st in policy["Properties"]["PolicyDocument"]["Statement"]}
+        assert set(by_sid) == {"Backlog", "StartWorkers"}
+        assert by_sid["Backlog"]["Action"] == "sqs:GetQueueAttributes"
+        assert by_sid["Backlog"]["Resource"] == {"Fn::GetAtt": [f"Buffer{s}", "Arn"]}
+        assert by_sid["StartWorkers"]["Action"] == "lambda:InvokeFunction"
+        assert by_sid["StartWorkers"]["Resource"] == {"Fn::GetAtt": [f"DrainFunction{s}", "Arn"]}
+        # Held-back worker events expire instead of starting long after their tick.
+        invoke = final[f"DrainFunction{s}EventInvokeConfig"]["Properties"]
+        assert invoke["MaximumEventAgeInSeconds"] <= 60
+    cond = raw["Conditions"]["DrainFanOut"]
+    assert cond == {"Fn::Not": [{"Fn::Equals": [{"Ref": "MaxDrainConcurrency"}, 1]}]}
 
 
 # --------------------------------------------------------------------------------------------

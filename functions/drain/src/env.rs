@@ -2,11 +2,12 @@
 //! drains, its endpoints and its pacing. Parsed through a lookup function so it is tested
 //! without touching the process environment.
 
+use crate::fanout::{LambdaWorkers, NoWorkers, StartWorkers};
 use crate::settings::DrainSettings;
 use crate::Drainer;
 use aws_config::SdkConfig;
 use ferry_aws::env::{Env, VariableError};
-use ferry_aws::{Buffer, ClientSettings, Table};
+use ferry_aws::{Buffer, ClientSettings, Function, Table};
 use ferry_core::{Clock, Config, ConfigError};
 use std::time::Duration;
 
@@ -51,8 +52,11 @@ pub struct DrainEnv {
     /// `FERRY_TAKE_RECORDS` (2 000: a take's size in records, which bounds memory),
     /// `FERRY_TAKES_IN_FLIGHT` (2: the next take is received while one is applied/settled),
     /// `FERRY_RECEIVE_WAIT_S` (20), `FERRY_VISIBILITY_TIMEOUT_S` (budget + 30, at least 120),
-    /// `FERRY_MAX_PENDING_ATTEMPTS` (0, the default: never dead-letter a pending record).
+    /// `FERRY_MAX_PENDING_ATTEMPTS` (0, the default: never dead-letter a pending record),
+    /// `FERRY_MAX_DRAIN_CONCURRENCY` (1: workers a tick may run, itself included).
     pub settings: DrainSettings,
+    /// `AWS_LAMBDA_FUNCTION_NAME` (set by Lambda): the function a tick invokes for its workers.
+    pub function_name: Option<String>,
 }
 
 impl DrainEnv {
@@ -88,6 +92,7 @@ impl DrainEnv {
                 .clamp(1, 10) as u32,
             settings,
             config,
+            function_name: env.get("AWS_LAMBDA_FUNCTION_NAME"),
         })
     }
 
@@ -116,6 +121,18 @@ impl DrainEnv {
                 self.settings.receive_wait_s.max(0) as u64 + 10,
             )),
             ..ClientSettings::new(self.source_region.clone())
+        }
+    }
+
+    /// How a tick starts its workers: invokes of this same function when running in Lambda with
+    /// `FERRY_MAX_DRAIN_CONCURRENCY` above 1; otherwise the tick drains alone.
+    pub fn workers(&self, base: &SdkConfig) -> Box<dyn StartWorkers> {
+        match &self.function_name {
+            Some(name) if self.settings.max_workers > 1 => {
+                let client = ClientSettings::new(self.source_region.clone()).lambda(base);
+                Box::new(LambdaWorkers(Function::new(client, name.clone())))
+            }
+            _ => Box::new(NoWorkers),
         }
     }
 
@@ -173,6 +190,7 @@ fn drain_settings<F: Fn(&str) -> Option<String>>(
     settings.retry.max_pending_attempts = env
         .number("FERRY_MAX_PENDING_ATTEMPTS", 0)?
         .min(u32::MAX as u64) as u32;
+    settings.max_workers = env.number("FERRY_MAX_DRAIN_CONCURRENCY", 1)?.clamp(1, 1000) as u32;
     Ok(settings)
 }
 

@@ -29,13 +29,15 @@
 //! `merge_apply.rs` for attribute mode), `settle.rs` (4), and `pipeline.rs`, which overlaps the
 //! takes. `take.rs` holds the pure bookkeeping of one take.
 //!
-//! The call is a plain `async fn` on a shared [`Drainer`]: the Lambda's `main.rs` calls it once
-//! per scheduled event; the local sandbox can call it on a timer, with short budgets, even
+//! The call is a plain `async fn` on a shared [`Drainer`]: the Lambda's `main.rs` runs a
+//! [`tick`] per scheduled event (which may start more workers of the same buffer, `fanout.rs`)
+//! and a [`work`] per worker event; the local sandbox can call it on a timer, with short budgets, even
 //! overlapping (SQS visibility keeps two calls from holding the same message, and every write
 //! is idempotent).
 
 mod apply;
 pub mod env;
+pub mod fanout;
 mod merge_apply;
 mod pacing;
 pub mod peer_gate;
@@ -47,6 +49,9 @@ mod settle;
 mod take;
 
 pub use env::{DrainEnv, EnvError};
+pub use fanout::{
+    tick, work, LambdaWorkers, LocalWorkers, NoWorkers, StartWorkers, Ticker, WorkerEvent,
+};
 pub use peer_gate::PeerGate;
 pub use report::{emf_line, percentile, ConflictSample, DrainReport, LagParts, StopReason};
 pub use settings::DrainSettings;

@@ -1,14 +1,22 @@
 //! The drain Lambda: reads its environment, builds the clients once per container, and runs
-//! one [`ferry_drain::drain_for`] per scheduled EventBridge event. All the work is in the lib.
+//! one [`ferry_drain::tick`] per scheduled EventBridge event, or one [`ferry_drain::work`] per
+//! worker event a tick sent. All the work is in the lib.
 
-use aws_lambda_events::eventbridge::EventBridgeEvent;
-use ferry_drain::{drain_for, emf_line, DrainEnv, DrainReport, Drainer};
+use ferry_drain::WorkerEvent;
+use ferry_drain::{emf_line, tick, work, DrainEnv, DrainReport, Drainer, StartWorkers, Ticker};
 use lambda_runtime::{service_fn, Error, LambdaEvent};
 use std::time::Duration;
 
 /// Kept between the drain's return and the Lambda deadline: the report, the EMF line and the
 /// runtime's own reply must still go out.
 const DEADLINE_MARGIN: Duration = Duration::from_secs(3);
+
+/// What every invocation shares.
+struct Shell {
+    drainer: Drainer,
+    ticker: Ticker,
+    workers: Box<dyn StartWorkers>,
+}
 
 // One thread: a Lambda below 1 769 MB has at most one vCPU, and the drain is I/O-bound; a single
 // thread spares every request two cross-thread wake-ups (the replay bench measures the same).
@@ -17,19 +25,25 @@ async fn main() -> Result<(), Error> {
     ferry_aws::logs::init_lambda_logs();
     let env = DrainEnv::from_lookup(|k| std::env::var(k).ok())?;
     let base = ferry_aws::clients::base_config().await;
+    let workers = env.workers(&base);
     let drainer = env.connect(&base, ferry_core::clock::system()).await;
     tracing::info!(drainer = ?drainer, "drain ready");
-    let drainer = &drainer;
+    let shell = &Shell {
+        drainer,
+        ticker: Ticker::default(),
+        workers,
+    };
     lambda_runtime::run(service_fn(
-        move |event: LambdaEvent<EventBridgeEvent>| async move { handle(drainer, event).await },
+        move |event: LambdaEvent<serde_json::Value>| async move { handle(shell, event).await },
     ))
     .await
 }
 
 async fn handle(
-    drainer: &Drainer,
-    event: LambdaEvent<EventBridgeEvent>,
+    shell: &Shell,
+    event: LambdaEvent<serde_json::Value>,
 ) -> Result<DrainReport, Error> {
+    let drainer = &shell.drainer;
     // The configured budget, unless the function's timeout leaves less.
     let now_ms = ferry_core::clock::system_now_ms();
     let left = Duration::from_millis(event.context.deadline.saturating_sub(now_ms));
@@ -38,12 +52,10 @@ async fn handle(
         .budget
         .min(left.saturating_sub(DEADLINE_MARGIN))
         .max(Duration::from_secs(1));
-    tracing::debug!(
-        event_id = event.payload.id.as_deref().unwrap_or(""),
-        budget_ms = budget.as_millis() as u64,
-        "scheduled drain"
-    );
-    let report = drain_for(drainer, budget).await;
+    let report = match WorkerEvent::of(&event.payload) {
+        Some(order) => work(drainer, &shell.ticker, order, budget).await,
+        None => tick(drainer, &shell.ticker, shell.workers.as_ref(), budget).await,
+    };
     // EMF goes to stdout as a line of its own; CloudWatch Logs extracts the metrics.
     println!(
         "{}",

@@ -329,6 +329,7 @@ impl<'a> Pipeline<'a> {
             self.last_answer = Some(Instant::now());
         }
         self.report.absorb_counts(&a.report);
+        self.report.apply_ms += a.timing.apply_ms;
         match a.halt {
             None => self.transport_pause = self.drainer.settings.transport_pause,
             Some(StopReason::DestinationUnreachable) => {

@@ -118,6 +118,11 @@ pub struct DrainReport {
     pub merge_reads: u64,
     pub merge_writes: u64,
     /// Replication lag of the applied records: apply time − source write time.
+    /// Time the apply stage was running (what bounds one worker's rate; sizes the fan-out).
+    pub apply_ms: u64,
+    /// Drain workers this call ran for its destination, itself included (a tick's fan-out;
+    /// 1 for a worker or a plain drain, 0 when it returned before draining).
+    pub workers: u32,
     pub lag_p50_ms: Option<u64>,
     pub lag_p99_ms: Option<u64>,
     pub lag_max_ms: Option<u64>,
@@ -177,6 +182,7 @@ impl DrainReport {
         self.pings += other.pings;
         self.merge_reads += other.merge_reads;
         self.merge_writes += other.merge_writes;
+        self.apply_ms += other.apply_ms;
         self.lag_ms.extend_from_slice(&other.lag_ms);
         self.lag_parts_ms.extend_from_slice(&other.lag_parts_ms);
         self.conflict_samples
@@ -225,6 +231,7 @@ pub fn emf_line(
         Metric::count("Refused", report.refused),
         Metric::count("OtherErrors", report.other_errors),
         Metric::count("SettleTimeouts", report.settle_timeouts),
+        Metric::new("Workers", Unit::Count, report.workers as u64),
         // 1: stopped on an error that is neither transport nor throttling (access denied, a
         // missing table): the drain cannot write, and an alarm fires on it.
         Metric::new(

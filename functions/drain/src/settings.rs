@@ -63,6 +63,9 @@ pub struct DrainSettings {
     /// until the budget is spent. Off for the Lambda (it keeps the lag low by polling); on for a
     /// "drain the backlog now" call, the tests and the replay bench.
     pub return_when_idle: bool,
+    /// Drain workers a scheduled tick may run for this destination, itself included
+    /// (`MaxDrainConcurrency`; [`crate::fanout`]). 1: the tick drains alone.
+    pub max_workers: u32,
 }
 
 impl Default for DrainSettings {
@@ -85,6 +88,7 @@ impl Default for DrainSettings {
             stop: CancellationToken::new(),
             conflict_samples: 20,
             return_when_idle: false,
+            max_workers: 1,
         }
     }
 }

@@ -129,6 +129,14 @@ impl ClientSettings {
         aws_sdk_sqs::Client::from_conf(b.build())
     }
 
+    pub fn lambda(&self, base: &SdkConfig) -> aws_sdk_lambda::Client {
+        let b = aws_sdk_lambda::config::Builder::from(base)
+            .region(Region::new(self.region.clone()))
+            .timeout_config(self.timeouts())
+            .retry_config(self.retry());
+        aws_sdk_lambda::Client::from_conf(b.build())
+    }
+
     pub async fn clients(&self, base: &SdkConfig) -> Clients {
         Clients {
             region: self.region.clone(),

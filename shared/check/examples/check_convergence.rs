@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 const USAGE: &str = "usage: check_convergence [--runs N] [--seed S] [--hole NAME]... [--skew MS] \
-[--merge item|attribute] [--steps N] [--ttl-share F] [--duplicates F] [--checkpoints F] [--keys 1-8] [--own-share F] [--app-writes F] [--no-filter] [--identical-restores] [--write-time-floor] [--late-ttl] [--unstamped-puts] [--threads T] [--trace]";
+[--merge item|attribute] [--steps N] [--ttl-share F] [--duplicates F] [--checkpoints F] [--keys 1-8] [--own-share F] [--app-writes F] [--no-filter] [--identical-restores] [--write-time-floor] [--late-ttl] [--unstamped-puts] [--threads T] [--drains N] [--trace]";
 
 fn main() -> ExitCode {
     match run() {
@@ -94,6 +94,7 @@ fn run() -> Result<ExitCode, String> {
             "--late-ttl" => options.early_ttl = false,
             "--no-filter" => options.filter_removes = false,
             "--identical-restores" => options.identical_restores = true,
+            "--drains" => options.drains = number(&value("--drains")?)?.clamp(1, 16) as usize,
             "--app-writes" => {
                 let v = value("--app-writes")?;
                 options.app_writes = v

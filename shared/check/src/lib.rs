@@ -40,6 +40,7 @@
 
 mod app_writes;
 mod attribute;
+mod concurrent;
 mod properties;
 mod verdict;
 pub use attribute::AttributeHole;
@@ -254,6 +255,9 @@ pub struct CheckOptions {
     /// byte-identical restore into a key deleted before its tombstone landed is taken for a
     /// replayed copy). Off by default; on, it measures the residual's rate.
     pub identical_restores: bool,
+    /// Drains of each buffer running at once, their takes, writes and settles interleaved
+    /// (item mode; 1: each drain step is a whole take).
+    pub drains: usize,
 }
 
 impl Default for CheckOptions {
@@ -276,6 +280,7 @@ impl Default for CheckOptions {
             app_writes: 0.25,
             filter_removes: true,
             identical_restores: false,
+            drains: 1,
         }
     }
 }
@@ -524,6 +529,8 @@ struct Sim<'o> {
     keys: Vec<String>,
     anomaly: Option<String>,
     log: Vec<String>,
+    /// Takes held by concurrent drains (`CheckOptions::drains`).
+    held: Vec<concurrent::HeldTake>,
 }
 
 fn key_item(key: &str) -> Item {
@@ -612,6 +619,7 @@ impl<'o> Sim<'o> {
             keys,
             anomaly: None,
             log: Vec::new(),
+            held: Vec::new(),
         }
     }
 
@@ -660,7 +668,11 @@ impl<'o> Sim<'o> {
                 self.enqueue_step(r);
             } else if x < 0.92 {
                 let (s, d) = queue_ids[self.rng.gen_range(0..queue_ids.len())];
-                self.drain_step(s, d, false);
+                if self.options.drains > 1 {
+                    self.concurrent_drain_step(s, d);
+                } else {
+                    self.drain_step(s, d, false);
+                }
             } else if x < 0.95 {
                 let r = self.rng.gen_range(0..n);
                 let limit = self.clock(r);
@@ -727,6 +739,7 @@ impl<'o> Sim<'o> {
     fn settle(&mut self, limit_ms: u64) -> Option<Verdict> {
         self.down.iter_mut().for_each(|d| *d = false);
         self.stalled.iter_mut().for_each(|d| *d = false);
+        self.finish_held();
         let queue_ids: Vec<(usize, usize)> = self.queues.keys().copied().collect();
         for _ in 0..MAX_SETTLE_ROUNDS {
             self.now += 1;

@@ -81,6 +81,18 @@ fn histories_converge_with_heavy_contention() {
     assert_clean(500, 777, &options);
 }
 
+#[test]
+fn histories_converge_with_concurrent_drains_of_one_buffer() {
+    // Four drains per buffer, their takes, writes and settles interleaved; few keys, so takes
+    // of different drains carry the same keys.
+    let options = CheckOptions {
+        drains: 4,
+        shared_keys: 2,
+        ..CheckOptions::default()
+    };
+    assert_clean(500, 4_004, &options);
+}
+
 /// Each known-wrong rule, switched on alone, must produce a failing history within a bounded
 /// number of seeds — one the contract's rules pass — and the failure must replay from its seed.
 /// The floor and the lift only matter under skew larger than the replication delay.
