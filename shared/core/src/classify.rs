@@ -115,6 +115,10 @@ pub enum ClassifyError {
 }
 
 pub(crate) fn admits(config: &Config, keys: &Item, new: &Item, old: &Item) -> bool {
+    // The heartbeat must cross every pipeline, whatever the filter lets through.
+    if crate::heartbeat::is_sentinel_key(&config.key, keys, &config.local_region) {
+        return true;
+    }
     match &config.filter {
         // Tombstones carry no application attribute: they follow the item they delete.
         ItemFilter::HasAttribute(_) if config.is_tombstone(new) || config.is_tombstone(old) => true,

@@ -18,6 +18,7 @@ pub mod condition;
 pub mod config;
 pub mod digest;
 pub mod disposition;
+pub mod heartbeat;
 pub mod item;
 pub mod merge;
 pub mod migrate;
