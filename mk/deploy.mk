@@ -35,7 +35,7 @@ CHECKOV_FLAGS := --framework cloudformation --compact --quiet --skip-download
 TEMPLATE_SCENARIOS := two-destinations cross-account-new-table three-destinations
 SAM_ENVS := us-east-1 eu-west-1
 RENDERED := target/template-check
-LAMBDA_BINS := enqueue drain
+LAMBDA_BINS := enqueue drain heartbeat
 LAMBDA_TARGET := aarch64-unknown-linux-gnu
 LAMBDA_PROFILE := lambda-release
 # SAM always runs `cargo lambda build --release`: the same settings as [profile.lambda-release],
@@ -121,7 +121,7 @@ lambda-invoke-check: $(VENV)/bin/cargo-lambda $(VENV)/bin/moto_server
 lambda-build: $(VENV)/bin/cargo-lambda
 	@rustup target list --installed | grep -qx $(LAMBDA_TARGET) || rustup target add $(LAMBDA_TARGET)
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" cargo lambda build --profile $(LAMBDA_PROFILE) --arm64 \
-	  $(foreach b,$(LAMBDA_BINS),--bin $(b)) -p ferry-enqueue -p ferry-drain
+	  $(foreach b,$(LAMBDA_BINS),--bin $(b)) -p ferry-enqueue -p ferry-drain -p ferry-heartbeat
 	@for b in $(LAMBDA_BINS); do \
 	  f=$${CARGO_TARGET_DIR:-target}/lambda/$$b/bootstrap; \
 	  test -f $$f || { echo "missing $$f"; exit 1; }; \

@@ -123,5 +123,9 @@ fn record(task: &DrainTask, report: &ferry_drain::DrainReport) {
             report.stop_reason,
             ferry_drain::StopReason::ModeMismatch | ferry_drain::StopReason::SettingsMismatch
         ));
+        if let Some(age) = report.replication_latency_ms {
+            t.heartbeats += 1;
+            t.replication_latency_ms = Some(age);
+        }
     });
 }

@@ -39,6 +39,9 @@ pub struct DrainTotals {
     pub pings: u64,
     /// Invocations stopped on a settings or merge-mode mismatch with the destination.
     pub mismatched: u64,
+    /// Invocations that applied a heartbeat (reported `ReplicationLatency`), and the last age.
+    pub heartbeats: u64,
+    pub replication_latency_ms: Option<u64>,
 }
 
 /// One applied record's lag: when it was applied (ms since the run started), into which

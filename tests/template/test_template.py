@@ -202,7 +202,7 @@ def test_created_table_has_stream_and_ttl(raw, scenario):
 def test_rust_functions(raw, scenario):
     fns = of_type(scenario["final"], "AWS::Lambda::Function")
     rust = {k: v for k, v in fns.items() if k != "FerryConfigFunction"}
-    expected = {"EnqueueFunction"} | {f"DrainFunction{strip(r)}" for r in destinations(scenario)}
+    expected = {"EnqueueFunction", "HeartbeatFunction"} | {f"DrainFunction{strip(r)}" for r in destinations(scenario)}
     assert set(rust) == expected
     for name, fn in rust.items():
         p = fn["Properties"]
@@ -210,7 +210,7 @@ def test_rust_functions(raw, scenario):
         assert p["Runtime"] == "provided.al2023", name
         assert p["Handler"] == "bootstrap", name
         assert fn["Metadata"]["BuildMethod"] == "rust-cargolambda", name
-        binary = "enqueue" if name == "EnqueueFunction" else "drain"
+        binary = {"EnqueueFunction": "enqueue", "HeartbeatFunction": "heartbeat"}.get(name, "drain")
         assert fn["Metadata"]["BuildProperties"]["Binary"] == binary, name
         assert "LogGroup" in p["LoggingConfig"], name
     assert fns["FerryConfigFunction"]["Properties"]["Architectures"] == ["arm64"]
@@ -293,7 +293,7 @@ def test_iam_least_privilege(raw, scenario):
     roles = of_type(scenario["final"], "AWS::IAM::Role")
     extra = of_type(scenario["final"], "AWS::IAM::Policy")
     # Only the roles we wrote: SAM must not add any (every function names its role).
-    expected = {"EnqueueRole", "FerryConfigRole"} | {f"DrainRole{strip(r)}" for r in destinations(scenario)}
+    expected = {"EnqueueRole", "FerryConfigRole", "HeartbeatRole"} | {f"DrainRole{strip(r)}" for r in destinations(scenario)}
     assert set(roles) == expected
     for fn in of_type(scenario["final"], "AWS::Lambda::Function").values():
         assert "ManagedPolicyArns" not in json.dumps(fn)
@@ -542,6 +542,7 @@ TREAT_MISSING_DATA = {
     "DrainDestinationErrorAlarm": "notBreaching",
     "DrainRefusedAlarm": "notBreaching",
     "PendingAgeAlarm": "notBreaching",
+    "ReplicationLatencyAlarm": "breaching",
 }
 
 
@@ -831,3 +832,41 @@ def test_samconfig_has_an_environment_per_region(raw):
         for r in sorted(regions)
     ]
     assert all(s == seen[0] for s in seen)
+
+
+# --------------------------------------------------------------------------------------------
+# issue #17, finding 7: the end-to-end heartbeat
+# --------------------------------------------------------------------------------------------
+def test_heartbeat_alarm_per_pair_fires_on_silence(raw, scenario):
+    alarms = of_type(scenario["final"], "AWS::CloudWatch::Alarm")
+    for region in destinations(scenario):
+        a = alarms[f"ReplicationLatencyAlarm{strip(region)}"]["Properties"]
+        assert (a["Namespace"], a["MetricName"]) == ("Ferry", "ReplicationLatency")
+        # the dimensions the drain's EMF line carries for this pair
+        dims = {d["Name"]: d["Value"] for d in a["Dimensions"]}
+        assert dims == {"Function": "drain", "Source": "us-east-1", "Destination": region}
+        assert a["TreatMissingData"] == "breaching"
+        assert a["ComparisonOperator"] == "GreaterThanThreshold"
+        assert as_int(raw, a["Threshold"], scenario["overrides"]) >= 60000
+        # a beat a minute: ten minutes without one is a stopped pipeline, not a late tick
+        assert a["Period"] * a["EvaluationPeriods"] == 600
+    assert "ReplicationLatency" in rust_metric_names()
+
+
+def test_heartbeat_function_beats_every_minute_with_only_a_put_on_the_local_table(raw, scenario):
+    res = scenario["final"]["Resources"]
+    p = res["HeartbeatFunction"]["Properties"]
+    assert p["Role"] == {"Fn::GetAtt": ["HeartbeatRole", "Arn"]}
+    env = p["Environment"]["Variables"]
+    assert set(env) == SHARED_ENV | {"FERRY_TABLE", "FERRY_PARTITION_KEY_TYPE", "FERRY_SORT_KEY_TYPE"}
+    rules = [r for r in of_type(scenario["final"], "AWS::Events::Rule").values()
+             if r["Properties"]["Targets"][0]["Arn"] == {"Fn::GetAtt": ["HeartbeatFunction", "Arn"]}]
+    assert [r["Properties"]["ScheduleExpression"] for r in rules] == ["rate(1 minute)"]
+    sts = list(statements(res["HeartbeatRole"]))
+    assert {st["Sid"] for st in sts} == {"Logs", "PutSentinel"}
+    (put,) = [st for st in sts if st["Sid"] == "PutSentinel"]
+    assert listify(put["Action"]) == ["dynamodb:PutItem"]
+    # the local table, exactly what enqueue stamps
+    (stamp,) = [st for st in statements(res["EnqueueRole"]) if st["Sid"] == "StampAndTombstone"]
+    assert put["Resource"] == stamp["Resource"]
+    assert ":table/" in json.dumps(put["Resource"]) and "/stream" not in json.dumps(put["Resource"])

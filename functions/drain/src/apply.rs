@@ -242,6 +242,8 @@ impl<'a> Writes<'a> {
         report
             .lag_ms
             .push(applied_at.saturating_sub(record.written_at_ms));
+        let heartbeat = ferry_core::heartbeat::age_ms(&self.d.config, record, applied_at);
+        report.replication_latency_ms = report.replication_latency_ms.max(heartbeat);
         let sent = self
             .arrival
             .sent_at_ms

@@ -117,6 +117,9 @@ pub struct DrainReport {
     /// (a failed condition costs a read and a write and is merged again).
     pub merge_reads: u64,
     pub merge_writes: u64,
+    /// The largest age of the heartbeats this drain applied (`ferry_core::heartbeat::age_ms`):
+    /// reported as `ReplicationLatency`, whose alarm treats its absence as breaching.
+    pub replication_latency_ms: Option<u64>,
     /// Replication lag of the applied records: apply time − source write time.
     /// Time the apply stage was running (what bounds one worker's rate; sizes the fan-out).
     pub apply_ms: u64,
@@ -170,6 +173,9 @@ impl DrainReport {
         self.refused += other.refused;
         self.settle_timeouts += other.settle_timeouts;
         self.pending_age_max_ms = self.pending_age_max_ms.max(other.pending_age_max_ms);
+        self.replication_latency_ms = self
+            .replication_latency_ms
+            .max(other.replication_latency_ms);
         self.deleted += other.deleted;
         self.left += other.left;
         self.transport_failures += other.transport_failures;
@@ -263,6 +269,10 @@ pub fn emf_line(
     if let Some(age) = report.pending_age_max_ms {
         metrics.push(Metric::new("PendingAge", Unit::Milliseconds, age));
     }
+    // Named like Global Tables' metric; only a drain that applied a heartbeat reports it.
+    if let Some(age) = report.replication_latency_ms {
+        metrics.push(Metric::new("ReplicationLatency", Unit::Milliseconds, age));
+    }
     if let (Some(p50), Some(p99)) = (report.lag_p50_ms, report.lag_p99_ms) {
         metrics.push(Metric::new("LagP50", Unit::Milliseconds, p50));
         metrics.push(Metric::new("LagP99", Unit::Milliseconds, p99));
@@ -316,6 +326,14 @@ mod tests {
         assert_eq!(v["LagP99"], 100);
         assert_eq!(v["DestinationReachable"], 1);
         assert_eq!(v["SettingsMismatch"], 0);
+        assert!(
+            v.get("ReplicationLatency").is_none(),
+            "no heartbeat, no figure"
+        );
+        r.replication_latency_ms = Some(1_500);
+        let v: serde_json::Value =
+            serde_json::from_str(&emf_line(&r, "us-east-1", "eu-west-1", 0)).expect("json");
+        assert_eq!(v["ReplicationLatency"], 1_500);
         r.stop_reason = StopReason::ModeMismatch;
         let v: serde_json::Value =
             serde_json::from_str(&emf_line(&r, "us-east-1", "eu-west-1", 0)).expect("json");

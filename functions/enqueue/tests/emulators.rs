@@ -670,6 +670,19 @@ async fn poison_records_are_skipped_without_blocking_the_batch() {
     h.assert_queues_hold(&["g#3"]).await;
 }
 
+/// An unstamped item `margin` bytes below DynamoDB's 400 KB item limit (409,600 bytes; names
+/// and values count: pk + its value + blob + its bytes), of incompressible bytes.
+fn near_the_limit(pk: &str, margin: usize) -> Item {
+    let blob_len = 400 * 1024 - margin - ("pk".len() + pk.len() + "blob".len());
+    let mut rng = rand::rngs::StdRng::seed_from_u64(margin as u64);
+    let mut big = item(pk, &[]);
+    big.insert(
+        "blob".into(),
+        AttributeValue::B((0..blob_len).map(|_| rng.gen()).collect()),
+    );
+    big
+}
+
 /// A stamp DynamoDB rejects for the record's own reasons is poison like an undecodable record:
 /// an unstamped item within 20 bytes of the 400 KB item limit cannot take its version, and no
 /// retry changes that. The stamp's `UpdateItem` fails with `ValidationException` (dynoxide holds
@@ -680,15 +693,7 @@ async fn poison_records_are_skipped_without_blocking_the_batch() {
 async fn a_stamp_dynamodb_rejects_as_invalid_is_poison_and_the_shard_moves_on() {
     let h = harness("rejected").await;
     let enqueuer = h.enqueuer();
-    // 409,600 bytes is the limit; names and values count: pk + "big#1" + blob + its bytes.
-    let limit = 400 * 1024;
-    let blob_len = limit - 20 - ("pk".len() + "big#1".len() + "blob".len());
-    let mut rng = rand::rngs::StdRng::seed_from_u64(400);
-    let mut big = item("big#1", &[]);
-    big.insert(
-        "blob".into(),
-        AttributeValue::B((0..blob_len).map(|_| rng.gen()).collect()),
-    );
+    let big = near_the_limit("big#1", 20);
     h.put(&big).await;
     let v = Version::new(now_ms(), LOCAL);
     let records = [
@@ -723,6 +728,37 @@ async fn a_stamp_dynamodb_rejects_as_invalid_is_poison_and_the_shard_moves_on() 
     assert_clean(&outcome);
     assert_eq!((outcome.counts.poison, outcome.counts.stamped), (1, 0));
     assert_eq!(h.get("big#1").await, Some(big));
+}
+
+/// The case: an unstamped item 40 bytes below the 400 KB limit. Ferry's stamp (version,
+/// origin, seal) needs more than 40 bytes, so it cannot fit either: poison, the item untouched,
+/// its neighbours forwarded, nothing else lost.
+#[tokio::test]
+async fn an_item_40_bytes_below_the_limit_cannot_take_its_stamp_and_is_poison() {
+    let h = harness("rejected-40").await;
+    let enqueuer = h.enqueuer();
+    let big = near_the_limit("big#40", 40);
+    h.put(&big).await;
+    let v = Version::new(now_ms(), LOCAL);
+    let records = [
+        StreamRecord::insert("8100", &key("g#40a"), &stamped(item("g#40a", &[]), &v)),
+        StreamRecord::insert("8101", &key("big#40"), &big),
+        StreamRecord::insert("8102", &key("g#40b"), &stamped(item("g#40b", &[]), &v)),
+    ];
+    let outcome = handle(&event(&records).expect("event"), &enqueuer).await;
+    assert_clean(&outcome);
+    let c = &outcome.counts;
+    assert_eq!(
+        (c.poison, c.stamped, c.forwarded, c.failed),
+        (1, 0, 2, 0),
+        "{c:?}"
+    );
+    assert_eq!(
+        h.get("big#40").await,
+        Some(big),
+        "the item is left as it is"
+    );
+    h.assert_queues_hold(&["g#40a", "g#40b"]).await;
 }
 
 /// A write of the other merge mode (here: an attribute-mode drain's merge landing in an

@@ -8,6 +8,7 @@ pub mod clients;
 pub mod emf;
 pub mod env;
 pub mod error;
+pub mod heartbeat;
 pub mod inspect;
 pub mod invoke;
 pub mod logs;

@@ -94,6 +94,19 @@ pub enum ClassifyError {
         key: String,
         source: MergeError,
     },
+    /// The application wrote an attribute under the name of the other merge mode's version (a
+    /// value that mode never writes): that record's own fault, not a configuration error.
+    #[error("sequence {sequence}, key {key}: the application wrote `{attribute}`, a name Ferry reserves ({reason}); rename the attribute or set FERRY_ATTR_* to another name in every region")]
+    ReservedAttribute {
+        sequence: String,
+        key: String,
+        attribute: String,
+        reason: String,
+    },
+    /// The table's stream carries less than both images: a configuration error that no record
+    /// of it can be replicated from (the view of an existing stream cannot be changed).
+    #[error("sequence {sequence}: the stream's view is {view}; Ferry needs NEW_AND_OLD_IMAGES (enable a new stream with both images)")]
+    StreamView { sequence: String, view: String },
     #[error("sequence {sequence}: unknown event name `{name}`")]
     UnknownEvent { sequence: String, name: String },
     /// The write set what only the other merge mode writes: a region, drain or helper runs the
@@ -115,6 +128,10 @@ pub enum ClassifyError {
 }
 
 pub(crate) fn admits(config: &Config, keys: &Item, new: &Item, old: &Item) -> bool {
+    // The heartbeat must cross every pipeline, whatever the filter lets through.
+    if crate::heartbeat::is_sentinel_key(&config.key, keys, &config.local_region) {
+        return true;
+    }
     match &config.filter {
         // Tombstones carry no application attribute: they follow the item they delete.
         ItemFilter::HasAttribute(_) if config.is_tombstone(new) || config.is_tombstone(old) => true,

@@ -181,6 +181,8 @@ pub enum ConfigError {
     BadFilter(String),
     #[error("merge mode `{0}` is not one of: item, attribute")]
     BadMergeMode(String),
+    #[error("key type `{0}` is not one of: S, N, B")]
+    BadKeyType(String),
     #[error("{name} = `{value}` is not a valid number")]
     BadNumber { name: &'static str, value: String },
 }

@@ -19,6 +19,7 @@ pub mod config;
 pub mod digest;
 pub mod disposition;
 pub mod fanout;
+pub mod heartbeat;
 pub mod item;
 pub mod merge;
 pub mod migrate;

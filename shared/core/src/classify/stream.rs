@@ -9,7 +9,7 @@ use crate::item::{describe_key, key_of, Item};
 use crate::merge;
 use crate::record::ChangeRecord;
 use crate::version::{Version, VersionError};
-use aws_lambda_events::event::dynamodb::EventRecord;
+use aws_lambda_events::event::dynamodb::{EventRecord, StreamViewType};
 
 /// A stream record as [`classify`] takes it: borrowed (`&EventRecord`: a forwarded image is
 /// cloned), owned (`EventRecord`) or mutably borrowed (`&mut EventRecord`): then a forwarded image
@@ -85,6 +85,15 @@ enum Decided {
 fn decide(record: &EventRecord, config: &Config) -> Result<Decided, ClassifyError> {
     use Decided::Done;
     let change = &record.change;
+    // Half the picture misreplicates (an INSERT would pass, a MODIFY could not be judged).
+    if let Some(view) = &change.stream_view_type {
+        if !matches!(view, StreamViewType::NewAndOldImages) {
+            return Err(ClassifyError::StreamView {
+                sequence: sequence(record),
+                view: view.to_string(),
+            });
+        }
+    }
     let key = key_of(&change.keys, &config.key).map_err(|attribute| ClassifyError::MissingKey {
         sequence: sequence(record),
         attribute,
@@ -105,6 +114,14 @@ fn decide(record: &EventRecord, config: &Config) -> Result<Decided, ClassifyErro
     let (new_or_empty, old_or_empty) = (new.unwrap_or(&empty), old.unwrap_or(&empty));
     if !admits(config, &change.keys, new_or_empty, old_or_empty) {
         return Ok(Done(Classified::Filtered));
+    }
+    if let Some((attribute, reason)) = reserved_misuse(new, config) {
+        return Err(ClassifyError::ReservedAttribute {
+            sequence: sequence(record),
+            key: describe_key(&key),
+            attribute,
+            reason,
+        });
     }
     if let Some(what) = other_mode_write(old, new, config) {
         return Err(ClassifyError::ModeMismatch {
@@ -373,6 +390,30 @@ fn other_mode_write(old: Option<&Item>, new: Option<&Item>, config: &Config) -> 
             .then(|| format!("set the version map `{}` (attribute mode)", n.versions)),
         MergeMode::Attribute => (changed(&n.ts) || changed(&n.origin))
             .then(|| format!("set the item version `{}`/`{}` (item mode)", n.ts, n.origin)),
+    }
+}
+
+/// An attribute under the name of the other mode's version holding what that mode never
+/// writes: the application's own attribute, so the record is poison, not a mode mismatch
+/// (which would hold the whole shard).
+fn reserved_misuse(new: Option<&Item>, config: &Config) -> Option<(String, String)> {
+    let new = new?;
+    let n = &config.names;
+    match config.merge_mode {
+        MergeMode::Item if new.contains_key(&n.versions) => merge::AttrState::read(new, config)
+            .err()
+            .map(|e| (n.versions.clone(), format!("not a version map: {e}"))),
+        MergeMode::Attribute if new.contains_key(&n.ts) || new.contains_key(&n.origin) => {
+            Version::of(new, n).err().map(|e| {
+                let name = if new.contains_key(&n.ts) {
+                    &n.ts
+                } else {
+                    &n.origin
+                };
+                (name.clone(), format!("not an item version: {e}"))
+            })
+        }
+        _ => None,
     }
 }
 
