@@ -540,6 +540,7 @@ TREAT_MISSING_DATA = {
     "EnqueueFailuresAlarm": "notBreaching",
     "EnqueuePoisonAlarm": "notBreaching",
     "DrainDestinationErrorAlarm": "notBreaching",
+    "DrainAccessDeniedAlarm": "notBreaching",
     "DrainRefusedAlarm": "notBreaching",
     "PendingAgeAlarm": "notBreaching",
     "ReplicationLatencyAlarm": "breaching",
