@@ -7,7 +7,7 @@ mod common;
 use common::*;
 use ferry_aws::{ATTEMPTS_ATTRIBUTE, FIRST_SENT_ATTRIBUTE};
 use ferry_core::buffer::pack;
-use ferry_core::vet::MAX_AHEAD_MS;
+use ferry_core::vet::max_ahead_ms;
 use ferry_core::{AttributeValue, Version};
 use ferry_drain::drain;
 
@@ -52,7 +52,10 @@ async fn forged_records_go_to_the_dlq_with_the_reason_and_the_rest_applies() {
     for want in [
         "origin is the destination region",
         "is not its image's key",
-        &format!("(at most {} s)", MAX_AHEAD_MS / 1000),
+        &format!(
+            "(at most {} s)",
+            max_ahead_ms(&ferry_core::Config::new(DESTINATION, "pk")) / 1000
+        ),
         "is not its image's",
     ] {
         assert!(

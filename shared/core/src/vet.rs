@@ -7,9 +7,21 @@ use crate::item::{describe_key, key_of};
 use crate::record::ChangeRecord;
 use crate::version::Version;
 
-/// How far a version's timestamp may run ahead of the drain's clock: clock skew between
-/// regions is seconds; a version an hour ahead would win every write for that hour.
-pub const MAX_AHEAD_MS: u64 = 15 * 60 * 1000;
+/// How far a version's timestamp may run ahead of the drain's clock: as far as a record may
+/// be old, the tombstone lifetime minus the drain lag allowance (14 days by default). A region
+/// whose clock jumped ahead already holds its own versions, and every later write to those keys
+/// anywhere stamps above them, so refusing them elsewhere would split the regions for good;
+/// beyond this window a timestamp is no clock's (`u64::MAX`, a forged year ahead).
+pub fn max_ahead_ms(config: &Config) -> u64 {
+    record_window_s(config).saturating_mul(1000)
+}
+
+/// How long a record stays applicable, either way from the drain's clock.
+fn record_window_s(config: &Config) -> u64 {
+    config
+        .tombstone_lifetime_s
+        .saturating_sub(config.drain_lag_allowance_s)
+}
 
 /// Why a record is not applied.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -62,16 +74,14 @@ pub fn vet(
         item_mode(record, destination, config)?;
     }
     let ahead = record.version.ts_ms.saturating_sub(now_ms);
-    if ahead > MAX_AHEAD_MS {
+    if ahead > max_ahead_ms(config) {
         return Err(Refusal::FromTheFuture {
             version: record.version.clone(),
             ahead_s: ahead / 1000,
-            max_s: MAX_AHEAD_MS / 1000,
+            max_s: max_ahead_ms(config) / 1000,
         });
     }
-    let limit_s = config
-        .tombstone_lifetime_s
-        .saturating_sub(config.drain_lag_allowance_s);
+    let limit_s = record_window_s(config);
     let age_s = now_ms.saturating_sub(first_sent_ms) / 1000;
     if age_s > limit_s {
         return Err(Refusal::TooOld {
@@ -182,7 +192,8 @@ mod tests {
             Err(Refusal::OriginIsDestination { .. })
         ));
 
-        let future = record("a", Version::new(NOW + MAX_AHEAD_MS + 1000, "us-east-1"));
+        let max_ahead = max_ahead_ms(&config());
+        let future = record("a", Version::new(NOW + max_ahead + 1000, "us-east-1"));
         let e = vetted(&future).unwrap_err();
         assert!(e.to_string().contains("ahead of the drain's clock"), "{e}");
         let at_max = record("a", Version::new(u64::MAX, "us-east-1"));
@@ -190,9 +201,19 @@ mod tests {
             vetted(&at_max),
             Err(Refusal::FromTheFuture { .. })
         ));
-        // A few seconds of skew is fine.
+        // Skew is fine, and so is a source whose clock jumped a day ahead: its region holds
+        // those versions already.
         assert_eq!(
             vetted(&record("a", Version::new(NOW + 5_000, "us-east-1"))),
+            Ok(())
+        );
+        let a_day = 24 * 3600 * 1000;
+        assert_eq!(
+            vetted(&record("a", Version::new(NOW + a_day, "us-east-1"))),
+            Ok(())
+        );
+        assert_eq!(
+            vetted(&record("a", Version::new(NOW + max_ahead, "us-east-1"))),
             Ok(())
         );
     }
