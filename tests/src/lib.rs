@@ -17,6 +17,7 @@
 //!   items (versions included, tombstones read as absent, every item versioned), several times
 //!   in a row; on timeout it panics with what differs.
 
+pub mod hand;
 pub mod pipeline_bench;
 
 use aws_sdk_dynamodb::types::AttributeValue as SdkValue;
