@@ -54,6 +54,7 @@ impl Tally {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "the harness does not finish its heal yet (issue #17): run by hand with --ignored"]
 async fn killed_handlers_converge_without_loss() {
     let seed = env_u64("FERRY_KILL_SEED", 17);
     let rounds = env_u64("FERRY_KILL_ROUNDS", 12);

@@ -105,7 +105,7 @@ impl HandCluster {
             let outcome = ferry_enqueue::handle(&event, &enqueuer).await;
             outcome.retry_from().map(|s| {
                 let mut records = event.records;
-                ferry_sandbox::resend_from(&mut records, &s)
+                ferry_sandbox::resend_from(&mut records, s)
             })
         });
         match run_or_kill(task, kill).await {
