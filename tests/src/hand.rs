@@ -137,7 +137,7 @@ impl HandCluster {
         let mut in_a_row = 0;
         loop {
             for i in 0..self.regions.len() {
-                while self.enqueue(i, None).await != Ended::Idle {}
+                while start.elapsed() < timeout && self.enqueue(i, None).await != Ended::Idle {}
             }
             for b in 0..self.buffers.len() {
                 self.drain(b, None).await;
