@@ -32,6 +32,9 @@ pub(crate) async fn settle_stage(
              its visibility timeout"
         );
         report.settle_timeouts += 1;
+        // Every message not known deleted comes back.
+        let messages = (take.messages.len() + take.poison.len()) as u64;
+        report.left = messages.saturating_sub(report.deleted);
     }
     let t = timing.unwrap_or(TakeTiming {
         receive_ms: 0,

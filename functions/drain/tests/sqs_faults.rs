@@ -281,6 +281,10 @@ async fn a_slow_sqs_cannot_keep_settle_past_the_invocation_deadline() {
     let took = started.elapsed();
     assert!(under.settle_timeouts >= 1, "{under:?}");
     assert_eq!(under.deleted, 0, "{under:?}");
+    assert_eq!(
+        under.left, under.received,
+        "what settle abandoned is left: {under:?}"
+    );
     // Generous for a loaded machine, far below the 120 s the delete would have taken.
     assert!(took < budget + Duration::from_secs(10), "took {took:?}");
 
