@@ -141,12 +141,7 @@ impl<'o> Sim<'o> {
             ..
         } = take;
         for (mut m, keys) in messages.into_iter().zip(message_keys) {
-            let all_done = keys.iter().all(|k| done.get(k).copied().unwrap_or(false));
-            let hidden_for = if !all_done {
-                self.rng.gen_range(20..=200)
-            } else if self.rng.gen_bool(self.options.duplicate_share) {
-                self.rng.gen_range(0..=1500)
-            } else {
+            let Some(hidden_for) = self.hidden_for(&keys, &done) else {
                 continue;
             };
             m.visible_at = now + hidden_for;

@@ -1529,14 +1529,7 @@ impl<'o> Sim<'o> {
     ) {
         let mut finished: Vec<usize> = Vec::new();
         for (&i, keys) in taken.iter().zip(message_keys) {
-            let all_done = keys.iter().all(|k| done.get(k).copied().unwrap_or(false));
-            let hidden_for = if !all_done {
-                // Pending: it comes back after the visibility timeout.
-                self.rng.gen_range(20..=200)
-            } else if self.rng.gen_bool(self.options.duplicate_share) {
-                // Delivered again, possibly much later (a lost delete, another receiver).
-                self.rng.gen_range(0..=1500)
-            } else {
+            let Some(hidden_for) = self.hidden_for(keys, done) else {
                 finished.push(i);
                 continue;
             };
@@ -1549,6 +1542,21 @@ impl<'o> Sim<'o> {
             for i in finished {
                 q.remove(i);
             }
+        }
+    }
+
+    /// How long a taken message stays hidden before it is delivered again, or `None` when it is
+    /// deleted for good (every key done, no duplicate delivery drawn).
+    fn hidden_for(&mut self, keys: &[ItemKey], done: &HashMap<ItemKey, bool>) -> Option<u64> {
+        let all_done = keys.iter().all(|k| done.get(k).copied().unwrap_or(false));
+        if !all_done {
+            // Pending: it comes back after the visibility timeout.
+            Some(self.rng.gen_range(20..=200))
+        } else if self.rng.gen_bool(self.options.duplicate_share) {
+            // Delivered again, possibly much later (a lost delete, another receiver).
+            Some(self.rng.gen_range(0..=1500))
+        } else {
+            None
         }
     }
 
