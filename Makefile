@@ -8,6 +8,7 @@ ARGS ?=
 
 include mk/deploy.mk
 include mk/fuzz.mk
+include mk/faults.mk
 
 .PHONY: test lint unit fidelity-ddblocal check-convergence bench venv tools demo local-up local-up-check
 

@@ -61,12 +61,13 @@ async fn jump(name: &str, jump_ms: i64, corrected: bool) {
             (l, n)
         }
     };
-    let bad = lock(&ledger).judge(&l.scans[0].1, &config);
+    let ledger = lock(&ledger);
+    let bad = ledger.judge(&l.scans[0].1, &config);
     eprintln!(
         "{name}: {} writes, {} keys, drained {} records ({} applied); lost {}, divergent {}, \
          DLQ {} {dlq:?}; {:.1} s",
-        lock(&ledger).writes,
-        lock(&ledger).last.len(),
+        ledger.writes,
+        ledger.last.len(),
         c.drained.records,
         c.drained.applied,
         bad.len(),
@@ -80,19 +81,16 @@ async fn jump(name: &str, jump_ms: i64, corrected: bool) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "not yet seen to finish on the hand-driven cluster (issue #17): run by hand with --ignored"]
 async fn a_minute_back() {
     jump("-60 s", -MINUTE_MS, false).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "not yet seen to finish on the hand-driven cluster (issue #17): run by hand with --ignored"]
 async fn a_day_ahead() {
     jump("+1 day", DAY_MS, false).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "not yet seen to finish on the hand-driven cluster (issue #17): run by hand with --ignored"]
 async fn a_day_ahead_then_put_right() {
     jump("+1 day, corrected", DAY_MS, true).await;
 }
