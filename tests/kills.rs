@@ -163,6 +163,10 @@ fn drain_process(cluster: &HandCluster) -> std::process::Child {
             ),
             ("FERRY_SQS_ENDPOINT", cluster.moto.endpoint().as_str()),
             ("FERRY_RECEIVE_WAIT_S", "0"),
+            (
+                "FERRY_BUFFER_MAX_RECEIVE_COUNT",
+                ferry_e2e::hand::MAX_RECEIVE_COUNT.to_string().as_str(),
+            ),
             ("FERRY_DRAIN_BUDGET_S", "2"),
             (
                 "FERRY_VISIBILITY_TIMEOUT_S",
@@ -175,9 +179,11 @@ fn drain_process(cluster: &HandCluster) -> std::process::Child {
         .expect("the drain-loop binary starts")
 }
 
-/// A real process kill: the drain process gets SIGKILL at a seeded moment of each round, while
-/// it holds the round's messages (the kill counts as "mid-take" when the buffer showed messages
-/// in flight at that moment), and starts again the next round, as Lambda starts a new container.
+/// A real process kill: the drain process gets SIGKILL at a seeded moment of each round — every
+/// other round once it holds messages — (the kill counts as "mid-take" when the buffer showed
+/// messages in flight at that moment), and starts again the next round, as Lambda starts a new
+/// container. Many kills on the same messages climb their receive counts towards the redrive
+/// limit: the drain renews them (`ferry_core::wear`), so nothing healthy reaches the DLQ.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_drain_process_killed_with_sigkill_loses_nothing() {
     let seed = env_u64("FERRY_KILL_SEED", 17);
@@ -196,7 +202,22 @@ async fn a_drain_process_killed_with_sigkill_loses_nothing() {
         }
         cluster.drain(1, None).await;
         let mut process = drain_process(&cluster);
-        tokio::time::sleep(Duration::from_millis(rng.gen_range(20..600))).await;
+        if round % 2 == 0 {
+            tokio::time::sleep(Duration::from_millis(rng.gen_range(20..600))).await;
+        } else {
+            // Every other round, once the process holds messages: a kill mid-take for sure.
+            let holding = Instant::now();
+            while holding.elapsed() < Duration::from_secs(3)
+                && !cluster.buffers[0]
+                    .buffer
+                    .depth()
+                    .await
+                    .is_ok_and(|d| d.in_flight > 0)
+            {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            tokio::time::sleep(Duration::from_millis(rng.gen_range(0..40))).await;
+        }
         let depth = cluster.buffers[0].buffer.depth().await;
         process.kill().expect("SIGKILL");
         process.wait().expect("reaped");

@@ -392,6 +392,9 @@ fn skew_of(i: usize, skew: i64) -> i64 {
     }
 }
 
+/// The buffers' redrive `maxReceiveCount`, as the template's default.
+pub const BUFFER_MAX_RECEIVE_COUNT: u32 = 10;
+
 async fn create_buffer_pair(
     sqs: &aws_sdk_sqs::Client,
     source: &str,
@@ -406,7 +409,7 @@ async fn create_buffer_pair(
             (QueueAttributeName::MessageRetentionPeriod, "1209600"),
             (QueueAttributeName::VisibilityTimeout, "30"),
         ],
-        Some(10),
+        Some(BUFFER_MAX_RECEIVE_COUNT),
     )
     .await
     .map_err(|e| ClusterError::Setup(format!("creating queues: {e}")))?;

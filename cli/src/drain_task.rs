@@ -46,6 +46,7 @@ pub async fn run(task: DrainTask, mut stop: watch::Receiver<bool>) {
     {
         settings.max_workers = n.clamp(1, 64);
     }
+    settings.max_receive_count = Some(crate::cluster::BUFFER_MAX_RECEIVE_COUNT);
     let drainer = Arc::new(ferry_drain::Drainer {
         config: task.config.clone(),
         source_region: task.pair.source.clone(),

@@ -40,6 +40,11 @@ enum Command {
     /// Checks each region's table and queues (stream, TTL, key schema, settings, buffers) and
     /// says what to change; exit 1 on any finding.
     Doctor(ops::doctor::DoctorArgs),
+    /// Stops applying to a destination while its buffer keeps every change
+    /// (e.g. `ferry pause --from us-east-1 --to eu-west-1 --note "restore, ops-123"`).
+    Pause(ops::pause::PauseArgs),
+    /// Lifts `ferry pause`: the next drain tick replays the backlog with its full fan-out.
+    Resume(ops::pause::PauseArgs),
 }
 
 #[derive(Subcommand)]
@@ -153,6 +158,8 @@ async fn main() -> ExitCode {
         Command::Dlq { command } => ops::dlq::main(command).await,
         Command::Status(a) => ops::status::main(a).await,
         Command::Doctor(a) => ops::doctor::main(a).await,
+        Command::Pause(a) => ops::pause::main(a, true).await,
+        Command::Resume(a) => ops::pause::main(a, false).await,
     }
 }
 

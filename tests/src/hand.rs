@@ -21,6 +21,8 @@ use std::time::{Duration, Instant};
 
 /// The buffers' visibility timeout (s): a killed drain's messages come back this soon.
 pub const VISIBILITY_S: i32 = 4;
+/// The buffers' redrive `maxReceiveCount` (the template's default), told to the drains.
+pub const MAX_RECEIVE_COUNT: u32 = 10;
 
 pub struct HandRegion {
     pub name: String,
@@ -203,7 +205,7 @@ async fn buffer_pair(moto: &Moto, source: &str, destination: &str) -> BufferPair
         moto.sqs_client(source),
         &format!("ferry-{source}-to-{destination}"),
         &[(QueueAttributeName::VisibilityTimeout, visibility.as_str())],
-        Some(10),
+        Some(MAX_RECEIVE_COUNT),
     )
     .await
     .expect("queues");
@@ -270,6 +272,7 @@ fn drainer(b: &BufferPair, regions: &[HandRegion]) -> Drainer {
     settings.return_when_idle = true;
     settings.receive_wait_s = 0;
     settings.visibility_timeout_s = VISIBILITY_S;
+    settings.max_receive_count = Some(MAX_RECEIVE_COUNT);
     Drainer {
         config: source.config.clone(),
         source_region: b.source.clone(),

@@ -39,7 +39,7 @@ ENQUEUE_ENV = SHARED_ENV | {"FERRY_TABLE", "FERRY_BUFFERS"}
 DRAIN_ENV = SHARED_ENV | {
     "FERRY_SOURCE_REGION", "FERRY_BUFFER_URL", "FERRY_DLQ_URL", "FERRY_DESTINATION_REGION",
     "FERRY_DESTINATION_TABLE", "FERRY_DRAIN_BUDGET_S", "FERRY_MAX_IN_FLIGHT",
-    "FERRY_MAX_DRAIN_CONCURRENCY",
+    "FERRY_MAX_DRAIN_CONCURRENCY", "FERRY_BUFFER_MAX_RECEIVE_COUNT",
 }  # + FERRY_DESTINATION_ROLE_ARN when cross-account
 
 
@@ -653,7 +653,7 @@ def test_drain_role_grants_only_the_calls_it_makes(raw, scenario):
     for region in destinations(scenario):
         by_sid = {st["Sid"]: st for st in statements(final[f"DrainRole{strip(region)}"])}
         # ReceiveMessage, DeleteMessageBatch, SendMessageBatch (re-queue); SendMessage (dead-letter)
-        assert set(listify(by_sid["Buffer"]["Action"])) == {"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:SendMessage"}
+        assert set(listify(by_sid["Buffer"]["Action"])) == {"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:SendMessage", "sqs:ListQueueTags"}
         assert listify(by_sid["DeadLetter"]["Action"]) == ["sqs:SendMessage"]
         actions = {a for st in by_sid.values() for a in listify(st["Action"])}
         for unused in ("sqs:ChangeMessageVisibility", "sqs:GetQueueAttributes", "cloudwatch:PutMetricData"):

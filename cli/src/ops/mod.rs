@@ -6,6 +6,7 @@
 pub mod backfill;
 pub mod dlq;
 pub mod doctor;
+pub mod pause;
 pub mod status;
 pub mod target;
 pub mod verify;

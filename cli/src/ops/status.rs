@@ -61,7 +61,35 @@ pub struct BufferStatus {
     /// With `--peek`: messages × mean records per sampled message.
     pub approx_records: Option<u64>,
     pub destination_answers: bool,
+    /// Set when an operator paused the pair (`ferry pause`).
+    pub paused: Option<PausedPair>,
 }
+
+/// A paused pair: since when, why, and how long before held changes would expire.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct PausedPair {
+    pub note: String,
+    /// How long it has been paused (unknown for a mark set by hand without a time).
+    pub for_s: Option<u64>,
+    /// The buffer's retention (s).
+    pub retention_s: u64,
+    /// Time left before the first change held back by the pause would expire.
+    pub expires_in_s: Option<u64>,
+}
+
+impl PausedPair {
+    fn of(pause: &ferry_core::pause::Pause, retention_s: u64, now_ms: u64) -> PausedPair {
+        PausedPair {
+            note: pause.note.clone(),
+            for_s: pause.paused_for_ms(now_ms).map(|ms| ms / 1000),
+            retention_s,
+            expires_in_s: pause.expires_in_ms(retention_s, now_ms).map(|ms| ms / 1000),
+        }
+    }
+}
+
+/// A paused pair is a problem once its held changes are a day from expiring.
+const PAUSE_WARNING_S: u64 = 86_400;
 
 #[derive(Clone, Debug, Serialize, Default)]
 pub struct StatusReport {
@@ -148,6 +176,18 @@ pub fn problems(regions: &[RegionStatus], buffers: &[BufferStatus]) -> Vec<Strin
                 b.source,
                 b.destination
             ));
+        }
+        if let Some(left) = b.paused.as_ref().and_then(|p| p.expires_in_s) {
+            if left < PAUSE_WARNING_S {
+                out.push(format!(
+                    "{} → {}: paused, and held changes expire in {} (ferry resume --from {} --to {})",
+                    b.source,
+                    b.destination,
+                    span(left),
+                    b.source,
+                    b.destination
+                ));
+            }
         }
         if b.buffer.total() > 0 && !b.destination_answers {
             out.push(format!(
@@ -267,6 +307,10 @@ async fn buffer_status(
     let (buffer, dlq) = target.queues(source, destination).await?;
     let depth = buffer.depth().await?;
     let dlq_depth = dlq.depth().await?;
+    let paused = match buffer.pause().await? {
+        Some(p) => Some(PausedPair::of(&p, buffer.retention_s().await?, now_ms)),
+        None => None,
+    };
     let (oldest_age_s, approx_records) = if with_peek {
         estimate(&depth, &peek(&buffer).await?, now_ms)
     } else {
@@ -280,6 +324,7 @@ async fn buffer_status(
         oldest_age_s,
         approx_records,
         destination_answers,
+        paused,
     })
 }
 
@@ -333,6 +378,23 @@ pub fn render(r: &StatusReport) -> String {
             if b.destination_answers { "up" } else { "DOWN" }
         );
     }
+    for b in &r.buffers {
+        if let Some(p) = &b.paused {
+            out += &format!(
+                "  PAUSED {} → {}{}: for {}; held changes expire in {} (retention {})\n",
+                b.source,
+                b.destination,
+                if p.note.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", p.note)
+                },
+                p.for_s.map_or("an unknown time".into(), span),
+                p.expires_in_s.map_or("at most the retention".into(), span),
+                span(p.retention_s),
+            );
+        }
+    }
     out += &format!("  (oldest: {})\n", r.oldest_age_source);
     if r.healthy {
         out += "  healthy\n";
@@ -341,6 +403,16 @@ pub fn render(r: &StatusReport) -> String {
         out += &format!("  problem: {p}\n");
     }
     out
+}
+
+/// `3 d 4 h`, `5 h 2 m`, `42 s`: a span as an operator reads it.
+fn span(s: u64) -> String {
+    match s {
+        0..=119 => format!("{s} s"),
+        120..=7_199 => format!("{} m", s / 60),
+        7_200..=172_799 => format!("{} h {} m", s / 3600, s % 3600 / 60),
+        _ => format!("{} d {} h", s / 86_400, s % 86_400 / 3600),
+    }
 }
 
 #[cfg(test)]
@@ -387,6 +459,7 @@ mod tests {
             oldest_age_s: None,
             approx_records: None,
             destination_answers: answers,
+            paused: None,
         };
         let good = [
             up("a", Some(NEEDED_VIEW_TYPE)),
@@ -398,6 +471,25 @@ mod tests {
         assert!(p[0].contains("KEYS_ONLY"));
         assert!(p[1].contains("DLQ"));
         assert!(p[2].contains("unreachable"));
+
+        // A pause is the operator's choice: a problem only when held changes near expiry.
+        let paused = |left_s: u64| BufferStatus {
+            paused: Some(PausedPair {
+                note: "restore".into(),
+                for_s: Some(1_209_600 - left_s),
+                retention_s: 1_209_600,
+                expires_in_s: Some(left_s),
+            }),
+            ..buffer(0, 5, true)
+        };
+        assert!(problems(&good, &[paused(86_400 * 3)]).is_empty());
+        let p = problems(&good, &[paused(3_600)]);
+        assert!(
+            p[0].contains("paused") && p[0].contains("ferry resume"),
+            "{p:?}"
+        );
+        assert_eq!(span(3_600 * 30), "30 h 0 m");
+        assert_eq!(span(86_400 * 13 + 3_600), "13 d 1 h");
 
         // Published settings: unpublished regions are no problem, different ones are.
         let with = |r: &str, mode: &str| RegionStatus {

@@ -191,6 +191,9 @@ fn drain_settings<F: Fn(&str) -> Option<String>>(
         .number("FERRY_MAX_PENDING_ATTEMPTS", 0)?
         .min(u32::MAX as u64) as u32;
     settings.max_workers = env.number("FERRY_MAX_DRAIN_CONCURRENCY", 1)?.clamp(1, 1000) as u32;
+    let max_receive_count = env.number("FERRY_BUFFER_MAX_RECEIVE_COUNT", 0)?;
+    settings.max_receive_count =
+        (max_receive_count > 0).then(|| max_receive_count.min(1000) as u32);
     Ok(settings)
 }
 

@@ -150,6 +150,9 @@ pub async fn tick(
 
 /// How many workers the tick runs, itself included.
 async fn fan_out(d: &Drainer, ticker: &Ticker, budget: Duration) -> u32 {
+    if crate::pause_gate::paused(d).await.is_some() {
+        return 1;
+    }
     let answers = d.peer.mismatch().is_none()
         && matches!(
             tokio::time::timeout(d.settings.ping_timeout, d.table.ping()).await,

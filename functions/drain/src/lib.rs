@@ -40,6 +40,7 @@ pub mod env;
 pub mod fanout;
 mod merge_apply;
 mod pacing;
+mod pause_gate;
 pub mod peer_gate;
 mod pipeline;
 mod receive;
@@ -47,6 +48,7 @@ pub mod report;
 pub mod settings;
 mod settle;
 mod take;
+mod wear;
 
 pub use env::{DrainEnv, EnvError};
 pub use fanout::{

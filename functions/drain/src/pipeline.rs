@@ -286,6 +286,9 @@ impl<'a> Pipeline<'a> {
     fn on_received(&mut self, r: Received) {
         self.receiving = None;
         self.report.absorb_counts(&r.report);
+        if r.paused {
+            self.stopping.get_or_insert(StopReason::Paused);
+        }
         match r.ping {
             Some(true) => self.last_answer = Some(Instant::now()),
             Some(false) if r.denied => {

@@ -1,12 +1,15 @@
-//! The receive stage: ping the destination when that is due, then take messages from the
-//! buffer. Nothing is received from a destination that does not answer, so no receive count is
-//! burnt and nothing can reach the DLQ while a region is down.
+//! The receive stage: ping the destination (and read the pair's pause mark) when that is due,
+//! then take messages from the buffer. Nothing is received from a destination that does not
+//! answer or a pair an operator paused, so no receive count is burnt and nothing can reach the
+//! DLQ while a region is down.
 
+use crate::pause_gate;
 use crate::pipeline::Times;
 use crate::report::DrainReport;
 use crate::take::Take;
 use crate::Drainer;
-use ferry_aws::{AwsError, ReceivedWithAttributes, ATTEMPTS_ATTRIBUTE, FIRST_SENT_ATTRIBUTE};
+use ferry_aws::renew::CARRIED_ATTRIBUTES;
+use ferry_aws::{AwsError, ReceivedWithAttributes};
 use ferry_core::vet::vet;
 use std::collections::HashMap;
 use std::time::Duration;
@@ -19,6 +22,8 @@ pub(crate) struct Received {
     pub ping: Option<bool>,
     /// The ping failed on who the drain is (credentials, access), not on the destination.
     pub denied: bool,
+    /// An operator paused the pair (read with each ping): nothing was received.
+    pub paused: bool,
     pub messages: Result<Vec<ReceivedWithAttributes>, AwsError>,
     pub report: DrainReport,
     pub started: Instant,
@@ -43,12 +48,19 @@ pub(crate) async fn receive_stage(
     let mut report = DrainReport::default();
     let mut ping = None;
     if ping_due {
-        let answer = ping_destination(d, times, started, &mut report).await;
+        let (answer, pause) = futures::join!(
+            ping_destination(d, times, started, &mut report),
+            pause_gate::paused(d)
+        );
         ping = Some(answer.is_ok());
-        if let Err(denied) = answer {
+        if answer.is_err() || pause.is_some() {
+            if let Some(p) = &pause {
+                tracing::info!(since_ms = ?p.since_ms, note = %p.note, "paused: not receiving");
+            }
             return Received {
                 ping,
-                denied,
+                denied: answer == Err(true),
+                paused: pause.is_some(),
                 messages: Ok(Vec::new()),
                 report,
                 started,
@@ -56,9 +68,16 @@ pub(crate) async fn receive_stage(
         }
     }
     let messages = receive_take(d, times, wanted, &mut report).await;
+    // A long poll may return well after the mark was last read: read it again, and a take
+    // that arrives paused is put back untouched.
+    let long = started.elapsed() >= d.settings.ping_interval;
+    let paused = long
+        && matches!(&messages, Ok(m) if !m.is_empty())
+        && pause_gate::paused(d).await.is_some();
     Received {
         ping,
         denied: false,
+        paused,
         messages,
         report,
         started,
@@ -117,7 +136,7 @@ async fn receive_take(
         .as_secs() as i32;
     let wait_s = s.receive_wait_s.min(left_s - 1).max(0);
     let visibility = Some(s.visibility_timeout_s);
-    let attributes = [ATTEMPTS_ATTRIBUTE, FIRST_SENT_ATTRIBUTE];
+    let attributes = CARRIED_ATTRIBUTES;
     report.sqs_requests += 1;
     report.receives += 1;
     let first = wanted.clamp(1, 10);
@@ -150,7 +169,7 @@ async fn receive_take(
     for m in &messages {
         report.max_receive_count = report.max_receive_count.max(m.message.receive_count);
     }
-    Ok(messages)
+    Ok(crate::wear::set_aside_worn(d, messages, report).await)
 }
 
 /// Builds the take from received messages (unpacked and coalesced) and notes when each of its

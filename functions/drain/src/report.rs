@@ -31,6 +31,8 @@ pub enum StopReason {
     /// The destination's table publishes other shared settings (key schema, attribute names,
     /// tombstone lifetime, filter): stopped before receiving, like [`StopReason::ModeMismatch`].
     SettingsMismatch,
+    /// An operator paused the pair (`ferry pause`): nothing received, the buffer keeps all.
+    Paused,
 }
 
 /// One applied record's lag, cut where it can be measured from the drain: source write →
@@ -87,6 +89,8 @@ pub struct DrainReport {
     pub requeued: u64,
     /// Malformed messages moved whole to the DLQ.
     pub dlq_messages: u64,
+    /// Messages near their last delivery sent again as fresh copies (`ferry_core::wear`).
+    pub renewed: u64,
     /// Records moved to the DLQ (refused by vetting, rejected by DynamoDB, pending too many
     /// times).
     pub dlq_records: u64,
@@ -169,6 +173,7 @@ impl DrainReport {
         self.pending += other.pending;
         self.requeued += other.requeued;
         self.dlq_messages += other.dlq_messages;
+        self.renewed += other.renewed;
         self.dlq_records += other.dlq_records;
         self.refused += other.refused;
         self.settle_timeouts += other.settle_timeouts;
@@ -250,6 +255,12 @@ pub fn emf_line(
             "AccessDenied",
             Unit::None,
             u64::from(report.stop_reason == StopReason::AccessDenied),
+        ),
+        // 1: an operator paused the pair (`ferry pause`).
+        Metric::new(
+            "Paused",
+            Unit::None,
+            u64::from(report.stop_reason == StopReason::Paused),
         ),
         Metric::new(
             "DestinationReachable",

@@ -66,6 +66,10 @@ pub struct DrainSettings {
     /// Drain workers a scheduled tick may run for this destination, itself included
     /// (`MaxDrainConcurrency`; [`crate::fanout`]). 1: the tick drains alone.
     pub max_workers: u32,
+    /// The buffer's redrive `maxReceiveCount` (`BufferMaxReceiveCount`): a message near it is
+    /// renewed rather than left to the redrive policy (`ferry_core::wear`). `None`: unknown,
+    /// messages are taken as they come.
+    pub max_receive_count: Option<u32>,
 }
 
 impl Default for DrainSettings {
@@ -89,6 +93,7 @@ impl Default for DrainSettings {
             conflict_samples: 20,
             return_when_idle: false,
             max_workers: 1,
+            max_receive_count: None,
         }
     }
 }

@@ -9,6 +9,7 @@ mod common;
 
 use common::*;
 use ferry_aws::Buffer;
+use ferry_core::buffer::pack;
 use ferry_core::ChangeRecord;
 use ferry_drain::{drain, DrainReport, Drainer};
 use ferry_sandbox::{FaultMode, FaultProxy, Slow, SqsAction, SqsFaults};
@@ -292,4 +293,59 @@ async fn a_slow_sqs_cannot_keep_settle_past_the_invocation_deadline() {
     outcome("delete slower than the deadline", &under, &healed);
     assert_converged(&pair, &winners, &[&under, &healed]).await;
     assert!(healed.max_receive_count <= 2, "{healed:?}");
+}
+
+/// Receives every message of the buffer, without settling, until each was handed out `n` times:
+/// what `n` drains killed before their settle leave behind.
+async fn receive_unsettled(buffer: &Buffer, messages: usize, n: u32) {
+    let mut counts: BTreeMap<String, u32> = BTreeMap::new();
+    while counts.len() < messages || counts.values().any(|c| *c < n) {
+        for m in buffer
+            .receive_with_attributes(10, 0, Some(0), &[])
+            .await
+            .expect("receive")
+        {
+            counts.insert(m.message.message_id, m.message.receive_count);
+        }
+    }
+    assert!(counts.values().all(|c| *c == n), "{counts:?}");
+}
+
+/// Drains that end before settling (killed, out of time, out of memory) leave a message at its
+/// last delivery before the redrive limit: the drain that gets it renews it and applies its
+/// records (from the copy), and
+/// nothing reaches the DLQ. A message received five times the limit across its renewals is a
+/// crash loop: dead-lettered, saying so, not left to the redrive policy's silence.
+#[tokio::test]
+async fn worn_messages_are_renewed_and_a_crash_loop_is_dead_lettered_with_its_reason() {
+    let (pair, proxy) = bench().await;
+    let (records, winners) = records(3);
+    pair.send_chunked(&records, 3).await;
+    receive_unsettled(&pair.buffer(), 3, MAX_RECEIVE_COUNT - 1).await;
+    let mut drainer = drainer_through(&pair, &proxy, "3").await;
+    drainer.settings.max_receive_count = Some(MAX_RECEIVE_COUNT);
+    let healed = heal_and_drain(&pair, &proxy, &drainer).await;
+    assert_eq!(healed.renewed, 3, "{healed:?}");
+    for (pk, data) in &winners {
+        assert_eq!(
+            pair.get(pk).await.as_ref().and_then(data_of),
+            Some(data.as_str())
+        );
+    }
+    assert!(pair.dlq_messages().await.is_empty());
+
+    // A copy that already carries 45 receives: the drain's, its tenth, makes 55 ≥ 5 × 10.
+    let looping = pack(&[record("loop", 1, SOURCE, "x")]).expect("pack");
+    let carried = [(ferry_aws::renew::RECEIVES_ATTRIBUTE, 45u64)];
+    let failed = pair
+        .buffer()
+        .send_batch_with(&looping[0], &carried, 0)
+        .await;
+    assert_eq!(failed.expect("send"), Vec::<usize>::new());
+    receive_unsettled(&pair.buffer(), 1, MAX_RECEIVE_COUNT - 1).await;
+    let looped = heal_and_drain(&pair, &proxy, &drainer).await;
+    assert_eq!((looped.dlq_messages, looped.applied), (1, 0), "{looped:?}");
+    let dlq = pair.dlq_messages().await;
+    assert_eq!(dlq.len(), 1);
+    assert!(dlq[0].1.contains("received 55 times"), "{dlq:?}");
 }

@@ -127,4 +127,22 @@ impl Buffer {
             delayed: get(QueueAttributeName::ApproximateNumberOfMessagesDelayed),
         })
     }
+
+    /// How long the queue keeps a message (`MessageRetentionPeriod`, s; SQS's default 4 days
+    /// when the attribute is missing).
+    pub async fn retention_s(&self) -> Result<u64, AwsError> {
+        let out = self
+            .client
+            .get_queue_attributes()
+            .queue_url(&self.queue_url)
+            .attribute_names(QueueAttributeName::MessageRetentionPeriod)
+            .send()
+            .await
+            .map_err(|e| classify_sdk_error("GetQueueAttributes", &e))?;
+        Ok(out
+            .attributes
+            .and_then(|a| a.get(&QueueAttributeName::MessageRetentionPeriod).cloned())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(345_600))
+    }
 }

@@ -23,11 +23,13 @@ pub mod heartbeat;
 pub mod item;
 pub mod merge;
 pub mod migrate;
+pub mod pause;
 pub mod peer;
 pub mod reconcile;
 pub mod record;
 pub mod version;
 pub mod vet;
+pub mod wear;
 
 pub use apply::{apply_condition, image_to_store, judge, Judgement};
 #[cfg(feature = "stream")]
