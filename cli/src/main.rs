@@ -231,6 +231,10 @@ async fn local_up(a: UpArgs) -> ExitCode {
     for line in cluster.endpoint_lines() {
         println!("{line}");
     }
+    println!("# To point the AWS CLI or an SDK at one region, paste its line:");
+    for line in cluster.export_lines() {
+        println!("{line}");
+    }
     eprintln!(
         "ready. `ferry local outage <region> --seconds S` cuts a region off; Ctrl-C stops everything."
     );

@@ -6,6 +6,8 @@
 pub mod backfill;
 pub mod dlq;
 pub mod doctor;
+pub mod doctor_checks;
+pub mod stack;
 pub mod status;
 pub mod target;
 pub mod verify;

@@ -17,6 +17,8 @@ pub mod peer;
 pub mod queue;
 pub mod retry;
 pub mod scan;
+#[cfg(feature = "stack")]
+pub mod stack;
 pub mod table;
 pub mod values;
 
