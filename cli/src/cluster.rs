@@ -202,15 +202,16 @@ impl Cluster {
             .collect()
     }
 
-    /// Per region, a line to paste into a shell to point the AWS CLI and SDKs at it
-    /// (`export AWS_REGION=… AWS_ENDPOINT_URL_DYNAMODB=… AWS_ENDPOINT_URL_SQS=…` and the
-    /// sandbox's static credentials).
+    /// Per region, a line to paste into a shell to point the SDKs at it (`export AWS_REGION=…
+    /// AWS_ENDPOINT_URL_DYNAMODB=… AWS_ENDPOINT_URL_SQS=…` and the sandbox's static
+    /// credentials; boto3 and the AWS CLI v1 read the region from AWS_DEFAULT_REGION).
     pub fn export_lines(&self) -> Vec<String> {
         self.regions
             .iter()
             .map(|r| {
                 format!(
-                    "export AWS_REGION={} AWS_ENDPOINT_URL_DYNAMODB={} AWS_ENDPOINT_URL_SQS={} AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test",
+                    "export AWS_REGION={} AWS_DEFAULT_REGION={} AWS_ENDPOINT_URL_DYNAMODB={} AWS_ENDPOINT_URL_SQS={} AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test",
+                    r.name,
                     r.name,
                     r.dynamo.endpoint(),
                     self.moto.endpoint()

@@ -231,7 +231,7 @@ async fn local_up(a: UpArgs) -> ExitCode {
     for line in cluster.endpoint_lines() {
         println!("{line}");
     }
-    println!("# To point the AWS CLI or an SDK at one region, paste its line:");
+    println!("# To point boto3 or an AWS SDK at one region, paste its line:");
     for line in cluster.export_lines() {
         println!("{line}");
     }

@@ -273,6 +273,15 @@ async fn every_verb_runs_with_stack_alone() {
     for r in [US, EU] {
         create_stack(&cluster, &template, r).await;
     }
+    // `ferry local up`'s paste-able lines: one region each, its own DynamoDB, the shared SQS.
+    let exports = cluster.export_lines();
+    let us_line = format!(
+        "export AWS_REGION={US} AWS_DEFAULT_REGION={US} AWS_ENDPOINT_URL_DYNAMODB={} AWS_ENDPOINT_URL_SQS={} ",
+        cluster.regions[0].dynamo.endpoint(),
+        cluster.moto.endpoint()
+    );
+    assert!(exports[0].starts_with(&us_line), "{exports:?}");
+    assert_eq!(exports.len(), 2);
     let us = Table::new(cluster.regions[0].dynamo.client(), TABLE);
     for i in 0..5 {
         let item: Item = [
