@@ -15,7 +15,7 @@ use std::process::ExitCode;
 pub struct DoctorArgs {
     #[command(flatten)]
     pub target: TargetArgs,
-    /// The regions, comma-separated (with --local: every sandbox region).
+    /// The regions, comma-separated (default with --local or --stack: every region of the sandbox or the stacks).
     #[arg(long, value_delimiter = ',')]
     pub regions: Vec<String>,
     /// Print one JSON object instead of the findings.

@@ -26,8 +26,9 @@ pub struct TargetArgs {
     /// Named profile of the default credential chain.
     #[arg(long)]
     pub profile: Option<String>,
-    /// `REGION=URL` for both DynamoDB and SQS of a region, or `dynamodb:REGION=URL` /
-    /// `sqs:REGION=URL` / `sts:REGION=URL`; repeatable.
+    /// `REGION=URL` for every service of a region (an emulator that serves them all), or one
+    /// service's: `dynamodb:`, `sqs:`, `sts:`, `cloudformation:` or `cloudwatch:REGION=URL`;
+    /// repeatable.
     #[arg(long = "endpoint-url", value_name = "[SERVICE:]REGION=URL")]
     pub endpoint_urls: Vec<String>,
     /// The replicated table's name: `NAME` for every region, `REGION=NAME` for one (repeatable,
