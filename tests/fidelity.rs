@@ -1088,10 +1088,11 @@ async fn pipeline(
     for (s, destinations) in by_source.iter_mut().enumerate() {
         let sqs = moto.sqs_client(&b.regions[s]);
         for d in (0..n).filter(|d| *d != s) {
-            let qname = format!("ferry-{}-to-{}", b.regions[s], b.regions[d]);
-            let ferry_aws::QueuePair { buffer, dlq } = Buffer::create_pair(
+            let stack = ferry_cli::ops::stack::LOCAL_STACK;
+            let ferry_aws::QueuePair { buffer, dlq } = Buffer::create_named_pair(
                 sqs.clone(),
-                &qname,
+                &ferry_cli::ops::stack::buffer_name(stack, &b.regions[d]),
+                &ferry_cli::ops::stack::dlq_name(stack, &b.regions[d]),
                 &[(
                     aws_sdk_sqs::types::QueueAttributeName::VisibilityTimeout,
                     "30",

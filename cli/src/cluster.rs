@@ -202,6 +202,24 @@ impl Cluster {
             .collect()
     }
 
+    /// Per region, a line to paste into a shell to point the SDKs at it (`export AWS_REGION=…
+    /// AWS_ENDPOINT_URL_DYNAMODB=… AWS_ENDPOINT_URL_SQS=…` and the sandbox's static
+    /// credentials; boto3 and the AWS CLI v1 read the region from AWS_DEFAULT_REGION).
+    pub fn export_lines(&self) -> Vec<String> {
+        self.regions
+            .iter()
+            .map(|r| {
+                format!(
+                    "export AWS_REGION={} AWS_DEFAULT_REGION={} AWS_ENDPOINT_URL_DYNAMODB={} AWS_ENDPOINT_URL_SQS={} AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test",
+                    r.name,
+                    r.name,
+                    r.dynamo.endpoint(),
+                    self.moto.endpoint()
+                )
+            })
+            .collect()
+    }
+
     /// What `ferry local up` writes to its state file: every region's endpoints.
     pub fn state(&self, pid: u32, control: String) -> crate::control::State {
         crate::control::State {
@@ -400,13 +418,17 @@ async fn create_buffer_pair(
     source: &str,
     destination: &str,
 ) -> Result<BufferPair, ClusterError> {
-    // Both queues keep messages 14 days; the buffer dead-letters after 10 receives. (The DLQ's
-    // visibility timeout of 30 s is SQS's default.)
-    let pair = Buffer::create_pair(
+    // Both queues keep messages 14 days and take 1 MiB (as the template's); the buffer
+    // dead-letters after 10 receives. (The DLQ's visibility timeout of 30 s is SQS's default.)
+    // Named as template.yaml names a stack's queues, so one code path finds both.
+    let stack = crate::ops::stack::LOCAL_STACK;
+    let pair = Buffer::create_named_pair(
         sqs.clone(),
-        &format!("ferry-{source}-to-{destination}"),
+        &crate::ops::stack::buffer_name(stack, destination),
+        &crate::ops::stack::dlq_name(stack, destination),
         &[
             (QueueAttributeName::MessageRetentionPeriod, "1209600"),
+            (QueueAttributeName::MaximumMessageSize, "1048576"),
             (QueueAttributeName::VisibilityTimeout, "30"),
         ],
         Some(BUFFER_MAX_RECEIVE_COUNT),

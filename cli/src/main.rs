@@ -238,6 +238,10 @@ async fn local_up(a: UpArgs) -> ExitCode {
     for line in cluster.endpoint_lines() {
         println!("{line}");
     }
+    println!("# To point boto3 or an AWS SDK at one region, paste its line:");
+    for line in cluster.export_lines() {
+        println!("{line}");
+    }
     eprintln!(
         "ready. `ferry local outage <region> --seconds S` cuts a region off; Ctrl-C stops everything."
     );

@@ -965,7 +965,8 @@ async fn doctor_passes_a_healthy_cluster_and_finds_planted_misconfigurations() {
     );
 
     let args = TargetArgs {
-        stack: Some("prod".into()),
+        buffer_name: Some("prod-buffer-{dst}".into()),
+        dlq_name: Some("prod-dlq-{dst}".into()),
         ..TargetArgs::default()
     };
     let t = Target::local(&state, &args).expect("target");

@@ -48,7 +48,7 @@ async fn helper_writes_cost_no_stamp() {
         .expect("table");
     let moto = Moto::start().await.expect("moto starts");
     let sqs = moto.sqs_client(LOCAL);
-    let buffer = Buffer::create(sqs, &format!("{TABLE}-{LOCAL}-to-{DESTINATION}"), &[])
+    let buffer = Buffer::create(sqs, &format!("{TABLE}-buffer-{DESTINATION}"), &[])
         .await
         .expect("queue");
     let mut config = Config::new(LOCAL, "pk");

@@ -4,7 +4,8 @@
 //!
 //! - `lambda_stack up DIR` — moto (SQS) and two dynoxide servers (us-east-1, the source; eu-west-1,
 //!   the destination), every one on `127.0.0.1:<free port>`; the table `ferry-demo` in both, the
-//!   buffer `ferry-us-east-1-to-eu-west-1` and its DLQ. Writes `DIR/enqueue.env` and
+//!   buffer `ferry-local-buffer-eu-west-1` and its DLQ `ferry-local-dlq-eu-west-1` (the
+//!   template's names for stack `ferry-local`). Writes `DIR/enqueue.env` and
 //!   `DIR/drain.env` (for `cargo lambda watch --env-file`), `DIR/stack.json` (for the checks),
 //!   then `DIR/ready`. Runs until SIGTERM/SIGINT or until its parent process is gone; moto dies
 //!   with it.
@@ -38,7 +39,8 @@ const SOURCE: &str = "us-east-1";
 const DESTINATION: &str = "eu-west-1";
 const TABLE: &str = "ferry-demo";
 const PK: &str = "pk";
-const QUEUE: &str = "ferry-us-east-1-to-eu-west-1";
+const QUEUE: &str = "ferry-local-buffer-eu-west-1";
+const DLQ: &str = "ferry-local-dlq-eu-west-1";
 
 const USAGE: &str = "usage: lambda_stack up DIR
        lambda_stack check-enqueue DIR --response FILE... [--expect PK=FIXTURE]... [--absent PK]...
@@ -88,7 +90,7 @@ async fn up(dir: &Path) -> Result<(), Error> {
     destination.create_table(&spec).await?;
     // The buffer and its DLQ live in the source region (as in template.yaml).
     let sqs = moto.sqs_client(SOURCE);
-    let queues = Buffer::create_pair(sqs, QUEUE, &[], None).await?;
+    let queues = Buffer::create_named_pair(sqs, QUEUE, DLQ, &[], None).await?;
     let urls = [queues.buffer.queue_url, queues.dlq.queue_url];
     let stack = Stack {
         sqs: moto.endpoint(),

@@ -201,9 +201,11 @@ async fn run_or_kill<T: Send + 'static>(
 
 async fn buffer_pair(moto: &Moto, source: &str, destination: &str) -> BufferPair {
     let visibility = VISIBILITY_S.to_string();
-    let pair = Buffer::create_pair(
+    let stack = ferry_cli::ops::stack::LOCAL_STACK;
+    let pair = Buffer::create_named_pair(
         moto.sqs_client(source),
-        &format!("ferry-{source}-to-{destination}"),
+        &ferry_cli::ops::stack::buffer_name(stack, destination),
+        &ferry_cli::ops::stack::dlq_name(stack, destination),
         &[(QueueAttributeName::VisibilityTimeout, visibility.as_str())],
         Some(MAX_RECEIVE_COUNT),
     )

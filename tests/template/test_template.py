@@ -871,3 +871,48 @@ def test_heartbeat_function_beats_every_minute_with_only_a_put_on_the_local_tabl
     (stamp,) = [st for st in statements(res["EnqueueRole"]) if st["Sid"] == "StampAndTombstone"]
     assert put["Resource"] == stamp["Resource"]
     assert ":table/" in json.dumps(put["Resource"]) and "/stream" not in json.dumps(put["Resource"])
+
+
+# --------------------------------------------------------------------------------------------
+# issue #18: the operator CLI finds everything from the stack's outputs (cli/src/ops/stack.rs)
+# --------------------------------------------------------------------------------------------
+def cli_output_names():
+    """The output names cli/src/ops/stack.rs reads: stack-wide and per-destination prefixes."""
+    src = (ROOT / "cli/src/ops/stack.rs").read_text()
+    consts = dict(re.findall(r'pub const ([A-Z_]+): &str = "([A-Za-z]+)";', src))
+    def listed(name):
+        body = re.search(rf"pub const {name}: &\[&str\] = &\[(.*?)\];", src, re.S).group(1)
+        return [consts[c.strip()] for c in body.split(",") if c.strip()]
+    return listed("STACK_OUTPUTS"), listed("DESTINATION_OUTPUTS"), consts["DESTINATION_ROLE_ARN"]
+
+
+def test_outputs_give_the_cli_what_it_reads(raw, scenario):
+    stack_wide, per_destination, role_prefix = cli_output_names()
+    assert {"TableName", "Region", "DestinationRegions"} <= set(stack_wide)
+    assert {"BufferUrl", "DlqUrl", "DrainFunction", "DrainRoleArn", "DestinationTable"} <= set(per_destination)
+    out = scenario["final"]["Outputs"]
+    overrides = scenario["overrides"]
+    for name in stack_wide:
+        assert name in out, name
+    # The renderer resolves parameters and pseudo-parameters (region us-east-1).
+    assert out["TableName"]["Value"] == overrides["TableName"]
+    assert out["Region"]["Value"] == "us-east-1"
+    assert out["DestinationRegions"]["Value"] == overrides["DestinationRegions"]
+    names = dict(e.split("=") for e in overrides.get("DestinationTableNames", "").split(",") if e)
+    roles = dict(e.split("=", 1) for e in overrides.get("DestinationRoleArns", "").split(",") if e)
+    for region in destinations(scenario):
+        s = strip(region)
+        for prefix in per_destination:
+            assert f"{prefix}{s}" in out, f"{prefix}{s}"
+        assert out[f"BufferUrl{s}"]["Value"] == {"Ref": f"Buffer{s}"}
+        assert out[f"DlqUrl{s}"]["Value"] == {"Ref": f"BufferDlq{s}"}
+        assert out[f"DrainFunction{s}"]["Value"] == {"Ref": f"DrainFunction{s}"}
+        assert out[f"DrainRoleArn{s}"]["Value"] == {"Fn::GetAtt": [f"DrainRole{s}", "Arn"]}
+        # The table and role the drain itself is given.
+        drain = scenario["final"]["Resources"][f"DrainFunction{s}"]["Properties"]["Environment"]["Variables"]
+        assert out[f"DestinationTable{s}"]["Value"] == drain["FERRY_DESTINATION_TABLE"]
+        assert drain["FERRY_DESTINATION_TABLE"] == names.get(region, overrides["TableName"])
+        role = out[f"{role_prefix}{s}"]
+        assert role["Condition"] == "UseDestinationRoles"
+        if roles:
+            assert role["Value"] == roles[region] == drain["FERRY_DESTINATION_ROLE_ARN"]

@@ -1,9 +1,11 @@
 //! `ferry doctor`: what a region needs before and after deploying Ferry, checked on the live
-//! tables and queues. The reads are thin ([`read_region`]); what counts as a finding, and what
-//! to change for it, is decided by the pure [`findings`].
+//! tables, queues and (with `--stack`) the stack's alarms. The reads are thin ([`read_region`]);
+//! what counts as a finding, and what to change for it, is decided by the pure [`findings`]
+//! (the queue and alarm rules in `doctor_checks`).
 
+use super::doctor_checks::{self, Alarm, AlarmFacts, QueueFacts};
 use super::status::NEEDED_VIEW_TYPE;
-use super::target::{Target, TargetArgs};
+use super::target::{Service, Target, TargetArgs};
 use super::{finish, OpsError, EXIT_FOUND, EXIT_OK};
 use clap::Args;
 use serde::Serialize;
@@ -13,7 +15,7 @@ use std::process::ExitCode;
 pub struct DoctorArgs {
     #[command(flatten)]
     pub target: TargetArgs,
-    /// The regions, comma-separated (with --local: every sandbox region).
+    /// The regions, comma-separated (default with --local or --stack: every region of the sandbox or the stacks).
     #[arg(long, value_delimiter = ',')]
     pub regions: Vec<String>,
     /// Print one JSON object instead of the findings.
@@ -35,6 +37,10 @@ pub struct RegionFacts {
     pub settings: Option<String>,
     /// Queues of this region (its buffers to each destination) that could not be found: why.
     pub missing_queues: Vec<String>,
+    /// The buffers and DLQs of this region that could be read.
+    pub queues: Vec<QueueFacts>,
+    /// The stack's alarms here (with `--stack`).
+    pub alarms: Option<AlarmFacts>,
 }
 
 #[derive(Clone, Debug, Serialize, PartialEq, Eq)]
@@ -112,6 +118,11 @@ pub fn findings(regions: &[RegionFacts], ttl_attribute: &str) -> Vec<Finding> {
                 "deploy the region's stack, or name the stack (--stack) or queues (--buffer-name, --dlq-name)".into(),
             );
         }
+        let queues = r.queues.iter().flat_map(doctor_checks::queue_problems);
+        let alarms = r.alarms.iter().flat_map(doctor_checks::alarm_problems);
+        for (problem, fix) in queues.chain(alarms).collect::<Vec<_>>() {
+            add(r, problem, fix);
+        }
     }
     out
 }
@@ -146,9 +157,69 @@ pub async fn read_region(target: &Target, region: &str, peers: &[String]) -> Reg
             .map(|(_, v)| v);
     }
     for peer in peers.iter().filter(|p| *p != region) {
-        if let Err(e) = target.queues(region, peer).await {
-            facts.missing_queues.push(e.to_string());
+        match read_queues(target, region, peer).await {
+            Ok(mut q) => facts.queues.append(&mut q),
+            Err(e) => facts.missing_queues.push(e.to_string()),
         }
+    }
+    if let Some(stack) = target.stacks.get(region) {
+        facts.alarms = Some(read_alarms(target, region, &stack.stack).await);
+    }
+    facts
+}
+
+/// The settings of the buffer and DLQ from `region` to `peer`.
+async fn read_queues(
+    target: &Target,
+    region: &str,
+    peer: &str,
+) -> Result<Vec<QueueFacts>, OpsError> {
+    let (buffer, dlq) = target.queues(region, peer).await?;
+    let drain_role = target
+        .stacks
+        .get(region)
+        .and_then(|s| s.destinations.get(peer))
+        .map(|d| d.drain_role_arn.clone());
+    let mut out = Vec::new();
+    for (kind, queue) in [("buffer", buffer), ("dlq", dlq)] {
+        let settings = queue.settings().await.map_err(|e| {
+            e.context(format_args!(
+                "{region} {kind} to {peer} ({})",
+                queue.queue_url
+            ))
+        })?;
+        out.push(QueueFacts {
+            kind: kind.into(),
+            destination: peer.to_string(),
+            url: queue.queue_url.clone(),
+            settings,
+            drain_role: drain_role.clone(),
+        });
+    }
+    Ok(out)
+}
+
+/// The stack's alarms in `region` (CloudFormation names them `<stack>-<logical id>-<suffix>`).
+async fn read_alarms(target: &Target, region: &str, stack: &str) -> AlarmFacts {
+    let endpoint = target.endpoint(region, Service::CloudWatch);
+    let prefix = format!("{stack}-");
+    let read = ferry_aws::stack::alarms(target.base(), region, endpoint, &prefix).await;
+    let mut facts = AlarmFacts {
+        stack: stack.to_string(),
+        ..AlarmFacts::default()
+    };
+    match read {
+        Ok(alarms) => {
+            facts.alarms = alarms
+                .into_iter()
+                .map(|a| Alarm {
+                    name: a.name,
+                    actions: a.alarm_actions,
+                    actions_enabled: a.actions_enabled,
+                })
+                .collect()
+        }
+        Err(e) => facts.error = Some(e.to_string()),
     }
     facts
 }

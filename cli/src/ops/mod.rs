@@ -6,7 +6,9 @@
 pub mod backfill;
 pub mod dlq;
 pub mod doctor;
+pub mod doctor_checks;
 pub mod pause;
+pub mod stack;
 pub mod status;
 pub mod target;
 pub mod verify;

@@ -26,7 +26,7 @@ pub const NEEDED_VIEW_TYPE: &str = "NEW_AND_OLD_IMAGES";
 pub struct StatusArgs {
     #[command(flatten)]
     pub target: TargetArgs,
-    /// The regions, comma-separated (with --local: every sandbox region).
+    /// The regions, comma-separated (default with --local or --stack: every region of the sandbox or the stacks).
     #[arg(long, value_delimiter = ',')]
     pub regions: Vec<String>,
     /// Sample each queue (zero visibility timeout) for the oldest message's age and records.

@@ -1,10 +1,12 @@
 //! Where the tools act: a running `ferry local up` (`--local`: its state file gives every
 //! region's endpoints), or AWS (the default credential chain, `--profile`, `--region`, and
-//! `--endpoint-url` per region for VPC endpoints or emulators). Table names may differ by region
-//! (`--table REGION=NAME`), and a region may be reached through a role (`--role-arn REGION=ARN`,
-//! assumed through STS). Queue names follow the template's `<stack>-buffer-<dst>` and
-//! `<stack>-dlq-<dst>` with `--stack`, else `ferry-{src}-to-{dst}` and `…-dlq`, unless overridden.
+//! `--endpoint-url` per region for VPC endpoints or emulators). With `--stack` the deployed
+//! stacks' outputs give the table, the regions and every buffer and DLQ (`super::stack`);
+//! without, table names come from `--table [REGION=]NAME` and queue names from `--buffer-name`
+//! / `--dlq-name`. A region may be reached through a role (`--role-arn REGION=ARN`, assumed
+//! through STS). The sandbox names its queues as the template does (stack `ferry-local`).
 
+use super::stack::{self, RegionStack};
 use super::OpsError;
 use crate::control::State;
 use clap::Args;
@@ -24,8 +26,9 @@ pub struct TargetArgs {
     /// Named profile of the default credential chain.
     #[arg(long)]
     pub profile: Option<String>,
-    /// `REGION=URL` for both DynamoDB and SQS of a region, or `dynamodb:REGION=URL` /
-    /// `sqs:REGION=URL` / `sts:REGION=URL`; repeatable.
+    /// `REGION=URL` for every service of a region (an emulator that serves them all), or one
+    /// service's: `dynamodb:`, `sqs:`, `sts:`, `cloudformation:` or `cloudwatch:REGION=URL`;
+    /// repeatable.
     #[arg(long = "endpoint-url", value_name = "[SERVICE:]REGION=URL")]
     pub endpoint_urls: Vec<String>,
     /// The replicated table's name: `NAME` for every region, `REGION=NAME` for one (repeatable,
@@ -36,36 +39,32 @@ pub struct TargetArgs {
     /// account: `--role-arn eu-west-1=arn:aws:iam::111122223333:role/ferry-ops`; repeatable.
     #[arg(long = "role-arn", value_name = "REGION=ARN")]
     pub role_arns: Vec<String>,
-    /// The stack deployed from `template.yaml` (the same name in every region): its queues
-    /// are `<stack>-buffer-<dst>` and `<stack>-dlq-<dst>`.
-    #[arg(long)]
-    pub stack: Option<String>,
-    /// Buffer queue name; `{src}` and `{dst}` are replaced by the regions
-    /// (default `<stack>-buffer-{dst}` with --stack, else `ferry-{src}-to-{dst}`).
+    /// The stack deployed from `template.yaml`: its outputs give the table, regions, buffers,
+    /// DLQs and drains. `NAME` is found in --region and in each of its destination regions;
+    /// `REGION=NAME` names one region's stack (repeatable, e.g.
+    /// `--stack us-east-1=ferry-us --stack eu-west-1=ferry-eu`).
+    #[arg(long = "stack", value_name = "[REGION=]NAME")]
+    pub stacks: Vec<String>,
+    /// Buffer queue name instead of the stack's; `{src}` and `{dst}` are replaced by the
+    /// regions (e.g. `orders-buffer-{dst}`).
     #[arg(long)]
     pub buffer_name: Option<String>,
-    /// Dead-letter queue name (default `<stack>-dlq-{dst}` with --stack, else
-    /// `ferry-{src}-to-{dst}-dlq`).
+    /// Dead-letter queue name instead of the stack's (e.g. `orders-dlq-{dst}`).
     #[arg(long)]
     pub dlq_name: Option<String>,
 }
 
 impl TargetArgs {
-    /// The buffer and DLQ name templates: given, else the stack's scheme, else the sandbox's.
-    pub fn queue_templates(&self) -> (String, String) {
-        let (buffer, dlq) = match &self.stack {
-            Some(stack) => (
-                format!("{stack}-buffer-{{dst}}"),
-                format!("{stack}-dlq-{{dst}}"),
-            ),
-            None => (
-                "ferry-{src}-to-{dst}".to_string(),
-                "ferry-{src}-to-{dst}-dlq".to_string(),
-            ),
-        };
+    /// The buffer and DLQ name templates: given, else (for a stack named by convention, like the
+    /// sandbox's) the template's `<stack>-buffer-{dst}` and `<stack>-dlq-{dst}`.
+    pub fn queue_templates(&self, stack: Option<&str>) -> (Option<String>, Option<String>) {
         (
-            self.buffer_name.clone().unwrap_or(buffer),
-            self.dlq_name.clone().unwrap_or(dlq),
+            self.buffer_name
+                .clone()
+                .or_else(|| stack.map(|s| stack::buffer_name(s, "{dst}"))),
+            self.dlq_name
+                .clone()
+                .or_else(|| stack.map(|s| stack::dlq_name(s, "{dst}"))),
         )
     }
 }
@@ -121,6 +120,8 @@ pub enum Service {
     DynamoDb,
     Sqs,
     Sts,
+    CloudFormation,
+    CloudWatch,
 }
 
 /// Parses `[dynamodb:|sqs:]REGION=URL`.
@@ -132,9 +133,11 @@ pub fn parse_endpoint(text: &str) -> Result<EndpointOverride, String> {
         Some(("dynamodb", r)) => (Some(Service::DynamoDb), r),
         Some(("sqs", r)) => (Some(Service::Sqs), r),
         Some(("sts", r)) => (Some(Service::Sts), r),
+        Some(("cloudformation", r)) => (Some(Service::CloudFormation), r),
+        Some(("cloudwatch", r)) => (Some(Service::CloudWatch), r),
         Some((s, _)) => {
             return Err(format!(
-                "--endpoint-url `{text}`: unknown service `{s}` (dynamodb, sqs or sts)"
+                "--endpoint-url `{text}`: unknown service `{s}` (dynamodb, sqs, sts, cloudformation or cloudwatch)"
             ))
         }
         None => (None, left),
@@ -165,6 +168,8 @@ struct RegionEndpoints {
     dynamodb: Option<String>,
     sqs: Option<String>,
     sts: Option<String>,
+    cloudformation: Option<String>,
+    cloudwatch: Option<String>,
 }
 
 /// What the tools act on.
@@ -179,8 +184,13 @@ pub struct Target {
     pub known_regions: Vec<String>,
     base: aws_config::SdkConfig,
     endpoints: BTreeMap<String, RegionEndpoints>,
-    buffer_name: String,
-    dlq_name: String,
+    /// `{src}`/`{dst}` templates of the queue names, where given or named by convention.
+    buffer_name: Option<String>,
+    dlq_name: Option<String>,
+    /// Each region's stack (`--stack`): the queues' URLs come from its outputs.
+    pub stacks: BTreeMap<String, RegionStack>,
+    /// (source, destination) → (buffer URL, DLQ URL), from the stacks' outputs.
+    queue_urls: BTreeMap<(String, String), (String, String)>,
 }
 
 impl Target {
@@ -201,12 +211,9 @@ impl Target {
         let base = loader.load().await;
         let (table, table_names) =
             parse_per_region("--table", &args.tables, false).map_err(OpsError::Usage)?;
-        let table_name = table
-            .or_else(|| (!table_names.is_empty()).then(String::new))
-            .ok_or_else(|| OpsError::Usage("--table is required (or --local)".into()))?;
-        let (buffer_name, dlq_name) = args.queue_templates();
+        let (buffer_name, dlq_name) = args.queue_templates(None);
         let mut target = Target {
-            table_name,
+            table_name: table.unwrap_or_default(),
             table_names,
             roles: BTreeMap::new(),
             known_regions: Vec::new(),
@@ -214,9 +221,80 @@ impl Target {
             endpoints: BTreeMap::new(),
             buffer_name,
             dlq_name,
+            stacks: BTreeMap::new(),
+            queue_urls: BTreeMap::new(),
         };
         target.apply_overrides(args)?;
+        if !args.stacks.is_empty() {
+            target.read_stacks(args).await?;
+        }
+        if target.table_name.is_empty() && target.table_names.is_empty() {
+            return Err(OpsError::Usage(
+                "name the stack (--stack NAME --region REGION) or the table (--table [REGION=]NAME), or use --local".into(),
+            ));
+        }
         Ok(target)
+    }
+
+    /// Reads the stack of `--region` (or each region named) and then of every destination
+    /// its outputs list, until every region's stack is known.
+    async fn read_stacks(&mut self, args: &TargetArgs) -> Result<(), OpsError> {
+        let (name, names) =
+            parse_per_region("--stack", &args.stacks, false).map_err(OpsError::Usage)?;
+        let mut pending: Vec<String> = names.keys().cloned().collect();
+        if name.is_some() {
+            let home = self.base.region().map(|r| r.to_string()).ok_or_else(|| {
+                OpsError::Usage("--stack NAME needs a region to start from: --region REGION (or AWS_REGION, or the profile's)".into())
+            })?;
+            pending.insert(0, home);
+        }
+        while let Some(region) = pending.pop() {
+            if self.stacks.contains_key(&region) {
+                continue;
+            }
+            let stack_name =
+                stack::name_in(&region, name.as_deref(), &names).map_err(OpsError::Usage)?;
+            let endpoint = self.endpoint(&region, Service::CloudFormation);
+            let outputs =
+                ferry_aws::stack::stack_outputs(&self.base, &region, endpoint, &stack_name).await?;
+            let found = stack::parse(&stack_name, &region, &outputs).map_err(OpsError::Usage)?;
+            pending.extend(found.destinations.keys().cloned());
+            for (d, o) in &found.destinations {
+                self.queue_urls.insert(
+                    (region.clone(), d.clone()),
+                    (o.buffer_url.clone(), o.dlq_url.clone()),
+                );
+            }
+            // A table named on the command line wins over the stack's.
+            self.table_names
+                .entry(region.clone())
+                .or_insert_with(|| found.table.clone());
+            self.stacks.insert(region, found);
+        }
+        self.known_regions = self.stacks.keys().cloned().collect();
+        if self.table_name.is_empty() {
+            if let Some(s) = self.stacks.values().next() {
+                self.table_name = s.table.clone();
+            }
+        }
+        Ok(())
+    }
+
+    /// The endpoint override of a region's service, if any.
+    pub fn endpoint(&self, region: &str, service: Service) -> Option<&str> {
+        let e = self.endpoints.get(region)?;
+        match service {
+            Service::DynamoDb => e.dynamodb.as_deref(),
+            Service::Sqs => e.sqs.as_deref(),
+            Service::Sts => e.sts.as_deref(),
+            Service::CloudFormation => e.cloudformation.as_deref(),
+            Service::CloudWatch => e.cloudwatch.as_deref(),
+        }
+    }
+
+    /// The credentials and settings every client starts from.
+    pub fn base(&self) -> &aws_config::SdkConfig {
+        &self.base
     }
 
     /// A target for a sandbox described by `state` (static test credentials).
@@ -231,7 +309,7 @@ impl Target {
             .build();
         let (table, table_names) =
             parse_per_region("--table", &args.tables, false).map_err(OpsError::Usage)?;
-        let (buffer_name, dlq_name) = args.queue_templates();
+        let (buffer_name, dlq_name) = args.queue_templates(Some(stack::LOCAL_STACK));
         let mut target = Target {
             table_name: table
                 .or_else(|| state.regions.first().map(|r| r.table.clone()))
@@ -249,13 +327,15 @@ impl Target {
                         RegionEndpoints {
                             dynamodb: Some(r.dynamodb.clone()),
                             sqs: Some(r.sqs.clone()),
-                            sts: None,
+                            ..RegionEndpoints::default()
                         },
                     )
                 })
                 .collect(),
             buffer_name,
             dlq_name,
+            stacks: BTreeMap::new(),
+            queue_urls: BTreeMap::new(),
         };
         target.apply_overrides(args)?;
         Ok(target)
@@ -270,9 +350,15 @@ impl Target {
                 Some(Service::DynamoDb) => e.dynamodb = Some(o.url),
                 Some(Service::Sqs) => e.sqs = Some(o.url),
                 Some(Service::Sts) => e.sts = Some(o.url),
+                Some(Service::CloudFormation) => e.cloudformation = Some(o.url),
+                Some(Service::CloudWatch) => e.cloudwatch = Some(o.url),
+                // One endpoint for every service (an emulator that serves them all).
                 None => {
                     e.dynamodb = Some(o.url.clone());
-                    e.sqs = Some(o.url);
+                    e.sqs = Some(o.url.clone());
+                    e.sts = Some(o.url.clone());
+                    e.cloudformation = Some(o.url.clone());
+                    e.cloudwatch = Some(o.url);
                 }
             }
         }
@@ -289,7 +375,7 @@ impl Target {
             .map_or(self.table_name.as_str(), String::as_str)
     }
 
-    /// The regions to act on: those given, else (with `--local`) every sandbox region.
+    /// The regions to act on: those given, else every region of the sandbox or the stacks.
     pub fn regions(&self, given: &[String]) -> Result<Vec<String>, OpsError> {
         let regions: Vec<String> = if given.is_empty() {
             self.known_regions.clone()
@@ -302,7 +388,7 @@ impl Target {
         if !self.known_regions.is_empty() {
             if let Some(r) = regions.iter().find(|r| !self.known_regions.contains(r)) {
                 return Err(OpsError::Usage(format!(
-                    "region `{r}` is not one of the sandbox's: {}",
+                    "region `{r}` is not one of the sandbox's or stacks': {}",
                     self.known_regions.join(", ")
                 )));
             }
@@ -334,13 +420,28 @@ impl Target {
         )
     }
 
-    /// The buffer and DLQ from `source` to `destination` (both live in the source region).
+    /// The buffer and DLQ from `source` to `destination` (both live in the source region):
+    /// named (`--buffer-name`, `--dlq-name`, the sandbox's), else from the source's stack.
     pub async fn queues(
         &self,
         source: &str,
         destination: &str,
     ) -> Result<(Buffer, Buffer), OpsError> {
         let sqs = self.settings(source).sqs(&self.base);
+        let urls = self
+            .queue_urls
+            .get(&(source.to_string(), destination.to_string()));
+        let (buffer_name, dlq_name) = match (&self.buffer_name, &self.dlq_name, urls) {
+            (None, None, Some((buffer, dlq))) => {
+                return Ok((Buffer::new(sqs.clone(), buffer), Buffer::new(sqs, dlq)))
+            }
+            (Some(b), Some(d), _) => (b, d),
+            _ => {
+                return Err(OpsError::Usage(format!(
+                    "no queues known from {source} to {destination}: the stack in {source} has no buffer for {destination} (fix: --stack NAME, or name both queues: --buffer-name, --dlq-name)"
+                )))
+            }
+        };
         let find = |template: &str| {
             let name = queue_name(template, source, destination);
             let sqs = sqs.clone();
@@ -350,8 +451,8 @@ impl Target {
                     .map_err(|e| e.context(format_args!("{source} queue {name}")))
             }
         };
-        let buffer = find(&self.buffer_name).await?;
-        let dlq = find(&self.dlq_name).await?;
+        let buffer = find(buffer_name).await?;
+        let dlq = find(dlq_name).await?;
         Ok((buffer, dlq))
     }
 
@@ -508,11 +609,10 @@ mod tests {
 
     #[test]
     fn queue_names_follow_the_stack() {
-        let args = TargetArgs {
-            stack: Some("ferry-prod".into()),
-            ..TargetArgs::default()
+        let args = TargetArgs::default();
+        let (Some(buffer), Some(dlq)) = args.queue_templates(Some("ferry-prod")) else {
+            panic!("a stack names its queues");
         };
-        let (buffer, dlq) = args.queue_templates();
         assert_eq!(
             queue_name(&buffer, "us-east-1", "eu-west-1"),
             "ferry-prod-buffer-eu-west-1"
@@ -521,16 +621,20 @@ mod tests {
             queue_name(&dlq, "us-east-1", "eu-west-1"),
             "ferry-prod-dlq-eu-west-1"
         );
-        let (buffer, _) = TargetArgs::default().queue_templates();
-        assert_eq!(buffer, "ferry-{src}-to-{dst}");
+        assert_eq!(TargetArgs::default().queue_templates(None), (None, None));
+        let args = TargetArgs {
+            buffer_name: Some("b-{src}".into()),
+            ..TargetArgs::default()
+        };
+        assert_eq!(
+            args.queue_templates(Some("s")).0.as_deref(),
+            Some("b-{src}")
+        );
     }
 
     #[test]
     fn queue_names_and_config() {
-        assert_eq!(
-            queue_name("ferry-{src}-to-{dst}-dlq", "a", "b"),
-            "ferry-a-to-b-dlq"
-        );
+        assert_eq!(queue_name("x-{src}-{dst}", "a", "b"), "x-a-b");
         let c = config_for("eu-west-1", "id", Some("sk"), |k| {
             (k == "FERRY_ATTR_TS").then(|| "v_ts".to_string())
         })

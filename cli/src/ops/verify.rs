@@ -39,7 +39,7 @@ use std::time::Instant;
 pub struct VerifyArgs {
     #[command(flatten)]
     pub target: TargetArgs,
-    /// The regions to compare, comma-separated (with --local: every sandbox region).
+    /// The regions to compare, comma-separated (default with --local or --stack: every region of the sandbox or the stacks).
     #[arg(long, value_delimiter = ',')]
     pub regions: Vec<String>,
     /// Parallel scan segments per region.

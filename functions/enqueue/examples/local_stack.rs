@@ -4,7 +4,7 @@
 //! - `cargo run -p ferry-enqueue --example local_stack` — dynoxide as us-east-1's DynamoDB on
 //!   127.0.0.1:8000 with the table `ferry-demo` (stream, TTL on `ttl`), moto's SQS on
 //!   127.0.0.1:5000 (from `<repo>/.venv`, reused if one already answers there) with the buffer
-//!   `ferry-us-east-1-to-eu-west-1` and its DLQ; the table is seeded with the current items the
+//!   `ferry-local-buffer-eu-west-1` and its DLQ `ferry-local-dlq-eu-west-1`; the table is seeded with the current items the
 //!   case-4 fixtures expect. Runs until Ctrl-C.
 //! - `... --example local_stack -- peek` — what the buffer holds (keys, versions, attribute
 //!   names; messages stay on the queue) and the versions in the table.
@@ -28,7 +28,8 @@ const REGION: &str = "us-east-1";
 const DDB_PORT: u16 = 8000;
 const SQS_PORT: u16 = 5000;
 const TABLE: &str = "ferry-demo";
-const QUEUE: &str = "ferry-us-east-1-to-eu-west-1";
+const QUEUE: &str = "ferry-local-buffer-eu-west-1";
+const DLQ: &str = "ferry-local-dlq-eu-west-1";
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
@@ -95,7 +96,7 @@ async fn up() -> Result<(), Error> {
         println!("moto (SQS) on {}", sqs_endpoint());
         Some(moto)
     };
-    let queues = Buffer::create_pair(sqs(), QUEUE, &[], None).await?;
+    let queues = Buffer::create_named_pair(sqs(), QUEUE, DLQ, &[], None).await?;
     for queue in [queues.buffer, queues.dlq] {
         println!("queue {}", queue.queue_url);
     }

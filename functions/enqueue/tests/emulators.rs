@@ -97,7 +97,7 @@ async fn harness(test: &str) -> Harness {
     let sqs = moto().sqs_client(LOCAL);
     let mut queues = Vec::new();
     for d in DESTINATIONS {
-        let buffer = Buffer::create(sqs.clone(), &format!("{test}-{LOCAL}-to-{d}"), &[])
+        let buffer = Buffer::create(sqs.clone(), &format!("{test}-buffer-{d}"), &[])
             .await
             .expect("queue");
         queues.push((d.to_string(), buffer.queue_url));

@@ -1,4 +1,5 @@
-//! Reads `ferry doctor` needs beyond the drain's and the tools' own: a table's TTL setting.
+//! Reads `ferry doctor` needs beyond the drain's and the tools' own: a table's TTL setting, a
+//! queue's size limit, retention and policy.
 
 use crate::error::{classify_sdk_error, AwsError};
 use crate::table::Table;
@@ -22,5 +23,38 @@ impl Table {
             .then_some(d.attribute_name)
             .flatten()
         }))
+    }
+}
+
+/// What `ferry doctor` judges of a queue.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct QueueSettings {
+    pub max_message_size: Option<u64>,
+    pub retention_s: Option<u64>,
+    /// The access policy (JSON), if the queue has one.
+    pub policy: Option<String>,
+}
+
+impl crate::buffer::Buffer {
+    /// The queue's size limit, retention and policy.
+    pub async fn settings(&self) -> Result<QueueSettings, AwsError> {
+        use aws_sdk_sqs::types::QueueAttributeName as A;
+        let out = self
+            .client
+            .get_queue_attributes()
+            .queue_url(&self.queue_url)
+            .attribute_names(A::MaximumMessageSize)
+            .attribute_names(A::MessageRetentionPeriod)
+            .attribute_names(A::Policy)
+            .send()
+            .await
+            .map_err(|e| classify_sdk_error("GetQueueAttributes", &e))?;
+        let attributes = out.attributes.unwrap_or_default();
+        let number = |a: &A| attributes.get(a).and_then(|v| v.parse().ok());
+        Ok(QueueSettings {
+            max_message_size: number(&A::MaximumMessageSize),
+            retention_s: number(&A::MessageRetentionPeriod),
+            policy: attributes.get(&A::Policy).cloned(),
+        })
     }
 }

@@ -19,6 +19,8 @@ pub mod queue;
 pub mod renew;
 pub mod retry;
 pub mod scan;
+#[cfg(feature = "stack")]
+pub mod stack;
 pub mod table;
 pub mod values;
 

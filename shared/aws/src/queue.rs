@@ -58,7 +58,20 @@ impl Buffer {
         attributes: &[(QueueAttributeName, &str)],
         max_receive_count: Option<u32>,
     ) -> Result<QueuePair, AwsError> {
-        let dlq = Buffer::create(client.clone(), &format!("{name}-dlq"), attributes).await?;
+        let dlq = format!("{name}-dlq");
+        Buffer::create_named_pair(client, name, &dlq, attributes, max_receive_count).await
+    }
+
+    /// Creates the dead-letter queue `dlq_name`, then the buffer `name` redriving to it (the
+    /// template's `<stack>-buffer-<dst>` and `<stack>-dlq-<dst>`).
+    pub async fn create_named_pair(
+        client: Client,
+        name: &str,
+        dlq_name: &str,
+        attributes: &[(QueueAttributeName, &str)],
+        max_receive_count: Option<u32>,
+    ) -> Result<QueuePair, AwsError> {
+        let dlq = Buffer::create(client.clone(), dlq_name, attributes).await?;
         let mut redrive = None;
         if let Some(n) = max_receive_count {
             let arn = dlq.arn().await?;
