@@ -21,6 +21,7 @@ venv: $(VENV)/bin/moto_server
 lint:
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
+	scripts/check-deployable.sh
 
 unit:
 	cargo test --workspace
