@@ -12,9 +12,9 @@ mod local_cmd;
     version,
     about,
     after_help = "Durations take a unit: 250ms, 30s, 5m, 1h. `--regions` lists region names \
-                  (us-east-1,eu-west-1); `--region-count` counts the sandbox's regions.\n\
+                  (us-east-1,eu-west-1); `--region-count` counts the regions of `ferry local` \
+                  and `ferry demo` (the default `local` feature).\n\
                   Examples:\n  \
-                  ferry local up --region-count 3\n  \
                   ferry status --stack ferry-orders --regions us-east-1,eu-west-1\n  \
                   ferry doctor --stack ferry-orders --regions us-east-1,eu-west-1"
 )]
