@@ -22,6 +22,9 @@ venv: $(VENV)/bin/moto_server
 lint:
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
+	@# The operator's CLI (cargo install --path cli --no-default-features): no emulators.
+	cargo clippy -p ferry-cli --no-default-features -- -D warnings
+	scripts/check-deployable.sh
 
 unit:
 	cargo test --workspace
@@ -40,7 +43,7 @@ demo: venv
 local-up: venv
 	cargo run -q -p ferry-cli --bin ferry -- local up $(ARGS)
 
-# Issue #5 as a new user would check it: plain boto3 against `ferry local up --regions 3`,
+# Issue #5 as a new user would check it: plain boto3 against `ferry local up --region-count 3`,
 # unstamped writes into every region while `ferry local outage` cuts one off, then every region
 # must hold the same items (~30 s; loopback only).
 local-up-check: venv

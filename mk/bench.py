@@ -399,8 +399,8 @@ def main():
         # cargo runs a bench in its package's directory: the output path must be absolute.
         step("pipeline", f"cargo bench -q -p ferry-e2e --bench pipeline -- {pipe_args} --out {os.path.abspath(OUT)}/pipeline.json", steps)
         ferry = os.path.join(target_dir(), "release", "ferry")
-        demo_extra = " --duration 20 --outage-s 5" if a.quick else ""
-        for name, extra in (("lag", ""), ("lag_rtt60", " --rtt-ms 60")):
+        demo_extra = " --duration 20s --outage 5s" if a.quick else ""
+        for name, extra in (("lag", ""), ("lag_rtt60", " --rtt 60ms")):
             cmd = f"{ferry} demo --json{demo_extra}{extra} --out {OUT}/{name}"
             text = step(name, cmd, steps)
             steps[-1]["report"] = last_json_line(text)

@@ -275,7 +275,7 @@ async fn regions_in_different_modes_stop_before_replicating() {
     cluster.shutdown().await;
 }
 
-/// `ferry demo --merge <mode> --workload disjoint --duration 8 --rate 20 --outage-s 3`.
+/// `ferry demo --merge <mode> --workload disjoint --duration 8s --rate 20 --outage 3s`.
 async fn disjoint_demo(mode: MergeMode) -> ferry_cli::demo::DemoReport {
     init_tracing();
     let out_dir =

@@ -124,7 +124,7 @@ impl Cluster {
     pub async fn start(options: ClusterOptions) -> Result<Cluster, ClusterError> {
         if options.regions < 2 || options.regions > DEFAULT_REGIONS.len() {
             return Err(ClusterError::Setup(format!(
-                "--regions must be between 2 and {}",
+                "--region-count must be between 2 and {}",
                 DEFAULT_REGIONS.len()
             )));
         }

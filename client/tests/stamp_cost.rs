@@ -35,8 +35,11 @@ async fn enqueue(records: Vec<EventRecord>, enqueuer: &Enqueuer) -> EnqueueOutco
 
 /// The metrics the function publishes, as CloudWatch would read them.
 fn metrics(outcome: &EnqueueOutcome) -> serde_json::Value {
-    serde_json::from_str(&outcome.metrics_line("Ferry", LOCAL, clock::system_now_ms()))
-        .expect("metrics line is JSON")
+    serde_json::from_str(&outcome.metrics_line(
+        &ferry_aws::emf::Metrics::new("Ferry", "orders"),
+        clock::system_now_ms(),
+    ))
+    .expect("metrics line is JSON")
 }
 
 #[tokio::test]

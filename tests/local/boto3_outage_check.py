@@ -1,12 +1,12 @@
 #!/usr/bin/env python3
 """Issue #5, checked as a new user would do it: a plain boto3 client against `ferry local up`.
 
-Starts `ferry local up --regions 3`, reads its ready lines, and with nothing but boto3 (dummy
+Starts `ferry local up --region-count 3`, reads its ready lines, and with nothing but boto3 (dummy
 credentials, region name = the region, endpoint = the printed one) writes plain, unstamped items
 (put_item, update_item, delete_item; no Ferry attribute anywhere) into every region: some keys
 written by one region only, some by all of them, one item per region holding every DynamoDB type
 (a 38-digit number, binary, string/number/binary sets, nested lists and maps, ...). Then it runs
-`ferry local outage <region> --seconds S` as a separate process, as the README tells a user to,
+`ferry local outage <region> --for 10s` as a separate process, as the README tells a user to,
 keeps writing into every region during the outage (the cut-off region's own clients too), and
 checks:
 
@@ -136,7 +136,7 @@ class Sandbox:
         self.lines = queue.Queue()
         self.children = {}
         self.stopped = False
-        cmd = [ferry, "local", "up", "--regions", str(regions)]
+        cmd = [ferry, "local", "up", "--region-count", str(regions)]
         log(f"starting: {' '.join(cmd)}")
         self.proc = subprocess.Popen(
             cmd,
@@ -195,7 +195,7 @@ class Sandbox:
         return endpoints
 
     def outage(self, region, seconds):
-        cmd = [self.ferry, "local", "outage", region, "--seconds", str(seconds)]
+        cmd = [self.ferry, "local", "outage", region, "--for", f"{seconds}s"]
         log(f"running: {' '.join(cmd)}")
         out = subprocess.run(cmd, env=self.env, cwd=ROOT, capture_output=True, text=True, timeout=30)
         answer = (out.stdout + out.stderr).strip()

@@ -66,13 +66,14 @@ SCENARIOS: dict[str, dict[str, str]] = {
         "AlarmTopicArn": "arn:aws:sns:us-east-1:123456789012:ferry-alarms",
         "OperatorRoleArn": "arn:aws:iam::123456789012:role/ops/ferry-operator",
     },
-    # A third region, no sort key, attribute merge.
+    # A third region, no sort key, attribute merge, metrics in a namespace of their own.
     "three-destinations": {
         "TableName": "orders",
         "TableStreamArn": _STREAM,
         "PartitionKey": "pk",
         "MergeMode": "attribute",
         "DestinationRegions": "eu-west-1,ap-southeast-2,us-west-2",
+        "MetricsNamespace": "Shop/Ferry",
     },
 }
 

@@ -33,13 +33,13 @@ SHARED_ENV = {
     "FERRY_LOCAL_REGION", "FERRY_PARTITION_KEY", "FERRY_SORT_KEY", "FERRY_DESTINATIONS",
     "FERRY_ATTR_TS", "FERRY_ATTR_ORIGIN", "FERRY_ATTR_TOMBSTONE", "FERRY_ATTR_TTL",
     "FERRY_TOMBSTONE_LIFETIME_S", "FERRY_DRAIN_LAG_ALLOWANCE_S", "FERRY_FILTER", "FERRY_MERGE_MODE",
-    "RUST_LOG",
+    "RUST_LOG", "FERRY_METRICS_NAMESPACE",
 }
 ENQUEUE_ENV = SHARED_ENV | {"FERRY_TABLE", "FERRY_BUFFERS"}
 DRAIN_ENV = SHARED_ENV | {
     "FERRY_SOURCE_REGION", "FERRY_BUFFER_URL", "FERRY_DLQ_URL", "FERRY_DESTINATION_REGION",
     "FERRY_DESTINATION_TABLE", "FERRY_DRAIN_BUDGET_S", "FERRY_MAX_IN_FLIGHT",
-    "FERRY_MAX_DRAIN_CONCURRENCY", "FERRY_BUFFER_MAX_RECEIVE_COUNT",
+    "FERRY_MAX_DRAIN_CONCURRENCY", "FERRY_BUFFER_MAX_RECEIVE_COUNT", "FERRY_TABLE",
 }  # + FERRY_DESTINATION_ROLE_ARN when cross-account
 
 
@@ -66,6 +66,14 @@ def of_type(template, kind):
 
 def destinations(scenario):
     return scenario["overrides"]["DestinationRegions"].split(",")
+
+
+def table(scenario):
+    return scenario["overrides"]["TableName"]
+
+
+def namespace(scenario):
+    return scenario["overrides"].get("MetricsNamespace", "Ferry")
 
 
 def strip(region):
@@ -381,11 +389,17 @@ def test_alarms(raw, scenario):
         assert metric(alarms[f"BufferAgeAlarm{s}"]) == ("AWS/SQS", "ApproximateAgeOfOldestMessage")
         assert age["Dimensions"][0]["Value"] == {"Fn::GetAtt": [f"Buffer{s}", "QueueName"]}
         assert metric(alarms[f"DrainErrorsAlarm{s}"]) == ("AWS/Lambda", "Errors")
-        assert metric(alarms[f"DestinationUnreachableAlarm{s}"]) == ("Ferry", "DestinationReachable")
+        assert metric(alarms[f"DestinationUnreachableAlarm{s}"]) == (namespace(scenario), "DestinationReachable")
+        # every alarm on the drain's EMF names the pair the way the drain's lines do
+        for name, a in alarms.items():
+            p = a["Properties"]
+            if name.endswith(s) and p["Namespace"] == namespace(scenario):
+                assert p["Dimensions"] == [{"Name": "TableName", "Value": table(scenario)},
+                                           {"Name": "ReceivingRegion", "Value": region}], name
     assert metric(alarms["EnqueueIteratorAgeAlarm"]) == ("AWS/Lambda", "IteratorAge")
     assert metric(alarms["EnqueueErrorsAlarm"]) == ("AWS/Lambda", "Errors")
     assert metric(alarms["EnqueueFailuresAlarm"]) == ("AWS/SQS", "ApproximateNumberOfMessagesVisible")
-    assert metric(alarms["EnqueuePoisonAlarm"]) == ("Ferry", "Poison")
+    assert metric(alarms["EnqueuePoisonAlarm"]) == (namespace(scenario), "Poison")
     for name, a in alarms.items():
         if topic:
             assert a["Properties"]["AlarmActions"] == [topic], name
@@ -411,15 +425,24 @@ def test_dashboard(raw):
     titles = " ".join(w["properties"]["title"].lower() for w in widgets)
     for word in ("backlog", "lag", "applied", "conflicts"):
         assert word in titles
+    searches = re.findall(r"SEARCH\('\{([^}]*)\}", text)
+    # every search of Ferry's metrics reads the stack's namespace and its table's series
+    ours = [s for s in searches if not s.startswith("AWS/")]
+    assert ours and all(s in ("x,TableName,ReceivingRegion", "x,TableName") for s in ours), ours
+    assert "MetricName=\\\"ReplicationLatency\\\" TableName=\\\"x\\\"', 'p99', 60)" in body.replace(
+        "${Table}", "x")
 
 
 def rust_metric_names():
     """Metric names the functions emit (their EMF definitions), read from the sources."""
     names = set()
-    for path in [ROOT / "functions/drain/src/report.rs", ROOT / "functions/enqueue/src/outcome.rs"]:
+    for path in [ROOT / "functions/drain/src/report.rs", ROOT / "functions/enqueue/src/outcome.rs",
+                 ROOT / "functions/heartbeat/src/main.rs"]:
         if path.exists():
-            # `Metric::count("Name", ..)`, `Metric::new("Name", unit, ..)`, `count("Name", ..)`
-            names |= set(re.findall(r'\b(?:count|new)\(\s*"([A-Z][A-Za-z0-9]+)",', path.read_text()))
+            # `Metric::count("Name", ..)`, `Metric::new("Name", unit, ..)`, `count("Name", ..)`,
+            # `Metric::values("Name", ..)`, `flag("Name", ..)`
+            names |= set(re.findall(r'\b(?:count|new|values|flag)\(\s*"([A-Z][A-Za-z0-9]+)",',
+                                    path.read_text()))
     return names
 
 
@@ -579,19 +602,31 @@ def test_every_treat_missing_data_is_justified():
 
 def test_poison_alarm_watches_what_enqueue_publishes(raw, scenario):
     p = scenario["final"]["Resources"]["EnqueuePoisonAlarm"]["Properties"]
-    assert (p["Namespace"], p["MetricName"]) == ("Ferry", "Poison")
-    assert p["Dimensions"] == [{"Name": "SourceRegion", "Value": "us-east-1"}]
+    assert (p["Namespace"], p["MetricName"]) == (namespace(scenario), "Poison")
+    assert p["Dimensions"] == [{"Name": "TableName", "Value": table(scenario)}]
     assert p["Statistic"] == "Sum" and p["Threshold"] == 0 and p["ComparisonOperator"] == "GreaterThanThreshold"
-    outcome = ROOT / "functions/enqueue/src/outcome.rs"
-    env = ROOT / "functions/enqueue/src/env.rs"
-    if not (outcome.exists() and env.exists()):
-        pytest.skip("enqueue sources not found")
     assert "Poison" in rust_metric_names()
-    # its EMF dimension set is SourceRegion alone, in the namespace FERRY_METRICS_NAMESPACE names
-    # (default Ferry, not set by the template)
-    assert re.search(r'&\["SourceRegion"\]', outcome.read_text())
-    assert re.search(r'"FERRY_METRICS_NAMESPACE"\)\s*\.unwrap_or(?:_else)?\([^)]*"Ferry"', env.read_text())
-    assert "FERRY_METRICS_NAMESPACE" not in (ROOT / "template.yaml").read_text()
+
+
+def test_metrics_namespace_is_one_parameter_every_function_reads(raw, scenario):
+    assert raw["Parameters"]["MetricsNamespace"]["Default"] == "Ferry"
+    assert raw["Globals"]["Function"]["Environment"]["Variables"]["FERRY_METRICS_NAMESPACE"] == {
+        "Ref": "MetricsNamespace"}
+    emf = ROOT / "shared/aws/src/emf.rs"
+    if emf.exists():
+        text = emf.read_text()
+        # the one reader of the variable, its default the parameter's, the dimension names the
+        # alarms use
+        assert 'NAMESPACE_VARIABLE: &str = "FERRY_METRICS_NAMESPACE"' in text
+        assert 'DEFAULT_NAMESPACE: &str = "Ferry"' in text
+        assert 'TABLE_NAME: &str = "TableName"' in text and 'RECEIVING_REGION: &str = "ReceivingRegion"' in text
+    for name, a in of_type(scenario["final"], "AWS::CloudWatch::Alarm").items():
+        ns = a["Properties"]["Namespace"]
+        assert ns.startswith("AWS/") or ns == namespace(scenario), name
+    # the drain knows its table's name for the TableName dimension
+    for region in destinations(scenario):
+        env = scenario["final"]["Resources"][f"DrainFunction{strip(region)}"]["Properties"]["Environment"]["Variables"]
+        assert env["FERRY_TABLE"] == table(scenario)
 
 
 def test_every_alarm_notifies_a_topic(raw, scenario):
@@ -842,10 +877,12 @@ def test_heartbeat_alarm_per_pair_fires_on_silence(raw, scenario):
     alarms = of_type(scenario["final"], "AWS::CloudWatch::Alarm")
     for region in destinations(scenario):
         a = alarms[f"ReplicationLatencyAlarm{strip(region)}"]["Properties"]
-        assert (a["Namespace"], a["MetricName"]) == ("Ferry", "ReplicationLatency")
-        # the dimensions the drain's EMF line carries for this pair
+        assert (a["Namespace"], a["MetricName"]) == (namespace(scenario), "ReplicationLatency")
+        # the dimensions the drain's EMF lines carry for this pair (Global Tables' names)
         dims = {d["Name"]: d["Value"] for d in a["Dimensions"]}
-        assert dims == {"Function": "drain", "Source": "us-east-1", "Destination": region}
+        assert dims == {"TableName": table(scenario), "ReceivingRegion": region}
+        # every record's latency is a value of its own: a true percentile over all drains
+        assert a["ExtendedStatistic"] == "p99" and "Statistic" not in a
         assert a["TreatMissingData"] == "breaching"
         assert a["ComparisonOperator"] == "GreaterThanThreshold"
         assert as_int(raw, a["Threshold"], scenario["overrides"]) >= 60000

@@ -304,7 +304,7 @@ impl Target {
             .behavior_version(aws_config::BehaviorVersion::latest())
             .region(aws_config::Region::new("us-east-1"))
             .credentials_provider(aws_sdk_dynamodb::config::SharedCredentialsProvider::new(
-                ferry_sandbox::test_credentials(),
+                aws_sdk_dynamodb::config::Credentials::new("test", "test", None, None, "sandbox"),
             ))
             .build();
         let (table, table_names) =

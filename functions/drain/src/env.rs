@@ -6,6 +6,7 @@ use crate::fanout::{LambdaWorkers, NoWorkers, StartWorkers};
 use crate::settings::DrainSettings;
 use crate::Drainer;
 use aws_config::SdkConfig;
+use ferry_aws::emf::{Metrics, RECEIVING_REGION};
 use ferry_aws::env::{Env, VariableError};
 use ferry_aws::{Buffer, ClientSettings, Function, Table};
 use ferry_core::{Clock, Config, ConfigError};
@@ -55,6 +56,10 @@ pub struct DrainEnv {
     /// `FERRY_MAX_PENDING_ATTEMPTS` (0, the default: never dead-letter a pending record),
     /// `FERRY_MAX_DRAIN_CONCURRENCY` (1: workers a tick may run, itself included).
     pub settings: DrainSettings,
+    /// Where the EMF lines go: `FERRY_METRICS_NAMESPACE` (default `Ferry`), dimensions
+    /// `TableName` (`FERRY_TABLE`, the source table; default the destination table's name) and
+    /// `ReceivingRegion` (the destination), like Global Tables' `ReplicationLatency`.
+    pub metrics: Metrics,
     /// `AWS_LAMBDA_FUNCTION_NAME` (set by Lambda): the function a tick invokes for its workers.
     pub function_name: Option<String>,
 }
@@ -71,10 +76,17 @@ impl DrainEnv {
             return Err(EnvError::SameRegion(destination_region));
         }
         let settings = drain_settings(&env)?;
+        let destination_table = env.required("FERRY_DESTINATION_TABLE")?;
+        let table = env.get("FERRY_TABLE");
+        let metrics = Metrics::from_env(&env, table.as_deref().unwrap_or(&destination_table))
+            .dimension(RECEIVING_REGION, &destination_region)
+            .property("Function", "drain")
+            .property("SourceRegion", &source_region);
         Ok(DrainEnv {
+            metrics,
             source_region,
             destination_region,
-            destination_table: env.required("FERRY_DESTINATION_TABLE")?,
+            destination_table,
             buffer_url: env.required("FERRY_BUFFER_URL")?,
             dlq_url: env.required("FERRY_DLQ_URL")?,
             destination_role_arn: env.get("FERRY_DESTINATION_ROLE_ARN"),
@@ -247,6 +259,27 @@ mod tests {
         );
         assert_eq!(e.buffer_client_settings().region, "us-east-1");
         assert!(e.settings.visibility_timeout_s >= 43);
+    }
+
+    #[test]
+    fn metrics_name_the_table_and_the_receiving_region() {
+        let e = env(&[]).expect("valid");
+        assert_eq!(e.metrics.namespace, "Ferry");
+        let dims = |e: &DrainEnv| e.metrics.dimensions.clone();
+        assert_eq!(
+            dims(&e),
+            vec![
+                ("TableName", "orders".to_string()),
+                ("ReceivingRegion", "eu-west-1".to_string())
+            ]
+        );
+        let e = env(&[
+            ("FERRY_TABLE", "orders-us"),
+            ("FERRY_METRICS_NAMESPACE", "Shop/Ferry"),
+        ])
+        .expect("valid");
+        assert_eq!(e.metrics.namespace, "Shop/Ferry");
+        assert_eq!(dims(&e)[0], ("TableName", "orders-us".to_string()));
     }
 
     #[test]

@@ -55,7 +55,7 @@ pub use fanout::{
     tick, work, LambdaWorkers, LocalWorkers, NoWorkers, StartWorkers, Ticker, WorkerEvent,
 };
 pub use peer_gate::PeerGate;
-pub use report::{emf_line, percentile, ConflictSample, DrainReport, LagParts, StopReason};
+pub use report::{emf_lines, percentile, ConflictSample, DrainReport, LagParts, StopReason};
 pub use settings::DrainSettings;
 
 use ferry_aws::{Buffer, Table};

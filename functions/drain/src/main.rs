@@ -2,8 +2,9 @@
 //! one [`ferry_drain::tick`] per scheduled EventBridge event, or one [`ferry_drain::work`] per
 //! worker event a tick sent. All the work is in the lib.
 
+use ferry_aws::emf::Metrics;
 use ferry_drain::WorkerEvent;
-use ferry_drain::{emf_line, tick, work, DrainEnv, DrainReport, Drainer, StartWorkers, Ticker};
+use ferry_drain::{emf_lines, tick, work, DrainEnv, DrainReport, Drainer, StartWorkers, Ticker};
 use lambda_runtime::{service_fn, Error, LambdaEvent};
 use std::time::Duration;
 
@@ -16,6 +17,7 @@ struct Shell {
     drainer: Drainer,
     ticker: Ticker,
     workers: Box<dyn StartWorkers>,
+    metrics: Metrics,
 }
 
 // One thread: a Lambda below 1 769 MB has at most one vCPU, and the drain is I/O-bound; a single
@@ -26,12 +28,14 @@ async fn main() -> Result<(), Error> {
     let env = DrainEnv::from_lookup(|k| std::env::var(k).ok())?;
     let base = ferry_aws::clients::base_config().await;
     let workers = env.workers(&base);
+    let metrics = env.metrics.clone();
     let drainer = env.connect(&base, ferry_core::clock::system()).await;
     tracing::info!(drainer = ?drainer, "drain ready");
     let shell = &Shell {
         drainer,
         ticker: Ticker::default(),
         workers,
+        metrics,
     };
     lambda_runtime::run(service_fn(
         move |event: LambdaEvent<serde_json::Value>| async move { handle(shell, event).await },
@@ -56,15 +60,10 @@ async fn handle(
         Some(order) => work(drainer, &shell.ticker, order, budget).await,
         None => tick(drainer, &shell.ticker, shell.workers.as_ref(), budget).await,
     };
-    // EMF goes to stdout as a line of its own; CloudWatch Logs extracts the metrics.
-    println!(
-        "{}",
-        emf_line(
-            &report,
-            &drainer.source_region,
-            &drainer.destination_region,
-            ferry_core::clock::system_now_ms()
-        )
-    );
+    // EMF goes to stdout, each line on its own; CloudWatch Logs extracts the metrics.
+    let now_ms = ferry_core::clock::system_now_ms();
+    for line in emf_lines(&report, &shell.metrics, now_ms) {
+        println!("{line}");
+    }
     Ok(report)
 }

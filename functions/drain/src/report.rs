@@ -1,6 +1,6 @@
 //! What one drain invocation did: counts, lag percentiles, conflict samples, and their EMF form.
 
-use ferry_aws::emf::{self, Metric, Unit};
+use ferry_aws::emf::{spread_sample, Metric, Metrics, Unit};
 use serde::Serialize;
 
 /// Why a drain returned.
@@ -220,16 +220,21 @@ pub fn percentile(sorted: &[u64], p: f64) -> Option<u64> {
     sorted.get(rank.clamp(1, sorted.len()) - 1).copied()
 }
 
-/// The report as one CloudWatch Embedded Metric Format line (namespace `Ferry`, dimensions
-/// function, source and destination region). Lambda ships stdout lines to CloudWatch Logs,
-/// which turns this one into metrics without any API call from the function.
-pub fn emf_line(
-    report: &DrainReport,
-    source_region: &str,
-    destination_region: &str,
-    timestamp_ms: u64,
-) -> String {
-    let mut metrics = vec![
+/// Per-record lags one invocation publishes at most (10 EMF lines): more are thinned to this
+/// many evenly spaced ranks, which keeps the invocation's percentiles.
+pub const MAX_LAG_VALUES: usize = 1000;
+
+/// The report as CloudWatch Embedded Metric Format lines (dimensions `TableName` and
+/// `ReceivingRegion`, see [`crate::DrainEnv`]). Lambda ships stdout lines to CloudWatch Logs,
+/// which turns them into metrics without any API call from the function. `ReplicationLatency`
+/// carries every applied record's lag as a sample of its own (heartbeats included), so
+/// CloudWatch's p50/p99 over any period and any number of drains are true percentiles.
+pub fn emf_lines(report: &DrainReport, metrics: &Metrics, timestamp_ms: u64) -> Vec<String> {
+    let flag = |name, on: bool| Metric::new(name, Unit::None, u64::from(on));
+    let stop = report.stop_reason;
+    let lags = spread_sample(&report.lag_ms, MAX_LAG_VALUES);
+    let pending_age = report.pending_age_max_ms.into_iter().collect();
+    let lines = [
         Metric::count("Applied", report.applied),
         Metric::count("Stale", report.stale),
         Metric::count("Conflicts", report.conflicts),
@@ -242,63 +247,29 @@ pub fn emf_line(
         Metric::count("Refused", report.refused),
         Metric::count("OtherErrors", report.other_errors),
         Metric::count("SettleTimeouts", report.settle_timeouts),
-        Metric::new("Workers", Unit::Count, report.workers as u64),
+        Metric::count("Workers", report.workers.into()),
         // 1: stopped on an error that is neither transport nor throttling (access denied, a
         // missing table): the drain cannot write, and an alarm fires on it.
-        Metric::new(
-            "DestinationError",
-            Unit::None,
-            u64::from(report.stop_reason == StopReason::DestinationError),
-        ),
+        flag("DestinationError", stop == StopReason::DestinationError),
         // 1: stopped because the destination refused the drain's identity (an alarm fires on it).
-        Metric::new(
-            "AccessDenied",
-            Unit::None,
-            u64::from(report.stop_reason == StopReason::AccessDenied),
-        ),
+        flag("AccessDenied", stop == StopReason::AccessDenied),
         // 1: an operator paused the pair (`ferry pause`).
-        Metric::new(
-            "Paused",
-            Unit::None,
-            u64::from(report.stop_reason == StopReason::Paused),
-        ),
-        Metric::new(
-            "DestinationReachable",
-            Unit::None,
-            u64::from(report.destination_reachable),
-        ),
+        flag("Paused", stop == StopReason::Paused),
+        flag("DestinationReachable", report.destination_reachable),
         // 1: stopped because the destination runs other settings (an alarm fires on it).
-        Metric::new(
+        flag(
             "SettingsMismatch",
-            Unit::None,
-            u64::from(matches!(
-                report.stop_reason,
+            matches!(
+                stop,
                 StopReason::ModeMismatch | StopReason::SettingsMismatch
-            )),
+            ),
         ),
+        // Reported only while records are pending.
+        Metric::values("PendingAge", Unit::Milliseconds, pending_age),
+        // Named like Global Tables' metric: source write to applied, per record.
+        Metric::values("ReplicationLatency", Unit::Milliseconds, lags),
     ];
-    if let Some(age) = report.pending_age_max_ms {
-        metrics.push(Metric::new("PendingAge", Unit::Milliseconds, age));
-    }
-    // Named like Global Tables' metric; only a drain that applied a heartbeat reports it.
-    if let Some(age) = report.replication_latency_ms {
-        metrics.push(Metric::new("ReplicationLatency", Unit::Milliseconds, age));
-    }
-    if let (Some(p50), Some(p99)) = (report.lag_p50_ms, report.lag_p99_ms) {
-        metrics.push(Metric::new("LagP50", Unit::Milliseconds, p50));
-        metrics.push(Metric::new("LagP99", Unit::Milliseconds, p99));
-    }
-    emf::line(
-        "Ferry",
-        &["Function", "Source", "Destination"],
-        &[
-            ("Function", "drain"),
-            ("Source", source_region),
-            ("Destination", destination_region),
-        ],
-        &metrics,
-        timestamp_ms,
-    )
+    metrics.lines(&lines, timestamp_ms)
 }
 
 #[cfg(test)]
@@ -314,6 +285,15 @@ mod tests {
         assert_eq!(percentile(&[], 50.0), None);
     }
 
+    fn parse(line: &str) -> serde_json::Value {
+        assert!(!line.contains('\n'));
+        serde_json::from_str(line).expect("json")
+    }
+
+    fn pair() -> Metrics {
+        Metrics::new("Ferry", "orders").dimension("ReceivingRegion", "eu-west-1")
+    }
+
     #[test]
     fn emf_declares_every_value() {
         let mut r = DrainReport {
@@ -322,33 +302,60 @@ mod tests {
             lag_ms: vec![5, 9, 100],
             ..Default::default()
         };
-        r.compute_lag();
-        let line = emf_line(&r, "us-east-1", "eu-west-1", 1_700_000_000_000);
-        let v: serde_json::Value = serde_json::from_str(&line).expect("json");
-        assert!(!line.contains('\n'));
-        let declared = v["_aws"]["CloudWatchMetrics"][0]["Metrics"]
-            .as_array()
-            .expect("metrics");
-        for m in declared {
+        let lines = emf_lines(&r, &pair(), 1_700_000_000_000);
+        assert_eq!(lines.len(), 1);
+        let v = parse(&lines[0]);
+        let directive = &v["_aws"]["CloudWatchMetrics"][0];
+        assert_eq!(
+            directive["Dimensions"],
+            serde_json::json!([["TableName", "ReceivingRegion"]])
+        );
+        for m in directive["Metrics"].as_array().expect("metrics") {
             let name = m["Name"].as_str().expect("name");
             assert!(v.get(name).is_some(), "{name} has no value");
         }
         assert_eq!(v["Applied"], 3);
-        assert_eq!(v["LagP99"], 100);
+        assert_eq!(v["ReplicationLatency"], serde_json::json!([5, 9, 100]));
         assert_eq!(v["DestinationReachable"], 1);
         assert_eq!(v["SettingsMismatch"], 0);
+        assert!(v.get("PendingAge").is_none(), "nothing pending, no figure");
         assert!(
-            v.get("ReplicationLatency").is_none(),
-            "no heartbeat, no figure"
+            v.get("LagP99").is_none(),
+            "percentiles are CloudWatch's to compute"
         );
-        r.replication_latency_ms = Some(1_500);
-        let v: serde_json::Value =
-            serde_json::from_str(&emf_line(&r, "us-east-1", "eu-west-1", 0)).expect("json");
-        assert_eq!(v["ReplicationLatency"], 1_500);
         r.stop_reason = StopReason::ModeMismatch;
-        let v: serde_json::Value =
-            serde_json::from_str(&emf_line(&r, "us-east-1", "eu-west-1", 0)).expect("json");
+        r.lag_ms.clear();
+        let v = parse(&emf_lines(&r, &pair(), 0)[0]);
         assert_eq!(v["SettingsMismatch"], 1);
-        assert_eq!(v["Destination"], "eu-west-1");
+        assert!(v.get("ReplicationLatency").is_none(), "nothing applied");
+        assert_eq!(v["ReceivingRegion"], "eu-west-1");
+    }
+
+    #[test]
+    fn emf_lines_carry_every_lag_up_to_the_bound() {
+        let mut r = DrainReport {
+            lag_ms: (1..=250).collect(),
+            ..Default::default()
+        };
+        let lags = |r: &DrainReport| -> Vec<u64> {
+            emf_lines(r, &pair(), 0)
+                .iter()
+                .flat_map(|l| {
+                    let v = parse(l);
+                    v["ReplicationLatency"]
+                        .as_array()
+                        .map(|a| a.iter().filter_map(|x| x.as_u64()).collect::<Vec<_>>())
+                        .unwrap_or_default()
+                })
+                .collect()
+        };
+        assert_eq!(lags(&r), (1..=250).collect::<Vec<_>>());
+        r.lag_ms = (1..=50_000).collect();
+        assert_eq!(emf_lines(&r, &pair(), 0).len(), MAX_LAG_VALUES / 100);
+        let mut published = lags(&r);
+        assert_eq!(published.len(), MAX_LAG_VALUES);
+        published.sort_unstable();
+        let p99 = percentile(&published, 99.0).expect("p99");
+        assert!(p99.abs_diff(49_500) <= 50, "p99 {p99}");
     }
 }

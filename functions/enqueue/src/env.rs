@@ -1,6 +1,7 @@
 //! The function's environment: its configuration, read through a lookup (so tests need no
 //! process-wide environment).
 
+use ferry_aws::emf::Metrics;
 use ferry_aws::env::{Env, VariableError};
 use ferry_core::{Config, ConfigError};
 use std::collections::BTreeSet;
@@ -46,8 +47,9 @@ pub struct EnqueueEnv {
     /// the handler can still answer with `batchItemFailures` instead of being killed.
     pub attempt_timeout: Duration,
     pub operation_timeout: Duration,
-    /// `FERRY_METRICS_NAMESPACE` (default `Ferry`).
-    pub metrics_namespace: String,
+    /// Where the EMF lines go: `FERRY_METRICS_NAMESPACE` (default `Ferry`), dimension
+    /// `TableName`.
+    pub metrics: Metrics,
 }
 
 impl EnqueueEnv {
@@ -58,6 +60,9 @@ impl EnqueueEnv {
         let buffers = parse_buffers(&env.get("FERRY_BUFFERS").unwrap_or_default())?;
         check_destinations(&config, &buffers)?;
         Ok(EnqueueEnv {
+            metrics: Metrics::from_env(&env, &table)
+                .property("Function", "enqueue")
+                .property("SourceRegion", &config.local_region),
             table,
             buffers,
             dynamodb_endpoint: env.get("FERRY_DYNAMODB_ENDPOINT"),
@@ -70,9 +75,6 @@ impl EnqueueEnv {
                 .clamp(1, 100) as u32,
             attempt_timeout: env.millis("FERRY_ATTEMPT_TIMEOUT_MS", 3000)?,
             operation_timeout: env.millis("FERRY_OPERATION_TIMEOUT_MS", 10_000)?,
-            metrics_namespace: env
-                .get("FERRY_METRICS_NAMESPACE")
-                .unwrap_or_else(|| "Ferry".into()),
             config,
         })
     }
@@ -166,7 +168,13 @@ mod tests {
         assert_eq!(s.sqs_endpoint.as_deref(), Some("http://127.0.0.1:5000"));
         assert_eq!(s.dynamodb_endpoint, None);
         assert_eq!(s.max_reconcile_attempts, DEFAULT_MAX_RECONCILE_ATTEMPTS);
-        assert_eq!(s.metrics_namespace, "Ferry");
+        assert_eq!(s.metrics.namespace, "Ferry");
+        assert_eq!(
+            s.metrics.dimensions,
+            vec![("TableName", "orders".to_string())]
+        );
+        let named = with(&[("FERRY_METRICS_NAMESPACE", "Orders")]).expect("valid");
+        assert_eq!(named.metrics.namespace, "Orders");
     }
 
     #[test]

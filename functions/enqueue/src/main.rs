@@ -24,11 +24,7 @@ async fn main() -> Result<(), Error> {
             let outcome = handle_json(event.payload.get(), enqueuer).await?;
             println!(
                 "{}",
-                outcome.metrics_line(
-                    &settings.metrics_namespace,
-                    &settings.config.local_region,
-                    enqueuer.now_ms(),
-                )
+                outcome.metrics_line(&settings.metrics, enqueuer.now_ms())
             );
             Ok::<_, Error>(outcome.response)
         },

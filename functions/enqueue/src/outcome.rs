@@ -1,7 +1,7 @@
 //! What one invocation did: Lambda's answer, the counts, and the CloudWatch metrics line.
 
 use aws_lambda_events::streams::DynamoDbEventResponse;
-use ferry_aws::emf::{self, Metric, Unit};
+use ferry_aws::emf::{Metric, Metrics, Unit};
 
 /// Counts of one batch. Records from the first failure on are handed back to Lambda and
 /// counted only in `failed`, so a resent record is never counted twice as done.
@@ -69,35 +69,32 @@ impl EnqueueOutcome {
             .and_then(|f| f.item_identifier.as_deref())
     }
 
-    /// One CloudWatch embedded-metric-format line (print it to stdout on Lambda; CloudWatch Logs
-    /// turns it into metrics without an API call). Dimensions: the source region.
-    pub fn metrics_line(&self, namespace: &str, region: &str, timestamp_ms: u64) -> String {
+    /// The CloudWatch embedded-metric-format line (print it to stdout on Lambda; CloudWatch Logs
+    /// turns it into metrics without an API call). One value per metric, so one line.
+    pub fn metrics_line(&self, metrics: &Metrics, timestamp_ms: u64) -> String {
         let c = &self.counts;
         let count = |name, n: usize| Metric::count(name, n as u64);
-        let mut metrics = vec![
-            count("Records", c.records),
-            count("Forwarded", c.forwarded),
-            count("Stamped", c.stamped),
-            count("Tombstoned", c.tombstoned),
-            count("SkippedReplicatedIn", c.skipped_replicated_in),
-            count("SkippedTtl", c.skipped_ttl),
-            count("Filtered", c.filtered),
-            count("Failed", c.failed),
-            count("Poison", c.poison),
-            count("ModeMismatch", c.mode_mismatch),
-            count("SqsRequests", c.sqs_requests),
-        ];
-        // Absent rather than 0 when there was no record: a 0 would pull the age statistics down.
-        if let Some(age) = self.newest_record_age_ms {
-            metrics.push(Metric::new("NewestRecordAge", Unit::Milliseconds, age));
-        }
-        emf::line(
-            namespace,
-            &["SourceRegion"],
-            &[("SourceRegion", region), ("Function", "enqueue")],
-            &metrics,
-            timestamp_ms,
-        )
+        let age = self.newest_record_age_ms.into_iter().collect();
+        metrics
+            .lines(
+                &[
+                    count("Records", c.records),
+                    count("Forwarded", c.forwarded),
+                    count("Stamped", c.stamped),
+                    count("Tombstoned", c.tombstoned),
+                    count("SkippedReplicatedIn", c.skipped_replicated_in),
+                    count("SkippedTtl", c.skipped_ttl),
+                    count("Filtered", c.filtered),
+                    count("Failed", c.failed),
+                    count("Poison", c.poison),
+                    count("ModeMismatch", c.mode_mismatch),
+                    count("SqsRequests", c.sqs_requests),
+                    // Absent rather than 0 without a record: a 0 would pull the age down.
+                    Metric::values("NewestRecordAge", Unit::Milliseconds, age),
+                ],
+                timestamp_ms,
+            )
+            .concat()
     }
 }
 
@@ -118,12 +115,13 @@ mod tests {
             newest_record_age_ms: Some(1500),
             ..EnqueueOutcome::default()
         };
-        let line = outcome.metrics_line("Ferry", "us-east-1", 1_732_564_800_000);
+        let metrics = Metrics::new("Ferry", "orders").property("SourceRegion", "us-east-1");
+        let line = outcome.metrics_line(&metrics, 1_732_564_800_000);
         assert!(!line.contains('\n'));
         let v: Value = serde_json::from_str(&line).expect("JSON");
         let directive = &v["_aws"]["CloudWatchMetrics"][0];
         assert_eq!(directive["Namespace"], "Ferry");
-        assert_eq!(directive["Dimensions"][0][0], "SourceRegion");
+        assert_eq!(directive["Dimensions"], serde_json::json!([["TableName"]]));
         assert_eq!(v["_aws"]["Timestamp"], 1_732_564_800_000u64);
         // Every declared metric has a value at the top level.
         for m in directive["Metrics"].as_array().expect("metrics") {
@@ -134,8 +132,9 @@ mod tests {
         assert_eq!(v["Poison"], 1);
         assert_eq!(v["NewestRecordAge"], 1500);
         assert_eq!(v["SourceRegion"], "us-east-1");
+        assert_eq!(v["TableName"], "orders");
 
-        let empty = EnqueueOutcome::default().metrics_line("Ferry", "us-east-1", 0);
+        let empty = EnqueueOutcome::default().metrics_line(&metrics, 0);
         assert!(!empty.contains("NewestRecordAge"));
     }
 }

@@ -710,7 +710,7 @@ async fn a_stamp_dynamodb_rejects_as_invalid_is_poison_and_the_shard_moves_on() 
         "{c:?}"
     );
     assert!(outcome
-        .metrics_line("Ferry", LOCAL, 0)
+        .metrics_line(&ferry_aws::emf::Metrics::new("Ferry", "orders"), 0)
         .contains("\"Poison\":1"));
     assert_eq!(
         h.get("big#1").await,
@@ -799,7 +799,7 @@ async fn a_write_of_the_other_mode_fails_the_batch_from_there() {
         (1, 2, 1, 0)
     );
     assert!(outcome
-        .metrics_line("Ferry", LOCAL, 0)
+        .metrics_line(&ferry_aws::emf::Metrics::new("Ferry", "orders"), 0)
         .contains("\"ModeMismatch\":1"));
     h.assert_queues_hold(&["ok#1"]).await;
 
