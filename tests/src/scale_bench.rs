@@ -303,17 +303,24 @@ async fn sustained(moto: &Moto, args: &Args) -> Value {
     let (enq_in, enq) = spawn(&stage, "__paced_enqueue", &extra);
     let start = Instant::now();
     let mut timeline = Vec::new();
-    let mut stopped: Option<ChildStdin> = Some(enq_in);
+    let mut enqueue = Some((enq_in, enq));
+    let mut enq = Value::Null;
     loop {
         let t = start.elapsed();
+        if t >= Duration::from_secs(args.sustained_s) {
+            if let Some((stdin, result)) = enqueue.take() {
+                // Writes stop; wait for the last event's send before watching the buffer empty.
+                drop(stdin);
+                enq = tokio::task::spawn_blocking(move || result.join())
+                    .await
+                    .expect("join")
+                    .expect("enqueue");
+            }
+        }
         let depth = ferry_cli::cluster::queue_depth(&buffer).await.unwrap_or(0);
         timeline.push(json!([(t.as_secs_f64() * 10.0).round() / 10.0, depth]));
-        if t >= Duration::from_secs(args.sustained_s) {
-            // Writes stop; the drain's next ticks take what is left.
-            drop(stopped.take());
-            if depth == 0 {
-                break;
-            }
+        if enqueue.is_none() && depth == 0 {
+            break;
         }
         assert!(
             t < Duration::from_secs(args.sustained_s) + CHILD_DEADLINE,
@@ -322,7 +329,6 @@ async fn sustained(moto: &Moto, args: &Args) -> Value {
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
     let wall = start.elapsed().as_secs_f64();
-    let enq = enq.join().expect("enqueue");
     drop(drain_in);
     let drn = drain.join().expect("drain");
     let keys = enq["keys"].as_u64().unwrap_or(0);
