@@ -8,6 +8,8 @@ Steps (each a command of this repository, run as printed):
   1. the pipeline bench (tests/src/pipeline_bench.rs): steady replication on loopback and at
      60 ms RTT, the naive baseline, replay after outages, and (full run) callgrind's instruction
      count per record;
+  1b. the scale-out (1, 2, 4 drain workers at 60 ms RTT) and sustained-load (1 000 writes/s for
+     3 minutes, the drain ticking as the template runs it) scenarios (tests/src/scale_bench.rs);
   2. lag at a steady rate with and without 60 ms RTT: `ferry demo --json` (bench-profile build);
   3. the arm64 bootstraps' sizes (`make lambda-build`; QUICK=1 reads the last build's files);
   4. the cost and capacity model, computed here from the measured figures and the list prices
@@ -91,6 +93,43 @@ def machine():
         "rustc": rustc,
         "commit": commit + ("+dirty" if dirty else ""),
     }
+
+
+def scale_markdown(p, steps, w):
+    """The scale-out and sustained-load scenarios (issue #16), if they ran."""
+    so, su = p.get("scaleout"), p.get("sustained")
+    cmd = steps.get("scale", {}).get("command", "").replace(os.path.abspath(OUT), OUT)
+    if so:
+        w("")
+        w(f"**Scale-out** (`{cmd}`): {fmt(so['records'])} records in messages of "
+          f"{so['records_per_message']}, filled by the real enqueue, then drained by N drain "
+          f"processes at once, the destination behind 60 ms RTT, {so['puts_in_flight_per_worker']} "
+          "puts in flight per worker (one worker is bound by the round trip); wall time from the "
+          "workers' start to the buffer's last delete:")
+        w("")
+        w("| workers | records/s | × one worker | target | drain CPU µs/record | load |")
+        w("|---|---|---|---|---|---|")
+        for run in so["runs"]:
+            n, ratio = run["workers"], run.get("ratio_to_one")
+            target = f"≥ {0.8 * n:.1f}× {verdict(ratio is not None and ratio >= 0.8 * n)}" if n > 1 else ""
+            w(f"| {n} | **{fmt(run['records_per_s'])}** | {fmt(ratio, 2)} | {target} | "
+              f"{fmt(run['cpu_us_per_record'], 1)} | {run['load_1min']:.1f} |")
+    if su:
+        workers = [t["workers"] for t in su["ticks"]]
+        w("")
+        w(f"**Sustained load** (same command): {su['write_rate']} writes/s for {su['seconds']} s "
+          f"through the real enqueue, the destination behind 60 ms RTT, the drain as the template "
+          f"runs it (a tick every {su['tick_s']} s; {', '.join(f'{k}={v}' for k, v in su['settings'])}; "
+          "workers as tasks of one process):")
+        w("")
+        w("| records written | lag p50 / p99 / max ms | backlog peak (messages) | workers per tick | buffer empty after | converged | load |")
+        w("|---|---|---|---|---|---|---|")
+        w(f"| {fmt(su['records_written'])} | **{su['lag_p50_ms']} / {su['lag_p99_ms']}** / {su['lag_max_ms']} | "
+          f"{su['backlog_peak_messages']} | {workers} | {fmt(su['empty_after_s'])} s | "
+          f"{'yes' if su['converged'] else 'no'} | {su['load_1min'][0]:.1f} → {su['load_1min'][1]:.1f} |")
+        w("")
+        w(f"- lag p99 ≤ 2 s {verdict(su['lag_p99_ms'] is not None and su['lag_p99_ms'] <= 2000)}; "
+          "the backlog over time is `backlog_timeline` in the raw report.")
 
 
 def step(name, cmd, steps, env=None):
@@ -301,6 +340,7 @@ def markdown(r):
         w("")
         w("Applied rate during replay = write rate + backlog peak ÷ time to converge (the backlog "
           "fell at applied − written). Converged = the buffer back at its pre-outage depth.")
+    scale_markdown(p, steps, w)
     lag = r.get("lag")
     if lag:
         w("")
@@ -379,7 +419,7 @@ def update_benchmarks(md, path="BENCHMARKS.md"):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="a short pass (~3 min): fewer records, a 10 s outage, short demos, no callgrind, no Lambda build")
+    ap.add_argument("--quick", action="store_true", help="a short pass (~5 min): fewer records, a 10 s outage, a 60 s sustained load, short demos, no callgrind, no Lambda build")
     ap.add_argument("--update", action="store_true", help="write the markdown into BENCHMARKS.md between its markers")
     ap.add_argument("--scenarios", default="loopback,rtt60,naive,outage30,outage300",
                     help="the pipeline bench's scenarios (full run)")
@@ -398,6 +438,11 @@ def main():
                      if a.quick else f"--scenarios {a.scenarios} --instructions")
         # cargo runs a bench in its package's directory: the output path must be absolute.
         step("pipeline", f"cargo bench -q -p ferry-e2e --bench pipeline -- {pipe_args} --out {os.path.abspath(OUT)}/pipeline.json", steps)
+        # Issue #16: the fan-out at 60 ms RTT (1, 2, 4 workers) and a sustained write rate with
+        # the drain ticking as the template runs it (scale_bench.rs).
+        scale_args = ("--scale-records 4000 --sustained-s 60" if a.quick else "")
+        step("scale", f"cargo bench -q -p ferry-e2e --bench pipeline -- --scenarios scaleout,sustained "
+             f"{scale_args} --out {os.path.abspath(OUT)}/scale.json", steps)
         ferry = os.path.join(target_dir(), "release", "ferry")
         demo_extra = " --duration 20s --outage 5s" if a.quick else ""
         for name, extra in (("lag", ""), ("lag_rtt60", " --rtt 60ms")):
@@ -408,6 +453,9 @@ def main():
             step("sizes", "make -s lambda-build", steps)
         json.dump(steps, open(saved, "w"), indent=1)
     pipeline = json.load(open(os.path.join(OUT, "pipeline.json")))
+    scale_file = os.path.join(OUT, "scale.json")
+    if os.path.exists(scale_file):
+        pipeline["scenarios"].update(json.load(open(scale_file))["scenarios"])
     by = {s["step"]: s for s in steps}
     lag = {}
     for k in ("lag", "lag_rtt60"):

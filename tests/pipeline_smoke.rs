@@ -11,13 +11,27 @@ fn main() {
         events: 2,
         per_event: 50,
         naive_records: 20,
-        scenarios: ["loopback", "rtt60", "naive", "outage2"]
-            .map(String::from)
-            .to_vec(),
+        scenarios: [
+            "loopback",
+            "rtt60",
+            "naive",
+            "outage2",
+            "scaleout",
+            "sustained",
+        ]
+        .map(String::from)
+        .to_vec(),
         outage_rate: 100,
         outage_per_event: 25,
         outage_keys: 50,
         outage_lead_s: 2,
+        scale_records: 100,
+        scale_per_event: 25,
+        scale_workers: vec![1, 2],
+        sustained_rate: 100,
+        sustained_s: 3,
+        sustained_keys: 200,
+        tick_s: 2,
         ..Default::default()
     });
     // None: this process was one of the harness's children.
@@ -45,5 +59,10 @@ fn main() {
         "{outage}"
     );
     assert!(report["ferry_vs_naive"]["throughput_ferry_over_naive"].is_f64());
+    let scale = &report["scenarios"]["scaleout"]["runs"];
+    assert!(scale[1]["ratio_to_one"].is_f64(), "{scale}");
+    let sustained = &report["scenarios"]["sustained"];
+    assert!(sustained["lag_p99_ms"].is_u64(), "{sustained}");
+    assert_eq!(sustained["converged"], true);
     println!("pipeline smoke: ok");
 }

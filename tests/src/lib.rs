@@ -19,6 +19,7 @@
 
 pub mod hand;
 pub mod pipeline_bench;
+pub mod scale_bench;
 
 use aws_sdk_dynamodb::types::AttributeValue as SdkValue;
 use ferry_aws::values::{from_sdk, to_sdk};

@@ -25,7 +25,12 @@
 //! cargo bench -p ferry-e2e --bench pipeline -- [--events 20] [--per-event 1000]
 //!     [--naive-records 1000] [--scenarios loopback,rtt60,naive] [--in-flight 64]
 //!     [--rtt-in-flight 256] [--instructions] [--out out/bench/pipeline.json]
+//!     [--scale-records 8000] [--scale-per-event 50] [--scale-in-flight 8]
+//!     [--scale-workers 1,2,4] [--sustained-rate 1000] [--sustained-s 180]
+//!     [--sustained-keys 1000000] [--tick-s 60]
 //! ```
+//!
+//! The scenarios `scaleout` and `sustained` (issue #16) are `crate::scale_bench`'s.
 
 use ferry_aws::WriteOutcome;
 use ferry_core::buffer::{pack, unpack};
@@ -42,12 +47,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const SOURCE: &str = "us-east-1";
+pub(crate) const SOURCE: &str = "us-east-1";
 const DESTINATION: &str = "eu-west-1";
 /// SQS bills a request per started 64 KiB of payload.
 const SQS_CHUNK: usize = 64 * 1024;
 /// Give up on a child after this long (a stuck pipeline must fail the bench, not hang it).
-const CHILD_DEADLINE: Duration = Duration::from_secs(900);
+pub(crate) const CHILD_DEADLINE: Duration = Duration::from_secs(900);
 
 #[derive(Clone, Debug)]
 pub struct Args {
@@ -65,6 +70,18 @@ pub struct Args {
     pub outage_per_event: usize,
     pub outage_keys: usize,
     pub outage_lead_s: u64,
+    /// The scale-out scenario (`scaleout`, `crate::scale_bench`): records per run, records per
+    /// stream event (one message each), puts in flight per worker, and the worker counts.
+    pub scale_records: usize,
+    pub scale_per_event: usize,
+    pub scale_in_flight: usize,
+    pub scale_workers: Vec<usize>,
+    /// The sustained-load scenario (`sustained`): writes/s, seconds of writing, keys, and the
+    /// schedule's period (the budget is `FERRY_DRAIN_BUDGET_S`, 50 s as in the template).
+    pub sustained_rate: usize,
+    pub sustained_s: u64,
+    pub sustained_keys: usize,
+    pub tick_s: u64,
     pub out: Option<PathBuf>,
     pub work_dir: PathBuf,
 }
@@ -83,6 +100,14 @@ impl Default for Args {
             outage_per_event: 500,
             outage_keys: 10_000,
             outage_lead_s: 20,
+            scale_records: 8000,
+            scale_per_event: 50,
+            scale_in_flight: 8,
+            scale_workers: vec![1, 2, 4],
+            sustained_rate: 1000,
+            sustained_s: 180,
+            sustained_keys: 1_000_000,
+            tick_s: 60,
             out: None,
             work_dir: std::env::temp_dir().join(format!("ferry-pipeline-{}", std::process::id())),
         }
@@ -110,6 +135,16 @@ impl Args {
         self.outage_per_event = number("--outage-per-event", self.outage_per_event);
         self.outage_keys = number("--outage-keys", self.outage_keys);
         self.outage_lead_s = number("--outage-lead-s", self.outage_lead_s as usize) as u64;
+        self.scale_records = number("--scale-records", self.scale_records);
+        self.scale_per_event = number("--scale-per-event", self.scale_per_event);
+        self.scale_in_flight = number("--scale-in-flight", self.scale_in_flight);
+        if let Some(s) = value("--scale-workers") {
+            self.scale_workers = s.split(',').filter_map(|w| w.parse().ok()).collect();
+        }
+        self.sustained_rate = number("--sustained-rate", self.sustained_rate);
+        self.sustained_s = number("--sustained-s", self.sustained_s as usize) as u64;
+        self.sustained_keys = number("--sustained-keys", self.sustained_keys);
+        self.tick_s = number("--tick-s", self.tick_s as usize) as u64;
         if let Some(s) = value("--scenarios") {
             self.scenarios = s.split(',').map(str::to_string).collect();
         }
@@ -131,6 +166,8 @@ pub fn main_with(defaults: Args) -> Option<Value> {
         ("__naive_drain", naive_drain_child),
         ("__paced_enqueue", paced_enqueue_child),
         ("__continuous_drain", continuous_drain_child),
+        ("__worker_drain", crate::scale_bench::worker_drain_child),
+        ("__ticking_drain", crate::scale_bench::ticking_drain_child),
     ] {
         if argv.iter().any(|a| a == role) {
             child();
@@ -158,7 +195,7 @@ pub fn main_with(defaults: Args) -> Option<Value> {
 // ---------------------------------------------------------------------------------------------
 // The children: exactly what the Lambdas do per invocation, minus the runtime API.
 
-fn child_env(name: &str) -> String {
+pub(crate) fn child_env(name: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set"))
 }
 
@@ -183,7 +220,7 @@ fn expected_records() -> u64 {
 }
 
 /// Prints the child's RESULT line: its counts plus CPU since `before` and peak RSS.
-fn result_line(role: &str, before: (i64, i64), start_ms: u64, fields: Value) {
+pub(crate) fn result_line(role: &str, before: (i64, i64), start_ms: u64, fields: Value) {
     let after = cpu_us();
     let mut line = json!({
         "role": role,
@@ -200,9 +237,18 @@ fn result_line(role: &str, before: (i64, i64), start_ms: u64, fields: Value) {
     println!("RESULT {line}");
 }
 
+/// The enqueue function's runtime as its `main.rs` builds it (the multi-thread runtime);
+/// `FERRY_ENQUEUE_RUNTIME=current_thread` for an A/B run.
+fn enqueue_runtime() -> tokio::runtime::Runtime {
+    let mut builder = match std::env::var("FERRY_ENQUEUE_RUNTIME").as_deref() {
+        Ok("current_thread") => tokio::runtime::Builder::new_current_thread(),
+        _ => tokio::runtime::Builder::new_multi_thread(),
+    };
+    builder.enable_all().build().expect("runtime")
+}
+
 fn enqueue_child() {
-    // As the function's `main.rs` (`#[tokio::main]`: the multi-thread runtime).
-    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let rt = enqueue_runtime();
     rt.block_on(async {
         let settings = enqueue_settings();
         let base = ferry_aws::clients::base_config().await;
@@ -236,7 +282,7 @@ fn enqueue_child() {
     });
 }
 
-async fn drainer() -> ferry_drain::Drainer {
+pub(crate) async fn drainer() -> ferry_drain::Drainer {
     let env = ferry_drain::DrainEnv::from_lookup(|k| std::env::var(k).ok()).expect("env");
     let base = ferry_aws::clients::base_config().await;
     env.connect(&base, ferry_core::clock::system()).await
@@ -370,7 +416,7 @@ fn naive_drain_child() {
 }
 
 /// Set once the parent closes this child's stdin: the outage scenarios' stop signal.
-fn stop_on_stdin_eof() -> std::sync::Arc<std::sync::atomic::AtomicBool> {
+pub(crate) fn stop_on_stdin_eof() -> std::sync::Arc<std::sync::atomic::AtomicBool> {
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let flag = stop.clone();
     std::thread::spawn(move || {
@@ -480,14 +526,14 @@ fn continuous_drain_child() {
 // The parent: emulators, events, children, checks, figures.
 
 /// A scenario's destination, buffer and events, ready for the children.
-struct Stage {
-    name: String,
-    records: usize,
+pub(crate) struct Stage {
+    pub(crate) name: String,
+    pub(crate) records: usize,
     _source: DynamoRegion,
-    destination: DynamoRegion,
-    proxy: Option<FaultProxy>,
-    table: String,
-    env: Vec<(String, String)>,
+    pub(crate) destination: DynamoRegion,
+    pub(crate) proxy: Option<FaultProxy>,
+    pub(crate) table: String,
+    pub(crate) env: Vec<(String, String)>,
     /// What enqueue will send: messages, body bytes, SQS's billed 64 KiB chunks of the sends,
     /// and the chunks beyond the first of every message (what its receive is billed extra).
     messages: usize,
@@ -513,11 +559,19 @@ async fn run(args: &Args) -> Value {
             scenarios.insert(name.clone(), figures);
             continue;
         }
+        if let Some(mut figures) = crate::scale_bench::scenario(&moto, args, name).await {
+            figures["load_1min"] = json!([load_before, ferry_measure::load_1min()]);
+            figures["started_ms"] = json!(started);
+            scenarios.insert(name.clone(), figures);
+            continue;
+        }
         let (delay, in_flight, naive) = match name.as_str() {
             "loopback" => (None, args.in_flight, false),
             "rtt60" => (Some(Duration::from_millis(30)), args.rtt_in_flight, false),
             "naive" => (None, 1, true),
-            other => panic!("unknown scenario {other} (loopback, rtt60, naive, outage<seconds>)"),
+            other => panic!(
+                "unknown scenario {other} (loopback, rtt60, naive, outage<seconds>, scaleout, sustained)"
+            ),
         };
         let records = if naive {
             args.naive_records
@@ -563,7 +617,7 @@ async fn run(args: &Args) -> Value {
 }
 
 #[allow(clippy::too_many_arguments)]
-async fn stage(
+pub(crate) async fn stage(
     moto: &Moto,
     args: &Args,
     name: &str,
@@ -1064,7 +1118,10 @@ fn callgrind_total(path: &Path) -> u64 {
 }
 
 /// A thread echoing a child's output (prefixed with its role) and returning its RESULT line.
-fn collect_result(mut child: std::process::Child, role: String) -> std::thread::JoinHandle<Value> {
+pub(crate) fn collect_result(
+    mut child: std::process::Child,
+    role: String,
+) -> std::thread::JoinHandle<Value> {
     std::thread::spawn(move || {
         let stdout = child.stdout.take().expect("stdout");
         let mut result = None;
@@ -1082,12 +1139,12 @@ fn collect_result(mut child: std::process::Child, role: String) -> std::thread::
 }
 
 /// `ferry_measure` in the units of the children's RESULT lines.
-fn peak_rss_kb() -> i64 {
+pub(crate) fn peak_rss_kb() -> i64 {
     ferry_measure::peak_rss_kib().unwrap_or(0) as i64
 }
 
 /// (user µs, system µs) of this process, all threads.
-fn cpu_us() -> (i64, i64) {
+pub(crate) fn cpu_us() -> (i64, i64) {
     let (user, system) = ferry_measure::process_cpu();
     (user.as_micros() as i64, system.as_micros() as i64)
 }
