@@ -8,11 +8,6 @@ use ferry_drain::{emf_lines, tick, work, DrainEnv, DrainReport, Drainer, StartWo
 use lambda_runtime::{service_fn, Error, LambdaEvent};
 use std::time::Duration;
 
-// Every record is ~50 attribute values decoded, converted and serialised: mimalloc's small
-// allocations are cheaper than glibc's (the pipeline bench's A/B, BENCHMARKS.md).
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// Kept between the drain's return and the Lambda deadline: the report, the EMF line and the
 /// runtime's own reply must still go out.
 const DEADLINE_MARGIN: Duration = Duration::from_secs(3);
