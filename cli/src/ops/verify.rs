@@ -60,7 +60,7 @@ pub struct VerifyArgs {
     pub json: bool,
     /// Check one key instead of the whole table: a JSON object of its key attributes, plain
     /// ('{"pk": "user#1", "sk": 7}') or typed ('{"pk": {"S": "user#1"}}'). Shows the copy in
-    /// every region and how many messages wait in the buffers toward it; the buffers are
+    /// every region and how many messages wait in the buffers (and DLQs) toward it; they are
     /// counted, never received from (a receive counts toward maxReceiveCount), so which keys
     /// they hold is not read. With --repair, fixes just that key.
     #[arg(long, value_name = "JSON")]

@@ -8,8 +8,8 @@
 //! The buffers are never received from: a receive, even with a zero visibility timeout, counts
 //! toward the buffer's maxReceiveCount and can push a record to the DLQ. So which records a
 //! buffer holds for the key cannot be known; what is reported is how many messages wait in each
-//! buffer toward each region (SQS's approximate counts), and whether a difference can still be
-//! in flight.
+//! buffer and its DLQ toward each region (SQS's approximate counts), and whether a difference
+//! can still be in flight.
 
 use super::target::Target;
 use super::verify::{describe_state, newest, repair, VerifyArgs};
@@ -41,6 +41,8 @@ pub struct Waiting {
     pub destination: String,
     /// Visible, in flight and delayed messages (not only this key's: SQS cannot be asked).
     pub messages: Option<u64>,
+    /// Messages in its DLQ (records the drain gave up on, this key's perhaps).
+    pub dead: Option<u64>,
     /// Why the buffer could not be read (no queues known, access, endpoint down).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -145,6 +147,11 @@ pub fn in_flight(behind: &[String], buffers: &[Waiting]) -> Option<String> {
         .collect();
     let waiting: u64 = toward.iter().filter_map(|w| w.messages).sum();
     let unknown = toward.iter().any(|w| w.messages.is_none());
+    let dead: Vec<String> = toward
+        .iter()
+        .filter(|w| w.dead.unwrap_or(0) > 0)
+        .map(|w| format!("ferry dlq list --from {} --to {}", w.source, w.destination))
+        .collect();
     Some(if waiting > 0 {
         format!(
             "{waiting} message(s) wait in the buffers toward {}: the change may still be in flight (run again in a minute)",
@@ -152,9 +159,15 @@ pub fn in_flight(behind: &[String], buffers: &[Waiting]) -> Option<String> {
         )
     } else if unknown || toward.is_empty() {
         "the buffers could not be read: whether the change is in flight is unknown".into()
+    } else if !dead.is_empty() {
+        format!(
+            "nothing waits in the buffers toward {}, but their DLQ holds messages: the change may be there ({})",
+            behind.join(", "),
+            dead.join("; ")
+        )
     } else {
         format!(
-            "nothing waits in the buffers toward {}: the change is not in flight (look in the DLQ: ferry dlq list; or fix the key: --repair)",
+            "nothing waits in the buffers toward {}: the change is not in flight (fix the key: --repair)",
             behind.join(", ")
         )
     })
@@ -222,15 +235,19 @@ async fn waiting(target: &Target, regions: &[String], toward: &[String]) -> Vec<
     let mut out = Vec::new();
     for destination in toward {
         for source in regions.iter().filter(|s| *s != destination) {
-            let depth = match target.queues(source, destination).await {
-                Ok((buffer, _)) => buffer.depth().await.map_err(OpsError::from),
+            let depths = match target.queues(source, destination).await {
+                Ok((buffer, dlq)) => match (buffer.depth().await, dlq.depth().await) {
+                    (Ok(b), Ok(d)) => Ok((b.total(), d.total())),
+                    (Err(e), _) | (_, Err(e)) => Err(OpsError::from(e)),
+                },
                 Err(e) => Err(e),
             };
             out.push(Waiting {
                 source: source.clone(),
                 destination: destination.clone(),
-                messages: depth.as_ref().ok().map(|d| d.total()),
-                error: depth.err().map(|e| e.to_string()),
+                messages: depths.as_ref().ok().map(|d| d.0),
+                dead: depths.as_ref().ok().map(|d| d.1),
+                error: depths.err().map(|e| e.to_string()),
             });
         }
     }
@@ -270,7 +287,7 @@ pub fn render(r: &KeyReport) -> String {
     }
     for w in &r.buffers {
         let depth = match (&w.messages, &w.error) {
-            (Some(n), _) => format!("{n} message(s) waiting"),
+            (Some(n), _) => format!("{n} message(s) waiting, {} in its DLQ", w.dead.unwrap_or(0)),
             (None, Some(e)) => format!("unreadable ({e})"),
             (None, None) => "unknown".into(),
         };
@@ -368,6 +385,7 @@ mod tests {
             source: source.into(),
             destination: destination.into(),
             messages,
+            dead: Some(0),
             error: None,
         }
     }
@@ -383,6 +401,10 @@ mod tests {
         assert!(busy.unwrap().starts_with("3 message(s)"));
         let idle = in_flight(&behind, &[waiting("r1", "r2", Some(0))]).unwrap();
         assert!(idle.contains("not in flight"), "{idle}");
+        let mut dead = waiting("r1", "r2", Some(0));
+        dead.dead = Some(2);
+        let dead = in_flight(&behind, &[dead]).unwrap();
+        assert!(dead.contains("ferry dlq list --from r1 --to r2"), "{dead}");
         let unknown = in_flight(&behind, &[waiting("r1", "r2", None)]).unwrap();
         assert!(unknown.contains("unknown"), "{unknown}");
     }
