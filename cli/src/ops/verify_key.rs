@@ -55,6 +55,8 @@ pub struct KeyReport {
     pub regions: BTreeMap<String, KeyCopy>,
     /// Every region reads the same (tombstones as absent).
     pub same: bool,
+    /// Whether the table's item filter (`FERRY_FILTER`) lets this key replicate at all.
+    pub replicates: bool,
     /// The regions whose copy differs from the newest versioned one.
     pub behind: Vec<String>,
     /// The buffers toward the regions behind (toward every region when all agree).
@@ -135,6 +137,17 @@ pub fn behind(states: &[(&str, Option<&Item>)], config: &Config) -> Vec<String> 
         .collect()
 }
 
+/// Whether the item filter admits the key: by its key, or by any region's copy (the filter
+/// may name an attribute). A key absent everywhere has nothing to filter.
+pub fn replicates(key: &Item, states: &[(&str, Option<&Item>)], config: &Config) -> bool {
+    let none = Item::new();
+    let copies: Vec<&Item> = states.iter().filter_map(|(_, i)| *i).collect();
+    copies.is_empty()
+        || copies
+            .iter()
+            .any(|i| config.filter.admits(key, &config.key, i, &none))
+}
+
 /// What the buffers toward the regions behind say: a difference with messages waiting may
 /// still be in flight; one with every buffer empty is not (the drain has nothing left for it).
 pub fn in_flight(behind: &[String], buffers: &[Waiting]) -> Option<String> {
@@ -203,10 +216,12 @@ pub async fn run(
     let behind = behind(&states, &config);
     let toward = if behind.is_empty() { &regions } else { &behind };
     let buffers = waiting(target, &regions, toward).await;
-    let repair = if repair_key && !behind.is_empty() {
-        Some(repair(&regions, &tables, &states, &config).await?)
-    } else {
-        None
+    let replicates = replicates(&key, &states, &config);
+    let repair = match (repair_key && !behind.is_empty(), replicates) {
+        (false, _) => None,
+        // The full verify skips such keys too: a difference is what the filter asks for.
+        (true, false) => Some("not repaired: the item filter leaves this key out".into()),
+        (true, true) => Some(repair(&regions, &tables, &states, &config).await?),
     };
     Ok(KeyReport {
         table: target.table_name.clone(),
@@ -222,6 +237,7 @@ pub async fn run(
             })
             .collect(),
         same: behind.is_empty(),
+        replicates,
         in_flight: in_flight(&behind, &buffers),
         behind,
         buffers,
@@ -292,6 +308,9 @@ pub fn render(r: &KeyReport) -> String {
             (None, None) => "unknown".into(),
         };
         out += &format!("  buffer {} → {}: {depth}\n", w.source, w.destination);
+    }
+    if !r.replicates {
+        out += "  the item filter (FERRY_FILTER) leaves this key out: it does not replicate\n";
     }
     if let Some(note) = &r.in_flight {
         out += &format!("  {note}\n");
@@ -378,6 +397,19 @@ mod tests {
             behind(&[("r1", Some(&plain)), ("r2", None)], &config),
             ["r1", "r2"]
         );
+    }
+
+    #[test]
+    fn a_filtered_key_does_not_replicate() {
+        let mut config = Config::new("r1", "pk");
+        config.filter = ferry_core::config::ItemFilter::PartitionKeyPrefix("user#".into());
+        let k: Item = [("pk".to_string(), s("k"))].into();
+        let c = copy("a", 5, "r1");
+        assert!(!replicates(&k, &[("r1", Some(&c)), ("r2", None)], &config));
+        assert!(replicates(&k, &[("r1", None), ("r2", None)], &config));
+        config.filter = ferry_core::config::ItemFilter::HasAttribute("v".into());
+        assert!(replicates(&k, &[("r1", Some(&c)), ("r2", None)], &config));
+        assert!(!replicates(&k, &[("r1", Some(&k)), ("r2", None)], &config));
     }
 
     fn waiting(source: &str, destination: &str, messages: Option<u64>) -> Waiting {
