@@ -1,7 +1,9 @@
 //! `ferry verify --key` on the emulators (issue #19, "did this key replicate?"): a difference
 //! planted for one key on a table no pipeline runs (a newer version written in eu directly) is
 //! found (exit 1, both versions shown, us behind, the buffer toward us counted and idle),
-//! `--repair --key` fixes that key and no other, and `verify --key` then exits 0.
+//! `--repair --key` fixes that key and no other, and `verify --key` then exits 0. On the
+//! pipeline's table, a write held up by an outage of eu shows as in flight (messages waiting
+//! toward eu) until the outage ends and the key is the same everywhere.
 
 use ferry_aws::Table;
 use ferry_cli::cluster::{Cluster, ClusterOptions};
@@ -30,7 +32,7 @@ async fn put(table: &Table, item: &Item) {
     table
         .client
         .put_item()
-        .table_name(FRESH)
+        .table_name(&table.name)
         .set_item(Some(ferry_aws::values::to_sdk(item)))
         .send()
         .await
@@ -159,9 +161,66 @@ async fn verify_key_finds_and_repairs_a_planted_difference() {
         "a key that does not fit the table is a usage error"
     );
 
+    held_in_flight_until_the_outage_ends(&cluster, &regions).await;
     cluster.shutdown().await;
     eprintln!(
         "[timing] verify_key_finds_and_repairs_a_planted_difference: {:.1} s",
         started.elapsed().as_secs_f64()
     );
+}
+
+async fn held_in_flight_until_the_outage_ends(cluster: &Cluster, regions: &[String]) {
+    let t = Target::local(&cluster.state(0, String::new()), &TargetArgs::default())
+        .expect("a local target");
+    cluster.begin_outage(1);
+    // Let drain invocations that started before the cut end.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let us = cluster.regions[0].table("ferry-verify-key");
+    let plain: Item = [("pk".to_string(), s("held")), ("v".to_string(), s("x"))].into();
+    put(&us, &plain).await;
+    let key = r#"{"pk": "held"}"#;
+    let held = eventually("the write waiting toward eu", || async {
+        let r = verify_key::run(&t, regions, key, false)
+            .await
+            .expect("verify --key");
+        let waiting = r.buffers.iter().any(|w| w.messages.unwrap_or(0) > 0);
+        (r.behind == [EU] && waiting).then_some(r)
+    })
+    .await;
+    eprintln!("{}", verify_key::render(&held));
+    assert_eq!(held.regions[EU].state, "absent");
+    assert!(
+        held.regions[US].state.ends_with("@us-east-1"),
+        "stamped by us's enqueue"
+    );
+    let note = held.in_flight.as_deref().unwrap_or_default();
+    assert!(note.contains("may still be in flight"), "{note}");
+    cluster.end_outage(1);
+    let after = eventually("the key the same everywhere", || async {
+        let r = verify_key::run(&t, regions, key, false)
+            .await
+            .expect("verify --key");
+        r.same.then_some(r)
+    })
+    .await;
+    eprintln!("{}", verify_key::render(&after));
+}
+
+/// Polls `probe` until it answers (generous: the machine is shared).
+async fn eventually<T, F, Fut>(what: &str, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(v) = probe().await {
+            return v;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(90),
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
 }
