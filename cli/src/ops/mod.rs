@@ -12,6 +12,7 @@ pub mod stack;
 pub mod status;
 pub mod target;
 pub mod verify;
+pub mod verify_key;
 
 use ferry_aws::AwsError;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};

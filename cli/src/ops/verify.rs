@@ -58,6 +58,13 @@ pub struct VerifyArgs {
     /// Print one JSON object (with every differing key) instead of the human report.
     #[arg(long)]
     pub json: bool,
+    /// Check one key instead of the whole table: a JSON object of its key attributes, plain
+    /// ('{"pk": "user#1", "sk": 7}') or typed ('{"pk": {"S": "user#1"}}'). Shows the copy in
+    /// every region and how many messages wait in the buffers (and DLQs) toward it; they are
+    /// counted, never received from (a receive counts toward maxReceiveCount), so which keys
+    /// they hold is not read. With --repair, fixes just that key.
+    #[arg(long, value_name = "JSON")]
+    pub key: Option<String>,
 }
 
 #[derive(Clone, Debug)]
@@ -516,7 +523,7 @@ impl<'a> Verification<'a> {
 
 /// Applies the newest versioned state of a key to every region (LWW; attribute mode: the merge
 /// of every region's state), then checks that every region now reads the same.
-async fn repair(
+pub(super) async fn repair(
     regions: &[String],
     tables: &[Table],
     states: &[(&str, Option<&Item>)],
@@ -628,6 +635,9 @@ async fn recheck(
 }
 
 pub async fn main(args: VerifyArgs) -> ExitCode {
+    if let Some(key) = args.key.clone() {
+        return super::verify_key::main(args, key).await;
+    }
     let json = args.json;
     let result = async {
         let target = Target::connect(&args.target).await?;
