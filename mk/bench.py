@@ -42,10 +42,11 @@ PRICES = {
 }
 # Lambda gives a function a full vCPU at 1 769 MB and a proportional share below it.
 LAMBDA_MB_PER_VCPU = 1769
-# The template's defaults (template.yaml): both functions 256 MB, drain every minute for 50 s.
+# The template's defaults (template.yaml): both functions 256 MB, a drain tick every minute for
+# 70 s (each overlaps the next by 10 s, so a drain is always polling).
 ENQUEUE_MB = 256
 DRAIN_MB = 256
-DRAIN_BUDGET_S = 50
+DRAIN_BUDGET_S = 70
 
 TARGETS = {
     "records_per_s": 3200,
@@ -236,9 +237,9 @@ def capacity(pipeline, c):
             "per-record CPU as measured on loopback (this machine's x86 cores; arm64 Lambda cores not measured)",
             "drain CPU per record is per destination; enqueue's per source record (+10 % for the second buffer's sends)",
             "a DynamoDB stream shard carries ≤ 1 000 writes/s; a partition ≤ 1 000 WCU/s",
-            "drains scale by running several per buffer: a tick starts as many workers as the backlog needs, up to the "
-            "template's MaxDrainConcurrency per destination (its reserved concurrency), so per destination "
-            "MaxDrainConcurrency ≥ the drains needed ÷ the destinations, at DrainMemoryMB 1769 (1 vCPU); "
+            "drains scale by running several per buffer: a tick starts as many workers as the backlog needs and more "
+            "while it grows, up to the template's MaxDrainConcurrency per destination (the drain function reserves "
+            "twice that, for two overlapping ticks); the table sizes it at DrainMemoryMB 1769 (1 vCPU); "
             "SQS standard queues have no practical throughput limit",
         ],
         "per_region": {
@@ -394,9 +395,16 @@ def markdown(r):
     w("| per region | |")
     w("|---|---|")
     w(f"| enqueue | {fmt(pr['enqueue_vcpu'], 1)} vCPU busy; concurrency ≥ {pr['enqueue_concurrency_min_shards']} (one per stream shard) |")
-    per_destination = math.ceil(pr['drain_concurrency_at_1_vcpu_each'] / 2)
-    w(f"| drain | {fmt(pr['drain_vcpu'], 1)} vCPU busy → ≥ {pr['drain_concurrency_at_1_vcpu_each']} concurrent drains at 1 vCPU (1 769 MB) each: "
-      f"`MaxDrainConcurrency` ≥ {per_destination} per destination, `DrainMemoryMB` 1769 (reserved concurrency {2 * per_destination} per region) |")
+    busy_per_destination = math.ceil(pr['drain_concurrency_at_1_vcpu_each'] / 2)
+    # The fan-out plans for 70 % of a worker's measured rate (FanoutPolicy::headroom).
+    cap_per_destination = math.ceil(busy_per_destination / 0.7)
+    worker_rate = 1e6 / r["pipeline"]["scenarios"]["loopback"]["drain"]["cpu_us_per_record"]
+    in_flight = math.ceil(worker_rate * 0.08)
+    w(f"| drain | {fmt(pr['drain_vcpu'], 1)} vCPU busy → ≥ {pr['drain_concurrency_at_1_vcpu_each']} workers busy at `DrainMemoryMB` 1769 (1 vCPU each), "
+      f"{busy_per_destination} per destination; with the fan-out's 70 % headroom `MaxDrainConcurrency` {cap_per_destination} (allowed: ≤ 100), "
+      f"so each destination's drain function reserves {2 * cap_per_destination} (two ticks overlap) and the region {4 * cap_per_destination} "
+      f"of its 1 000 default concurrent executions; one worker does ~{fmt(worker_rate)} records/s, so `DrainMaxInFlight` ≥ {in_flight} "
+      f"for an 80 ms cross-region round trip |")
     w(f"| SQS | {fmt(pr['sqs_requests_per_s'])} requests/s across the region's buffers |")
     w(f"| DynamoDB | {fmt(pr['dynamodb_wcu_per_s'])} WCU/s (local + replicated-in) → ≥ {pr['dynamodb_partitions_min']} partitions |")
     w(f"| **per month, all regions** | {fmt(pm['million_replicated_writes'])} million replicated writes: Ferry ≈ **${fmt(pm['ferry_usd'])}**, "

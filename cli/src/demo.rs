@@ -111,6 +111,9 @@ pub struct DemoReport {
     pub merge_reads: u64,
     pub merge_writes: u64,
     pub requests_per_change: f64,
+    /// The most drain workers one tick ran for a destination, and the cap.
+    pub drain_workers_max: u32,
+    pub drain_workers_cap: u32,
     pub plot: Option<String>,
 }
 
@@ -286,6 +289,8 @@ impl Played {
             merge_reads: totals.merge_reads,
             merge_writes: totals.merge_writes,
             requests_per_change: totals.apply_requests as f64 / totals.changes_done.max(1) as f64,
+            drain_workers_max: totals.workers_max,
+            drain_workers_cap: crate::drain_task::max_drain_concurrency(),
             plot: Some(plot_path.display().to_string()),
         })
     }
@@ -656,6 +661,7 @@ struct PipelineTotals {
     apply_requests: u64,
     merge_reads: u64,
     merge_writes: u64,
+    workers_max: u32,
 }
 
 impl PipelineTotals {
@@ -678,6 +684,7 @@ impl PipelineTotals {
                 .sum(),
             merge_reads: dr.values().map(|d| d.merge_reads).sum(),
             merge_writes: dr.values().map(|d| d.merge_writes).sum(),
+            workers_max: dr.values().map(|d| d.workers_max).max().unwrap_or(0),
         }
     }
 
@@ -1029,6 +1036,10 @@ pub fn render(r: &DemoReport) -> String {
         r.changes_done,
         r.merge_reads,
         r.merge_writes,
+    ));
+    out.push_str(&format!(
+        "drain workers      up to {} per tick and destination (cap {})\n",
+        r.drain_workers_max, r.drain_workers_cap
     ));
     for e in r.lost_examples.iter().chain(&r.lost_update_examples) {
         out.push_str(&format!("  lost: {e}\n"));

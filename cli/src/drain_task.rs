@@ -4,9 +4,10 @@
 //! invocation that finds the destination unreachable returns at once; the next tick tries
 //! again. Nothing starts while the source region is cut off.
 //!
-//! Each invocation is a tick (`ferry_drain::tick`): with `FERRY_MAX_DRAIN_CONCURRENCY` above 1 it
-//! starts as many drain workers as the backlog needs, as tasks of this process
-//! (`ferry_drain::LocalWorkers`), the way the Lambda starts them as invocations.
+//! Each invocation is a tick (`ferry_drain::tick`): it starts as many drain workers as the
+//! backlog needs, up to `FERRY_MAX_DRAIN_CONCURRENCY` (the template's default 4 when unset; 1: no
+//! fan-out), as tasks of this process (`ferry_drain::LocalWorkers`), the way the Lambda starts
+//! them as invocations.
 
 use crate::cluster::BufferPair;
 use crate::stats::{LagSample, Stats};
@@ -16,6 +17,18 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
+
+/// Drain workers per tick at most, as the template's `MaxDrainConcurrency` defaults.
+pub const MAX_DRAIN_CONCURRENCY: u32 = 4;
+
+/// Workers per tick at most: `FERRY_MAX_DRAIN_CONCURRENCY`, else the template's default.
+pub fn max_drain_concurrency() -> u32 {
+    std::env::var("FERRY_MAX_DRAIN_CONCURRENCY")
+        .ok()
+        .and_then(|v| v.trim().parse::<u32>().ok())
+        .unwrap_or(MAX_DRAIN_CONCURRENCY)
+        .clamp(1, 64)
+}
 
 pub struct DrainTask {
     pub config: Config,
@@ -40,12 +53,7 @@ pub async fn run(task: DrainTask, mut stop: watch::Receiver<bool>) {
     {
         settings.takes_in_flight = n.clamp(1, 8);
     }
-    if let Some(n) = std::env::var("FERRY_MAX_DRAIN_CONCURRENCY")
-        .ok()
-        .and_then(|v| v.trim().parse::<u32>().ok())
-    {
-        settings.max_workers = n.clamp(1, 64);
-    }
+    settings.max_workers = max_drain_concurrency();
     settings.max_receive_count = Some(crate::cluster::BUFFER_MAX_RECEIVE_COUNT);
     let drainer = Arc::new(ferry_drain::Drainer {
         config: task.config.clone(),
@@ -106,6 +114,7 @@ fn record(task: &DrainTask, report: &ferry_drain::DrainReport) {
     );
     task.stats.drained(&task.pair.destination, |t| {
         t.invocations += 1;
+        t.workers_max = t.workers_max.max(report.workers);
         t.messages += report.received;
         t.records += report.records;
         t.applied += report.applied;

@@ -21,6 +21,8 @@ pub struct EnqueueTotals {
 #[derive(Clone, Debug, Default)]
 pub struct DrainTotals {
     pub invocations: u64,
+    /// The most drain workers one tick ran (itself included).
+    pub workers_max: u32,
     pub messages: u64,
     pub records: u64,
     pub applied: u64,

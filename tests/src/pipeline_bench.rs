@@ -77,7 +77,7 @@ pub struct Args {
     pub scale_in_flight: usize,
     pub scale_workers: Vec<usize>,
     /// The sustained-load scenario (`sustained`): writes/s, seconds of writing, keys, and the
-    /// schedule's period (the budget is `FERRY_DRAIN_BUDGET_S`, 50 s as in the template).
+    /// schedule's period (the budget is `FERRY_DRAIN_BUDGET_S`, 70 s as in the template).
     pub sustained_rate: usize,
     pub sustained_s: u64,
     pub sustained_keys: usize,

@@ -12,7 +12,7 @@
 //! **`sustained`**: `--sustained-rate` writes/s (1 000) into the source for `--sustained-s`
 //! (180 s), through the real enqueue, while one drain process runs as the template runs it: a
 //! `ferry_drain::tick` every `--tick-s` (60 s, the schedule) with the budget of
-//! `FERRY_DRAIN_BUDGET_S` (50 s), the fan-out up to `FERRY_MAX_DRAIN_CONCURRENCY` (4), workers
+//! `FERRY_DRAIN_BUDGET_S` (70 s), the fan-out up to `FERRY_MAX_DRAIN_CONCURRENCY` (4), workers
 //! as tasks of the process (`LocalWorkers`, as the local sandbox starts them; on Lambda each is
 //! a container of its own). Lag p50/p99 of every applied record, the backlog over time, the
 //! workers per tick, and converged at the end (every key written is in the destination).
@@ -73,7 +73,8 @@ pub(crate) fn worker_drain_child() {
 }
 
 /// The drain as the template runs it: a tick every `FERRY_BENCH_TICK_S`, each with the
-/// configured budget and fan-out, until stdin closes (which also stops the drains under way).
+/// configured budget and fan-out (so consecutive ticks overlap, as on Lambda), until stdin
+/// closes (which also stops the drains under way).
 pub(crate) fn ticking_drain_child() {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -91,27 +92,38 @@ pub(crate) fn ticking_drain_child() {
             }
             token.cancel();
         });
-        let workers = LocalWorkers::new(drainer.clone(), |_| {});
-        let ticker = Ticker::default();
+        let done = Arc::new(std::sync::Mutex::new(Vec::<DrainReport>::new()));
+        let sink = done.clone();
+        let workers = Arc::new(LocalWorkers::new(drainer.clone(), move |r| {
+            sink.lock().expect("reports").push(r.clone())
+        }));
+        let ticker = Arc::new(Ticker::default());
         let before = cpu_us();
         let start_ms = ferry_core::clock::system_now_ms();
         let start = tokio::time::Instant::now();
-        let mut total = DrainReport::default();
-        let mut per_tick = Vec::new();
+        let mut ticks = Vec::new();
         for k in 0u32.. {
             if !sleep_until_or_stop(start + period * k, &stop).await {
                 break;
             }
-            let report =
-                ferry_drain::tick(&drainer, &ticker, &workers, drainer.settings.budget).await;
-            per_tick.push(
-                json!({"at_s": (period * k).as_secs(), "workers": report.workers,
-                                 "records": report.records}),
-            );
+            let (drainer, workers, ticker) = (drainer.clone(), workers.clone(), ticker.clone());
+            ticks.push(tokio::spawn(async move {
+                let budget = drainer.settings.budget;
+                let report = ferry_drain::tick(&drainer, &ticker, workers.as_ref(), budget).await;
+                (period * k, report)
+            }));
+        }
+        let mut total = DrainReport::default();
+        let mut per_tick = Vec::new();
+        for handle in ticks {
+            let (at, report) = handle.await.expect("tick");
+            per_tick.push(json!({"at_s": at.as_secs(), "workers": report.workers,
+                                 "records": report.records}));
             total.absorb(&report);
-            for r in workers.join().await {
-                total.absorb(&r);
-            }
+        }
+        workers.join().await;
+        for r in done.lock().expect("reports").iter() {
+            total.absorb(r);
         }
         let mut lags = std::mem::take(&mut total.lag_ms);
         lags.sort_unstable();
@@ -289,7 +301,7 @@ async fn sustained(moto: &Moto, args: &Args) -> Value {
             env_or("FERRY_MAX_DRAIN_CONCURRENCY", "4"),
         ),
         ("FERRY_MAX_IN_FLIGHT", env_or("FERRY_MAX_IN_FLIGHT", "64")),
-        ("FERRY_DRAIN_BUDGET_S", env_or("FERRY_DRAIN_BUDGET_S", "50")),
+        ("FERRY_DRAIN_BUDGET_S", env_or("FERRY_DRAIN_BUDGET_S", "70")),
     ];
     println!(
         "[sustained] {} writes/s for {} s over {} keys, 60 ms RTT; a tick every {} s: {:?}",

@@ -94,6 +94,15 @@ def as_int(raw, value, overrides=None):
     return int(resolve_param(raw, value, overrides))
 
 
+def reserved(raw, value, overrides=None):
+    """A {"Fn::Select": [{"Ref": Parameter}, list]} resolved, as CloudFormation would (the
+    language extensions have done it already when the parameter has a value)."""
+    if not isinstance(value, dict):
+        return int(value)
+    index, values = value["Fn::Select"]
+    return int(values[as_int(raw, index, overrides)])
+
+
 def statements(role):
     for policy in role["Properties"].get("Policies", []):
         yield from policy["PolicyDocument"]["Statement"]
@@ -146,7 +155,10 @@ def test_tombstones_outlive_every_record(raw):
 def test_drain_defaults_fit_the_schedule(raw):
     p = raw["Parameters"]
     assert p["DrainSchedule"]["Default"] == "rate(1 minute)"
-    assert p["DrainBudgetSeconds"]["Default"] < p["DrainTimeoutSeconds"]["Default"] < 60
+    budget, timeout = p["DrainBudgetSeconds"]["Default"], p["DrainTimeoutSeconds"]["Default"]
+    # Each tick outlives the one-minute period by more than a receive's long poll takes to
+    # start, so the buffer is never left untended between ticks; the timeout covers the budget.
+    assert 60 + 5 <= budget < timeout <= 900
 
 
 def test_globals_carry_exactly_the_shared_settings(raw):
@@ -253,7 +265,7 @@ def test_drain_per_destination(raw, scenario):
         timeout = as_int(raw, fn["Timeout"], overrides)
         assert timeout > budget, "the drain must finish its budget before Lambda stops it"
         cap = as_int(raw, env["FERRY_MAX_DRAIN_CONCURRENCY"], overrides)
-        assert as_int(raw, fn["ReservedConcurrentExecutions"], overrides) == cap
+        assert reserved(raw, fn["ReservedConcurrentExecutions"], overrides) == 2 * cap
         rule = final[f"DrainFunction{s}Tick"]
         assert rule["Type"] == "AWS::Events::Rule"
         assert rule["Properties"]["ScheduleExpression"] == "rate(1 minute)"
@@ -693,6 +705,16 @@ def test_drain_role_grants_only_the_calls_it_makes(raw, scenario):
         actions = {a for st in by_sid.values() for a in listify(st["Action"])}
         for unused in ("sqs:ChangeMessageVisibility", "sqs:GetQueueAttributes", "cloudwatch:PutMetricData"):
             assert unused not in actions, unused
+
+
+def test_reserved_concurrency_is_twice_the_cap_at_every_allowed_cap(raw):
+    cap = raw["Parameters"]["MaxDrainConcurrency"]
+    loop = raw["Resources"]["Fn::ForEach::Destinations"][2]
+    fn = next(v for k, v in loop.items() if k.startswith("DrainFunction"))
+    index, values = fn["Properties"]["ReservedConcurrentExecutions"]["Fn::Select"]
+    assert index == {"Ref": "MaxDrainConcurrency"}
+    assert len(values) == cap["MaxValue"] + 1
+    assert all(v == 2 * i for i, v in enumerate(values))
 
 
 def test_drain_fan_out_grants_its_two_calls_on_its_own_resources(raw, scenario):

@@ -49,7 +49,7 @@ pub struct DrainEnv {
     pub destination_attempt_timeout: Duration,
     pub destination_operation_timeout: Duration,
     pub destination_max_attempts: u32,
-    /// `FERRY_DRAIN_BUDGET_S` (50), `FERRY_MAX_IN_FLIGHT` (64), `FERRY_TAKE_MESSAGES` (10),
+    /// `FERRY_DRAIN_BUDGET_S` (70), `FERRY_MAX_IN_FLIGHT` (64), `FERRY_TAKE_MESSAGES` (10),
     /// `FERRY_TAKE_RECORDS` (2 000: a take's size in records, which bounds memory),
     /// `FERRY_TAKES_IN_FLIGHT` (2: the next take is received while one is applied/settled),
     /// `FERRY_RECEIVE_WAIT_S` (20), `FERRY_VISIBILITY_TIMEOUT_S` (budget + 30, at least 120),
@@ -182,7 +182,7 @@ fn drain_settings<F: Fn(&str) -> Option<String>>(
                     .map(Duration::from_secs_f64)
             },
         )?
-        .unwrap_or(Duration::from_secs(50));
+        .unwrap_or(Duration::from_secs(70));
     let mut settings = DrainSettings::with_budget(budget);
     settings.max_in_flight = env.number("FERRY_MAX_IN_FLIGHT", 64)?.clamp(1, 4096) as usize;
     settings.take_messages = env.number("FERRY_TAKE_MESSAGES", 10)?.clamp(1, 1000) as usize;

@@ -3,30 +3,41 @@
 //! extra ones ([`StartWorkers`]: asynchronous invokes of the same Lambda, or tasks in the local
 //! sandbox) and then drains like any of them. Every worker is a plain drain: it pings before it
 //! receives, so a destination that stops answering stops each of them within a ping interval,
-//! and none burns a receive count. Workers end with the tick's budget (`until_ms`), so a tick's
-//! fan-out is gone before the next tick sizes its own: scaling down needs no state.
+//! and none burns a receive count. While the tick's own drain runs, the tick looks at the
+//! buffer every [`grow_every`] of its budget and starts more workers if `ferry_core::fanout::grow` says the
+//! backlog needs them. Workers end with the tick's budget (`until_ms`), so a tick's fan-out is
+//! gone shortly after the next tick has sized its own: scaling down needs no state. (The budget
+//! outlives the schedule's period, so two ticks overlap by a few seconds and no record waits
+//! for a tick to start.)
 
 use crate::report::DrainReport;
 use crate::{drain_for, Drainer};
-use ferry_core::fanout::{workers, Backlog, Destination, FanoutPolicy, Pace};
+use ferry_core::fanout::{grow, workers, Backlog, Destination, FanoutPolicy, Pace};
 use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// How often a tick under way looks at its buffer's depth to grow its fan-out: a tenth of its
+/// budget, between 0.5 s and 5 s (a `GetQueueAttributes` each time: ~$0.01 a month per pair).
+pub fn grow_every(budget: Duration) -> Duration {
+    (budget / 10).clamp(Duration::from_millis(500), Duration::from_secs(5))
+}
 
 /// Starts drain workers for the tick; the shell provides it.
 pub trait StartWorkers: Send + Sync {
-    /// Starts `order.workers - 1` workers that drain until `order.until_ms` (ms since the
-    /// epoch); returns how many were started (a failed start is logged and not counted).
-    fn start(&self, order: WorkerOrder) -> BoxFuture<'_, u32>;
+    /// Starts `count` workers that drain until `order.until_ms` (ms since the epoch); returns
+    /// how many were started (a failed start is logged and not counted).
+    fn start(&self, order: WorkerOrder, count: u32) -> BoxFuture<'_, u32>;
 }
 
 /// No fan-out: the tick drains alone.
 pub struct NoWorkers;
 
 impl StartWorkers for NoWorkers {
-    fn start(&self, _: WorkerOrder) -> BoxFuture<'_, u32> {
+    fn start(&self, _: WorkerOrder, _: u32) -> BoxFuture<'_, u32> {
         Box::pin(async { 0 })
     }
 }
@@ -42,7 +53,8 @@ pub struct WorkerOrder {
     /// The tick's end: a worker that starts late (queued behind throttling) drains only what
     /// is left of it, and one that starts after it does nothing.
     pub until_ms: u64,
-    /// Workers of the tick, itself included (a worker's pace is remembered with it).
+    /// Workers of the tick when this one was started, itself included (a worker's pace is
+    /// remembered with it).
     #[serde(default)]
     pub workers: u32,
 }
@@ -117,7 +129,8 @@ impl Ticker {
     }
 }
 
-/// One scheduled tick: sizes the fan-out, starts the extra workers, drains for `budget`.
+/// One scheduled tick: sizes the fan-out, starts the extra workers, drains for `budget` while
+/// growing the fan-out as the backlog asks.
 pub async fn tick(
     d: &Drainer,
     ticker: &Ticker,
@@ -125,33 +138,109 @@ pub async fn tick(
     budget: Duration,
 ) -> DrainReport {
     let until_ms = (d.clock)() + budget.as_millis() as u64;
-    let wanted = if d.settings.max_workers > 1 {
+    let (wanted, backlog) = if d.settings.max_workers > 1 {
         fan_out(d, ticker, budget).await
     } else {
-        1
+        (1, Backlog::default())
+    };
+    let order = WorkerOrder {
+        until_ms,
+        workers: wanted,
     };
     let started = if wanted > 1 {
-        let order = WorkerOrder {
-            until_ms,
-            workers: wanted,
-        };
-        start.start(order).await
+        start.start(order, wanted - 1).await
     } else {
         0
     };
     if wanted > 1 {
         tracing::info!(wanted, started, "tick: drain workers started");
     }
-    let mut report = drain_for(d, budget).await;
-    report.workers = 1 + started;
+    let draining = CancellationToken::new();
+    let drain = async {
+        let report = drain_for(d, budget).await;
+        draining.cancel();
+        report
+    };
+    let growth = Growth {
+        start,
+        until_ms,
+        running: 1 + started,
+        backlog,
+        every: grow_every(budget),
+        until: Instant::now() + budget.saturating_sub(d.settings.settle_reserve),
+    };
+    let (mut report, running) = tokio::join!(drain, growth.run(d, &draining));
+    report.workers = running;
     ticker.remember(&report, report.workers);
     report
 }
 
-/// How many workers the tick runs, itself included.
-async fn fan_out(d: &Drainer, ticker: &Ticker, budget: Duration) -> u32 {
+/// The fan-out of a tick under way: it grows while the backlog does.
+struct Growth<'a> {
+    start: &'a dyn StartWorkers,
+    /// The tick's end, and its workers'.
+    until_ms: u64,
+    /// Workers running, the tick's own drain included.
+    running: u32,
+    /// The backlog at the last look (the first: the tick's own, when it sized the fan-out).
+    backlog: Backlog,
+    every: Duration,
+    /// No worker starts after this (the tick's applies end).
+    until: Instant,
+}
+
+impl Growth<'_> {
+    /// Looks at the buffer every [`grow_every`] until the tick's drain ends; returns the
+    /// workers the tick ran in all.
+    async fn run(mut self, d: &Drainer, draining: &CancellationToken) -> u32 {
+        if d.settings.max_workers <= 1 {
+            return self.running;
+        }
+        loop {
+            let next = Instant::now() + self.every;
+            if next >= self.until {
+                return self.running;
+            }
+            tokio::select! {
+                _ = tokio::time::sleep_until(next) => {}
+                _ = draining.cancelled() => return self.running,
+            }
+            let Ok(depth) = d.buffer.depth().await else {
+                continue;
+            };
+            let now = Backlog {
+                visible: depth.visible,
+            };
+            let more = grow(now, self.backlog, self.running, &policy(d, Duration::ZERO));
+            self.backlog = now;
+            if more > 0 {
+                let order = WorkerOrder {
+                    until_ms: self.until_ms,
+                    workers: self.running + more,
+                };
+                self.running += self.start.start(order, more).await;
+                tracing::info!(
+                    visible = now.visible,
+                    running = self.running,
+                    "tick: the backlog grows, more workers"
+                );
+            }
+        }
+    }
+}
+
+fn policy(d: &Drainer, budget: Duration) -> FanoutPolicy {
+    FanoutPolicy {
+        max_workers: d.settings.max_workers,
+        budget_ms: budget.as_millis() as u64,
+        ..FanoutPolicy::default()
+    }
+}
+
+/// How many workers the tick runs, itself included, and the backlog it found.
+async fn fan_out(d: &Drainer, ticker: &Ticker, budget: Duration) -> (u32, Backlog) {
     if crate::pause_gate::paused(d).await.is_some() {
-        return 1;
+        return (1, Backlog::default());
     }
     let answers = d.peer.mismatch().is_none()
         && matches!(
@@ -163,18 +252,14 @@ async fn fan_out(d: &Drainer, ticker: &Ticker, budget: Duration) -> u32 {
         Ok(depth) => depth.visible,
         Err(e) => {
             tracing::warn!(error = %e, "cannot read the buffer's depth: the tick drains alone");
-            return 1;
+            return (1, Backlog::default());
         }
     };
-    let policy = FanoutPolicy {
-        max_workers: d.settings.max_workers,
-        budget_ms: budget.as_millis() as u64,
-        ..FanoutPolicy::default()
-    };
     let last = ticker.last();
-    let n = workers(Backlog { visible }, last, destination, &policy);
+    let backlog = Backlog { visible };
+    let n = workers(backlog, last, destination, &policy(d, budget));
     tracing::debug!(visible, ?destination, ?last, workers = n, "tick: fan-out");
-    n
+    (n, backlog)
 }
 
 /// One worker: a drain for what is left of its tick's budget (at most the configured one).
@@ -204,10 +289,10 @@ pub async fn work(
 pub struct LambdaWorkers(pub ferry_aws::Function);
 
 impl StartWorkers for LambdaWorkers {
-    fn start(&self, order: WorkerOrder) -> BoxFuture<'_, u32> {
+    fn start(&self, order: WorkerOrder, count: u32) -> BoxFuture<'_, u32> {
         Box::pin(async move {
             let payload = WorkerEvent::payload(order);
-            let starts = (1..order.workers).map(|_| self.0.start(&payload));
+            let starts = (0..count).map(|_| self.0.start(&payload));
             let mut started = 0;
             for r in futures::future::join_all(starts).await {
                 match r {
@@ -259,11 +344,10 @@ impl LocalWorkers {
 }
 
 impl StartWorkers for LocalWorkers {
-    fn start(&self, order: WorkerOrder) -> BoxFuture<'_, u32> {
+    fn start(&self, order: WorkerOrder, count: u32) -> BoxFuture<'_, u32> {
         let mut running = lock(&self.running);
         running.retain(|h| !h.is_finished());
-        let n = order.workers.saturating_sub(1);
-        for _ in 0..n {
+        for _ in 0..count {
             let (drainer, ticker) = (self.drainer.clone(), self.ticker.clone());
             let on_done = self.on_done.clone();
             running.push(tokio::spawn(async move {
@@ -273,7 +357,7 @@ impl StartWorkers for LocalWorkers {
                 report
             }));
         }
-        Box::pin(async move { n })
+        Box::pin(async move { count })
     }
 }
 

@@ -1,7 +1,8 @@
 //! Several drain workers on one buffer (`ferry_drain::tick` with the in-process
 //! `LocalWorkers`), against moto's SQS and a dynoxide destination behind the fault proxy: they
 //! converge (LWW writes commute), and a destination that stops answering stops all of them
-//! without burning a receive count; the replay after it uses the full fan-out.
+//! without burning a receive count; the replay after it uses the full fan-out; a load that
+//! starts mid-tick gets its workers within the tick.
 
 mod common;
 
@@ -184,4 +185,43 @@ async fn an_outage_stops_every_worker_and_the_replay_uses_the_full_fan_out() {
     assert!(sum.max_receive_count <= 2, "{sum:?}");
     assert!(pair.dlq_messages().await.is_empty());
     assert_converged(&pair, "o", keys, versions).await;
+}
+
+/// A tick starts on an empty buffer (one drain is all it needs) and a load arrives a second
+/// later: the tick's looks at the buffer see the backlog grow and start workers within the
+/// tick, not at the next one; everything lands.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_load_that_starts_mid_tick_gets_workers_within_the_tick() {
+    let pair = Pair::new().await;
+    let proxy = FaultProxy::start(&pair.region.endpoint()).expect("proxy");
+    proxy.set_mode(FaultMode::Delay(Duration::from_millis(5)));
+    let mut d = drainer(&pair, &proxy, "8", "4").await;
+    // As the Lambda runs: polling through the budget, not returning when the buffer is empty.
+    Arc::get_mut(&mut d)
+        .expect("one owner")
+        .settings
+        .return_when_idle = false;
+    let (keys, versions) = (600, 5);
+    let load = async {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        pair.send_chunked(&backlog("mid", keys, versions, 11), 20)
+            .await;
+    };
+    let local = LocalWorkers::new(d.clone(), |_| {});
+    let ticker = Ticker::default();
+    let budget = Duration::from_secs(15);
+    let (own, ()) = tokio::join!(tick(&d, &ticker, &local, budget), load);
+    let others = local.join().await;
+    drop(local);
+    assert!(own.workers > 1, "the tick grew its fan-out: {own:?}");
+    assert_eq!(own.workers as usize, 1 + others.len());
+    let mut sum = total(&own, &others);
+    Arc::get_mut(&mut d)
+        .expect("one owner")
+        .settings
+        .return_when_idle = true;
+    sum.absorb(&drain_until_empty(&pair, &d, 3).await);
+    assert_eq!(sum.dlq(), 0, "{sum:?}");
+    assert_converged(&pair, "mid", keys, versions).await;
+    eprintln!("mid-tick load: the tick ran {} workers in all", own.workers);
 }

@@ -9,6 +9,9 @@
 //! the tick's own drain pings it, takes nothing and returns. One that is back after the last
 //! tick found it down gets the whole fan-out for its backlog: the replay is what the outage
 //! left, and its messages (re-queued ones are packed full) say little about its size.
+//!
+//! A tick under way looks at the buffer again every few seconds ([`grow`]): a load that starts
+//! or rises mid-tick gets its workers within seconds, not at the next tick.
 
 /// The buffer's depth, in messages (`GetQueueAttributes`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -89,6 +92,30 @@ pub fn workers(
         return most;
     }
     (wanted.ceil() as u64).clamp(1, most as u64) as u32
+}
+
+/// A tick under way grows its fan-out only from this many visible messages: one or two
+/// messages are what a steady load leaves between two receives.
+pub const GROWING_FROM: u64 = 2;
+
+/// Workers to add to a tick under way, at one of its periodic looks at the buffer (`before`:
+/// the last look; `running`: the tick's workers, itself included). While the backlog grows, or
+/// stands at more than `messages_per_worker` for each worker, the workers double, up to
+/// `max_workers`: a few looks reach the cap, and the cost of overshooting is a few idle workers
+/// until the tick ends. A shrinking backlog adds none; the next tick sizes afresh.
+pub fn grow(now: Backlog, before: Backlog, running: u32, policy: &FanoutPolicy) -> u32 {
+    let most = policy.max_workers.max(1);
+    let running = running.max(1);
+    if running >= most || now.visible < GROWING_FROM {
+        return 0;
+    }
+    let growing = now.visible > before.visible;
+    let deep = now.visible > policy.messages_per_worker.max(1) * u64::from(running);
+    if growing || deep {
+        running.min(most - running)
+    } else {
+        0
+    }
 }
 
 /// Demand over capacity, in worker-budgets, when the last tick measured a rate; `None` when it

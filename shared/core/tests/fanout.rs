@@ -1,6 +1,7 @@
-//! How a tick sizes its fan-out (`ferry_core::fanout::workers`).
+//! How a tick sizes its fan-out (`ferry_core::fanout::workers`) and grows it while it runs
+//! (`ferry_core::fanout::grow`).
 
-use ferry_core::fanout::{workers, Backlog, Destination, FanoutPolicy, Pace};
+use ferry_core::fanout::{grow, workers, Backlog, Destination, FanoutPolicy, Pace};
 use Destination::{Answers, Back, Silent};
 
 fn policy(max_workers: u32) -> FanoutPolicy {
@@ -117,4 +118,29 @@ fn a_destination_back_from_an_outage_replays_with_the_whole_fan_out() {
     assert_eq!(workers(backlog(3), None, Back, &p), 6);
     // Nothing waiting: nothing to replay.
     assert_eq!(workers(backlog(0), Some(before), Back, &p), 1);
+}
+
+#[test]
+fn a_tick_under_way_doubles_its_workers_while_the_backlog_grows() {
+    let p = policy(8);
+    // A load that starts mid-tick: 1 → 2 → 4 → 8 workers over three looks.
+    assert_eq!(grow(backlog(3), backlog(0), 1, &p), 1);
+    assert_eq!(grow(backlog(6), backlog(3), 2, &p), 2);
+    assert_eq!(grow(backlog(9), backlog(6), 4, &p), 4);
+    // At the cap, nothing more; near it, only up to it.
+    assert_eq!(grow(backlog(50), backlog(9), 8, &p), 0);
+    assert_eq!(grow(backlog(50), backlog(9), 6, &p), 2);
+}
+
+#[test]
+fn a_steady_or_shrinking_backlog_adds_no_worker_unless_it_is_deep() {
+    let p = policy(8);
+    // What a steady load leaves between receives, or a backlog being worked off.
+    assert_eq!(grow(backlog(1), backlog(0), 1, &p), 0);
+    assert_eq!(grow(backlog(5), backlog(5), 1, &p), 0);
+    assert_eq!(grow(backlog(30), backlog(40), 2, &p), 0);
+    // A backlog that stands deeper than the workers' share: more of them.
+    assert_eq!(grow(backlog(45), backlog(45), 2, &p), 2);
+    // One worker allowed: never more.
+    assert_eq!(grow(backlog(1_000), backlog(0), 1, &policy(1)), 0);
 }
