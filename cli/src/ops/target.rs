@@ -375,6 +375,26 @@ impl Target {
             .map_or(self.table_name.as_str(), String::as_str)
     }
 
+    /// The conflict table in `region`: the stack's output, else the name scheme of
+    /// `ferry_core::conflict::log_table_name` (the sandbox's, the template's); an error when the
+    /// region's stack keeps no log.
+    pub fn conflict_table_in(&self, region: &str) -> Result<String, String> {
+        match self.stacks.get(region) {
+            Some(RegionStack {
+                conflict_table: Some(name),
+                ..
+            }) => Ok(name.clone()),
+            Some(s) => Err(format!(
+                "{region} stack {}: no conflict log (output `{}` missing: deploy with ConflictLog=true)",
+                s.stack,
+                stack::CONFLICT_TABLE
+            )),
+            None => Ok(ferry_core::conflict::log_table_name(
+                self.table_name_in(region),
+            )),
+        }
+    }
+
     /// The regions to act on: those given, else every region of the sandbox or the stacks.
     pub fn regions(&self, given: &[String]) -> Result<Vec<String>, OpsError> {
         let regions: Vec<String> = if given.is_empty() {
