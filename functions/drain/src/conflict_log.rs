@@ -81,15 +81,18 @@ pub(crate) async fn write(d: &Drainer, entries: &[Entry], report: &mut DrainRepo
     if entries.is_empty() {
         return;
     }
-    let (granted, unavailable) = with_quota(
-        |q| (q.take(entries.len()), q.unavailable),
-        (entries.len(), false),
+    let (left_before, granted, unavailable) = with_quota(
+        |q| (q.left(), q.take(entries.len()), q.unavailable),
+        (entries.len(), entries.len(), false),
     );
     let (to_write, left_out) = entries.split_at(granted);
     if unavailable {
         report.conflict_log_errors += left_out.len() as u64;
     } else if !left_out.is_empty() {
         report.conflicts_unlogged += left_out.len() as u64;
+    }
+    // Said once per invocation: when this take reached the cap.
+    if !unavailable && !left_out.is_empty() && left_before > 0 {
         tracing::warn!(
             left_out = left_out.len(),
             cap = settings.max_per_invocation,

@@ -299,6 +299,11 @@ impl Quota {
         }
     }
 
+    /// Entries still allowed in this invocation.
+    pub fn left(&self) -> usize {
+        self.left
+    }
+
     /// How many of `wanted` entries to write; the rest are left out.
     pub fn take(&mut self, wanted: usize) -> usize {
         if self.unavailable {
