@@ -628,6 +628,41 @@ mod tests {
     }
 
     #[test]
+    fn the_conflict_table_is_the_stacks_or_the_name_scheme() {
+        let state = State {
+            pid: 1,
+            control: String::new(),
+            regions: ["us-east-1", "eu-west-1"]
+                .iter()
+                .map(|r| crate::control::RegionEndpoints {
+                    region: r.to_string(),
+                    dynamodb: "http://127.0.0.1:1".into(),
+                    sqs: "http://127.0.0.1:2".into(),
+                    table: "orders".into(),
+                })
+                .collect(),
+        };
+        let mut t = Target::local(&state, &TargetArgs::default()).expect("a local target");
+        assert_eq!(
+            t.conflict_table_in("eu-west-1").unwrap(),
+            "orders-ferry-conflicts"
+        );
+        let stack = |conflict_table: Option<&str>| RegionStack {
+            stack: "ferry-prod".into(),
+            region: "us-east-1".into(),
+            table: "orders".into(),
+            conflict_table: conflict_table.map(str::to_string),
+            destinations: BTreeMap::new(),
+        };
+        t.stacks
+            .insert("us-east-1".into(), stack(Some("orders-log-us")));
+        assert_eq!(t.conflict_table_in("us-east-1").unwrap(), "orders-log-us");
+        t.stacks.insert("us-east-1".into(), stack(None));
+        let e = t.conflict_table_in("us-east-1").unwrap_err();
+        assert!(e.contains("ConflictLog=true"), "{e}");
+    }
+
+    #[test]
     fn queue_names_follow_the_stack() {
         let args = TargetArgs::default();
         let (Some(buffer), Some(dlq)) = args.queue_templates(Some("ferry-prod")) else {

@@ -158,3 +158,77 @@ async fn the_cap_leaves_the_rest_out_and_no_conflict_costs_nothing() {
         "{report:?}"
     );
 }
+
+/// An attribute-mode image of `pk`: each `(attribute, value, version)` with its map entry.
+fn attribute_image(pk: &str, attrs: &[(&str, &str, &str)]) -> ferry_core::Item {
+    use ferry_core::AttributeValue as V;
+    let mut image = key(pk);
+    let mut map = ferry_core::Item::new();
+    for (name, value, version) in attrs {
+        image.insert(name.to_string(), V::S(value.to_string()));
+        map.insert(name.to_string(), V::S(version.to_string()));
+    }
+    image.insert("ferry_versions".into(), V::M(map));
+    image
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn attribute_merge_logs_the_values_it_merged_away() {
+    let (pair, log) = pair_with_log(true).await;
+    // eu holds a newer status and an older note than us's record.
+    pair.put_local(&attribute_image(
+        "a",
+        &[
+            ("status", "eu status", "3000@eu-west-1"),
+            ("note", "eu note", "500@eu-west-1"),
+        ],
+    ))
+    .await;
+    let record = ferry_core::ChangeRecord {
+        key: key("a"),
+        image: attribute_image(
+            "a",
+            &[
+                ("status", "us status", "2000@us-east-1"),
+                ("note", "us note", "2000@us-east-1"),
+            ],
+        ),
+        tombstone: false,
+        version: Version::new(2000, SOURCE),
+        source_region: SOURCE.into(),
+        written_at_ms: ferry_core::clock::system_now_ms(),
+    };
+    pair.send(&[record]).await;
+    let drainer = pair
+        .drainer_via(
+            &pair.region.endpoint(),
+            &[
+                ("FERRY_CONFLICT_TABLE", log.as_str()),
+                ("FERRY_MERGE_MODE", "attribute"),
+            ],
+        )
+        .await;
+    let report = drain_until_empty(&pair, &drainer, 3).await;
+    assert_eq!(
+        (report.applied, report.conflicts_logged),
+        (1, 1),
+        "{report:?}"
+    );
+    let entries = ConflictLog::new(Table::new(pair.ddb.clone(), log))
+        .scan()
+        .await
+        .expect("scan the log");
+    let e = entries[0].clone().expect("readable");
+    assert_eq!(e.merged_away, ["status"], "the note won, the status lost");
+    assert_eq!(e.winner, Version::new(3000, DESTINATION));
+    assert!(!e.reappliable());
+    let stored = pair.get("a").await.expect("a");
+    assert_eq!(
+        stored["note"],
+        ferry_core::AttributeValue::S("us note".into())
+    );
+    assert_eq!(
+        stored["status"],
+        ferry_core::AttributeValue::S("eu status".into())
+    );
+}
