@@ -143,6 +143,16 @@ impl Cluster {
                         .with_ttl_attribute(&ferry_core::AttributeNames::default().ttl),
                 )
                 .await?;
+            // The conflict log, under the template's name scheme (`ferry conflicts` finds it).
+            let log = ferry_core::conflict::LogSettings::new(ferry_core::conflict::log_table_name(
+                &options.table,
+            ));
+            dynamo
+                .create_table(
+                    &TableSpec::new(&log.table, ferry_core::conflict::ID)
+                        .with_ttl_attribute(ferry_core::conflict::EXPIRES_AT),
+                )
+                .await?;
             let proxy = FaultProxy::start(&dynamo.endpoint())?;
             proxy.set_mode(normal_mode(options.rtt_ms));
             let mut config = Config::new(name.clone(), options.partition_key.clone());
@@ -152,6 +162,7 @@ impl Cluster {
                 .get(&i)
                 .copied()
                 .unwrap_or(options.merge_mode);
+            config.conflict_log = Some(log);
             config
                 .validate()
                 .map_err(|e| ClusterError::Setup(e.to_string()))?;

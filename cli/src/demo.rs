@@ -83,6 +83,9 @@ pub struct DemoReport {
     pub write_errors: u64,
     pub replicated: u64,
     pub conflicts: u64,
+    /// Conflicts kept in the regions' conflict logs (`ferry conflicts list`), and a few of them.
+    pub conflicts_logged: u64,
+    pub conflict_examples: Vec<String>,
     pub stale: u64,
     pub stamps: u64,
     pub tombstones: u64,
@@ -243,6 +246,7 @@ impl Played {
         let normal = normal_lag_samples(&cluster.stats, window, self.convergence.replay_done);
         let series = self.sampler.series();
         let plot_path = draw_picture(options, &self.outage_region, &series, window)?;
+        let (conflicts_logged, conflict_examples) = logged_conflicts(cluster).await;
         let (returned, workload_end) = (self.returned, self.workload_end);
         Ok(DemoReport {
             regions: self.names,
@@ -257,6 +261,8 @@ impl Played {
             write_errors: self.write_errors,
             replicated: totals.applied,
             conflicts: totals.conflicts,
+            conflicts_logged,
+            conflict_examples,
             stale: totals.stale,
             stamps: totals.stamps,
             tombstones: totals.tombstones,
@@ -294,6 +300,38 @@ impl Played {
             plot: Some(plot_path.display().to_string()),
         })
     }
+}
+
+/// Conflicts shown as examples in the report.
+const CONFLICT_EXAMPLES: usize = 3;
+
+/// How many conflicts the regions' logs hold, and the newest few, as `ferry conflicts list`
+/// reads them (a log that cannot be read counts none).
+async fn logged_conflicts(cluster: &Cluster) -> (u64, Vec<String>) {
+    let name = ferry_core::conflict::log_table_name(&cluster.options.table);
+    let mut entries = Vec::new();
+    for region in &cluster.regions {
+        let log = ferry_aws::ConflictLog::new(region.table(&name));
+        if let Ok(read) = log.scan().await {
+            entries.extend(read.into_iter().flatten());
+        }
+    }
+    entries.sort_by_key(|e| std::cmp::Reverse(e.detected_at_ms));
+    let examples = entries
+        .iter()
+        .take(CONFLICT_EXAMPLES)
+        .map(|e| {
+            format!(
+                "{} {}: {} beat {} (ferry conflicts show {})",
+                e.region,
+                ferry_core::item::describe_key(&e.key),
+                e.winner,
+                e.loser,
+                e.id
+            )
+        })
+        .collect();
+    (entries.len() as u64, examples)
 }
 
 /// The loss verdicts: the mixed workload's lost writes, or the disjoint workload's lost
@@ -979,7 +1017,7 @@ pub fn render(r: &DemoReport) -> String {
          regions            {}\n\
          mode               {} merge, {} workload\n\
          writes             {} ({} writes/s for {} s, seed {}; {} failed at the client)\n\
-         replicated         {} records applied ({} stale, {} conflicts, visible in logs)\n\
+         replicated         {} records applied ({} stale, {} conflicts, {} in the conflict log)\n\
          Ferry stamps       {} stamps, {} tombstones for unstamped writes and hard deletes\n\
          lag (normal)       p50 {} ms, p95 {} ms, p99 {} ms (rtt {} ms, clock skew {} ms)\n\
          lag, where         p50/p99 ms: write→buffer {}/{}, in buffer {}/{}, drain→applied {}/{}\n\
@@ -1005,6 +1043,7 @@ pub fn render(r: &DemoReport) -> String {
         r.replicated,
         r.stale,
         r.conflicts,
+        r.conflicts_logged,
         r.stamps,
         r.tombstones,
         r.lag_ms.p50,
@@ -1044,6 +1083,11 @@ pub fn render(r: &DemoReport) -> String {
     for e in r.lost_examples.iter().chain(&r.lost_update_examples) {
         out.push_str(&format!("  lost: {e}\n"));
     }
+    out.extend(
+        r.conflict_examples
+            .iter()
+            .map(|e| format!("  conflict: {e}\n")),
+    );
     if let Some(p) = &r.plot {
         out.push_str(&format!("picture            {p}\n"));
     }

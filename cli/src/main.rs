@@ -55,6 +55,14 @@ enum Command {
         #[command(subcommand)]
         command: ops::dlq::DlqCommand,
     },
+    /// Lists, shows and re-applies the conflicts the drains resolved (each region's conflict log).
+    #[command(
+        after_help = "Example: ferry conflicts list --stack ferry-orders --region us-east-1 --since 1h"
+    )]
+    Conflicts {
+        #[command(subcommand)]
+        command: ops::conflicts::ConflictsCommand,
+    },
     /// Replication health on one screen: buffers, DLQs, destinations, streams.
     #[command(
         after_help = "Example: ferry status --stack ferry-orders --regions us-east-1,eu-west-1"
@@ -96,6 +104,7 @@ async fn main() -> ExitCode {
         Command::Backfill(a) => ops::backfill::main(a).await,
         Command::Verify(a) => ops::verify::main(a).await,
         Command::Dlq { command } => ops::dlq::main(command).await,
+        Command::Conflicts { command } => ops::conflicts::main(command).await,
         Command::Status(a) => ops::status::main(a).await,
         Command::Doctor(a) => ops::doctor::main(a).await,
         Command::Pause(a) => ops::pause::main(a, true).await,

@@ -17,6 +17,8 @@ const CASES: &[(&str, &[&str])] = &[
     ("verify-help", &["verify", "--help"]),
     ("dlq-help", &["dlq", "--help"]),
     ("dlq-list-help", &["dlq", "list", "--help"]),
+    ("conflicts-help", &["conflicts", "--help"]),
+    ("conflicts-list-help", &["conflicts", "list", "--help"]),
     ("status-help", &["status", "--help"]),
     ("doctor-help", &["doctor", "--help"]),
     ("error-duration-without-unit", &["demo", "--duration", "30"]),

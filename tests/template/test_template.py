@@ -41,6 +41,8 @@ DRAIN_ENV = SHARED_ENV | {
     "FERRY_DESTINATION_TABLE", "FERRY_DRAIN_BUDGET_S", "FERRY_MAX_IN_FLIGHT",
     "FERRY_MAX_DRAIN_CONCURRENCY", "FERRY_BUFFER_MAX_RECEIVE_COUNT", "FERRY_TABLE",
 }  # + FERRY_DESTINATION_ROLE_ARN when cross-account
+# The drain's conflict log (issue #19): the destination's table, the retention.
+CONFLICT_ENV = {"FERRY_CONFLICT_TABLE", "FERRY_CONFLICT_RETENTION_DAYS"}
 
 
 # --------------------------------------------------------------------------------------------
@@ -253,7 +255,7 @@ def test_drain_per_destination(raw, scenario):
         s = strip(region)
         fn = final[f"DrainFunction{s}"]["Properties"]
         env = fn["Environment"]["Variables"]
-        assert set(env) == DRAIN_ENV | ({"FERRY_DESTINATION_ROLE_ARN"} if roles else set())
+        assert set(env) - CONFLICT_ENV == DRAIN_ENV | ({"FERRY_DESTINATION_ROLE_ARN"} if roles else set())
         assert env["FERRY_DESTINATION_REGION"] == region
         assert env["FERRY_SOURCE_REGION"] == "us-east-1"
         assert env["FERRY_DESTINATION_TABLE"] == names.get(region, overrides["TableName"])
@@ -975,3 +977,70 @@ def test_outputs_give_the_cli_what_it_reads(raw, scenario):
         assert role["Condition"] == "UseDestinationRoles"
         if roles:
             assert role["Value"] == roles[region] == drain["FERRY_DESTINATION_ROLE_ARN"]
+
+
+# --------------------------------------------------------------------------------------------
+# issue #19: the conflict log
+# --------------------------------------------------------------------------------------------
+def test_conflict_log_parameters(raw):
+    p = raw["Parameters"]
+    assert p["ConflictLog"]["Default"] == "true"
+    assert p["ConflictLog"]["AllowedValues"] == ["false", "true"]
+    assert p["ConflictRetentionDays"]["Default"] == 14
+    assert p["ConflictRetentionDays"]["MinValue"] >= 1
+    assert raw["Conditions"]["ConflictLogOn"] == {"Fn::Equals": [{"Ref": "ConflictLog"}, "true"]}
+
+
+def test_conflict_table_is_on_demand_with_ttl(raw, scenario):
+    t = scenario["final"]["Resources"]["ConflictTable"]
+    assert t["Condition"] == "ConflictLogOn"
+    p = t["Properties"]
+    assert p["BillingMode"] == "PAY_PER_REQUEST"
+    assert p["TableName"] == f"{table(scenario)}-ferry-conflicts"
+    assert p["KeySchema"] == [{"AttributeName": "id", "KeyType": "HASH"}]
+    assert p["TimeToLiveSpecification"] == {"AttributeName": "expires_at", "Enabled": True}
+    # The names the core writes (shared/core/src/conflict.rs).
+    core = (ROOT / "shared/core/src/conflict.rs").read_text()
+    assert 'pub const ID: &str = "id";' in core
+    assert 'pub const EXPIRES_AT: &str = "expires_at";' in core
+    assert 'format!("{table}-ferry-conflicts")' in core
+    out = scenario["final"]["Outputs"]["ConflictTableName"]
+    assert out["Condition"] == "ConflictLogOn"
+    assert out["Value"] == {"Ref": "ConflictTable"}
+    assert 'CONFLICT_TABLE: &str = "ConflictTableName"' in (ROOT / "cli/src/ops/stack.rs").read_text()
+
+
+def test_each_drain_writes_only_its_destinations_conflict_log(raw, scenario):
+    final = scenario["final"]["Resources"]
+    overrides = scenario["overrides"]
+    names = dict(e.split("=") for e in overrides.get("DestinationTableNames", "").split(",") if e)
+    cross_account = bool(overrides.get("DestinationRoleArns"))
+    for region in destinations(scenario):
+        s = strip(region)
+        dest = names.get(region, overrides["TableName"])
+        env = final[f"DrainFunction{s}"]["Properties"]["Environment"]["Variables"]
+        # The destination stack's ConflictTable: the same name scheme in every region.
+        assert env["FERRY_CONFLICT_TABLE"] == f"{dest}-ferry-conflicts"
+        assert as_int(raw, env["FERRY_CONFLICT_RETENTION_DAYS"], overrides) == 14
+        by_sid = {st["Sid"]: st for st in statements(final[f"DrainRole{s}"]) if isinstance(st, dict) and "Sid" in st}
+        if cross_account:
+            # Through the destination role: that role grants it, not this one.
+            assert "ConflictLog" not in by_sid
+            continue
+        st = by_sid["ConflictLog"]
+        assert set(listify(st["Action"])) == {"dynamodb:BatchWriteItem", "dynamodb:PutItem"}
+        assert st["Resource"] == f"arn:aws:dynamodb:{region}:123456789012:table/{dest}-ferry-conflicts"
+
+
+def test_conflict_log_off_leaves_no_table_grant_or_variable(raw):
+    overrides = dict(render.SCENARIOS["two-destinations"], ConflictLog="false")
+    final = render.translate(render.expand(overrides), overrides)
+    # CloudFormation leaves out what the condition turns off; the renderer keeps it, conditioned.
+    assert final["Resources"]["ConflictTable"]["Condition"] == "ConflictLogOn"
+    assert final["Outputs"]["ConflictTableName"]["Condition"] == "ConflictLogOn"
+    for region in overrides["DestinationRegions"].split(","):
+        s = strip(region)
+        env = final["Resources"][f"DrainFunction{s}"]["Properties"]["Environment"]["Variables"]
+        assert "FERRY_CONFLICT_TABLE" not in env
+        sids = {st.get("Sid") for st in statements(final["Resources"][f"DrainRole{s}"]) if isinstance(st, dict)}
+        assert "ConflictLog" not in sids

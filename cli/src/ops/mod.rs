@@ -1,9 +1,10 @@
-//! The operator tools (`ferry backfill`, `verify`, `dlq`, `status`, `doctor`). Each verb is a module: its
+//! The operator tools (`ferry backfill`, `verify`, `dlq`, `conflicts`, `status`, `doctor`). Each verb is a module: its
 //! arguments, a `run` that returns a report (what the tests call), and a `main` that prints the
 //! report (human or `--json`) and maps it to an exit code. Decisions are pure functions with
 //! unit tests; every AWS call goes through `ferry-aws`.
 
 pub mod backfill;
+pub mod conflicts;
 pub mod dlq;
 pub mod doctor;
 pub mod doctor_checks;

@@ -12,6 +12,8 @@ pub const LOCAL_STACK: &str = "ferry-local";
 pub const TABLE_NAME: &str = "TableName";
 pub const REGION: &str = "Region";
 pub const DESTINATION_REGIONS: &str = "DestinationRegions";
+/// The region's conflict table; absent when the stack keeps no conflict log.
+pub const CONFLICT_TABLE: &str = "ConflictTableName";
 /// Per-destination outputs (`Fn::ForEach`: the key is the prefix and the region without dashes).
 pub const BUFFER_URL: &str = "BufferUrl";
 pub const DLQ_URL: &str = "DlqUrl";
@@ -53,6 +55,8 @@ pub struct RegionStack {
     pub stack: String,
     pub region: String,
     pub table: String,
+    /// The conflict table (`None`: `ConflictLog` is off in this stack).
+    pub conflict_table: Option<String>,
     pub destinations: BTreeMap<String, DestinationOutputs>,
 }
 
@@ -114,6 +118,7 @@ pub fn parse(
         stack: stack.to_string(),
         region: region.to_string(),
         table: get(TABLE_NAME)?,
+        conflict_table: get(CONFLICT_TABLE).ok(),
         destinations,
     })
 }
@@ -161,6 +166,7 @@ mod tests {
         o.insert("DestinationRoleArneuwest1".into(), "arn:role".into());
         let s = parse("ferry-prod", "us-east-1", &o).unwrap();
         assert_eq!(s.table, "orders");
+        assert_eq!(s.conflict_table, None, "no log in this stack");
         assert_eq!(s.destinations.len(), 2);
         let eu = &s.destinations["eu-west-1"];
         assert_eq!(eu.buffer_url, "BufferUrl of eu-west-1");

@@ -375,6 +375,26 @@ impl Target {
             .map_or(self.table_name.as_str(), String::as_str)
     }
 
+    /// The conflict table in `region`: the stack's output, else the name scheme of
+    /// `ferry_core::conflict::log_table_name` (the sandbox's, the template's); an error when the
+    /// region's stack keeps no log.
+    pub fn conflict_table_in(&self, region: &str) -> Result<String, String> {
+        match self.stacks.get(region) {
+            Some(RegionStack {
+                conflict_table: Some(name),
+                ..
+            }) => Ok(name.clone()),
+            Some(s) => Err(format!(
+                "{region} stack {}: no conflict log (output `{}` missing: deploy with ConflictLog=true)",
+                s.stack,
+                stack::CONFLICT_TABLE
+            )),
+            None => Ok(ferry_core::conflict::log_table_name(
+                self.table_name_in(region),
+            )),
+        }
+    }
+
     /// The regions to act on: those given, else every region of the sandbox or the stacks.
     pub fn regions(&self, given: &[String]) -> Result<Vec<String>, OpsError> {
         let regions: Vec<String> = if given.is_empty() {
@@ -605,6 +625,41 @@ mod tests {
         assert!(e.contains("expected REGION=VALUE"), "{e}");
         assert!(parse_per_region("--table", &v(&["a", "b"]), false).is_err());
         assert!(parse_per_region("--table", &v(&["x=a", "x=b"]), false).is_err());
+    }
+
+    #[test]
+    fn the_conflict_table_is_the_stacks_or_the_name_scheme() {
+        let state = State {
+            pid: 1,
+            control: String::new(),
+            regions: ["us-east-1", "eu-west-1"]
+                .iter()
+                .map(|r| crate::control::RegionEndpoints {
+                    region: r.to_string(),
+                    dynamodb: "http://127.0.0.1:1".into(),
+                    sqs: "http://127.0.0.1:2".into(),
+                    table: "orders".into(),
+                })
+                .collect(),
+        };
+        let mut t = Target::local(&state, &TargetArgs::default()).expect("a local target");
+        assert_eq!(
+            t.conflict_table_in("eu-west-1").unwrap(),
+            "orders-ferry-conflicts"
+        );
+        let stack = |conflict_table: Option<&str>| RegionStack {
+            stack: "ferry-prod".into(),
+            region: "us-east-1".into(),
+            table: "orders".into(),
+            conflict_table: conflict_table.map(str::to_string),
+            destinations: BTreeMap::new(),
+        };
+        t.stacks
+            .insert("us-east-1".into(), stack(Some("orders-log-us")));
+        assert_eq!(t.conflict_table_in("us-east-1").unwrap(), "orders-log-us");
+        t.stacks.insert("us-east-1".into(), stack(None));
+        let e = t.conflict_table_in("us-east-1").unwrap_err();
+        assert!(e.contains("ConflictLog=true"), "{e}");
     }
 
     #[test]

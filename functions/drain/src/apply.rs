@@ -12,6 +12,7 @@ use crate::take::{Outcome, Take};
 use crate::Drainer;
 use ferry_aws::{ApplyOutcome, AwsError, ErrorKind};
 use ferry_core::apply::PendingReason;
+use ferry_core::conflict::Entry;
 use ferry_core::item::describe_key;
 use ferry_core::{ChangeRecord, Judgement, MergeMode, Version};
 use futures::stream::{FuturesUnordered, StreamExt};
@@ -40,14 +41,17 @@ pub(crate) async fn apply_stage(
 ) -> Applied {
     let started = Instant::now();
     let mut report = DrainReport::default();
-    let (outcomes, halt) = match merge_apply::dispatch(d, &mut take) {
+    let (outcomes, halt, conflicts) = match merge_apply::dispatch(d, &mut take) {
         Some(mode) => apply_take(d, mode, &take, &arrival, times, &mut pacing, &mut report).await,
         // A record of the other mode: nothing is applied, and the pipeline stops.
         None => (
             vec![Outcome::Failed; take.records.len()],
             Some(StopReason::ModeMismatch),
+            Vec::new(),
         ),
     };
+    // Written by the settle stage, off the apply path.
+    take.conflicts = conflicts;
     timing.apply_ms = started.elapsed().as_millis() as u64;
     Applied {
         take,
@@ -59,8 +63,9 @@ pub(crate) async fn apply_stage(
     }
 }
 
-/// Writes the take's winners in `mode`; returns each record's outcome and why the take was
-/// halted, if it was. The mode decides only what one winner's write is and what it costs.
+/// Writes the take's winners in `mode`; returns each record's outcome, why the take was halted,
+/// if it was, and the conflict log's entries. The mode decides only what one winner's write is
+/// and what it costs.
 async fn apply_take(
     d: &Drainer,
     mode: MergeMode,
@@ -69,7 +74,7 @@ async fn apply_take(
     times: Times,
     pacing: &mut Pacing,
     report: &mut DrainReport,
-) -> (Vec<Outcome>, Option<StopReason>) {
+) -> (Vec<Outcome>, Option<StopReason>, Vec<Entry>) {
     let mut writes = Writes::new(d, mode, take, arrival);
     let mut inflight = FuturesUnordered::new();
     loop {
@@ -103,7 +108,7 @@ async fn apply_take(
         }
     }
     // A halt for the budget or a stop is the normal end of the call, not of the take.
-    (writes.outcomes, writes.halt)
+    (writes.outcomes, writes.halt, writes.conflicts)
 }
 
 /// One winner's write, abandoned at `put_cut` (`Err`: cut).
@@ -139,6 +144,8 @@ struct Writes<'a> {
     queue: VecDeque<usize>,
     /// Why the take was halted, if it was.
     halt: Option<StopReason>,
+    /// The conflict log's entries for the conflicts found (none without a log).
+    conflicts: Vec<Entry>,
 }
 
 impl<'a> Writes<'a> {
@@ -151,6 +158,7 @@ impl<'a> Writes<'a> {
             outcomes: vec![Outcome::Unattempted; take.records.len()],
             queue: take.winners.iter().copied().collect(),
             halt: None,
+            conflicts: Vec::new(),
         }
     }
 
@@ -213,6 +221,8 @@ impl<'a> Writes<'a> {
                 Outcome::Stale
             }
             Wrote::Conflict { winner, loser } => {
+                self.conflicts
+                    .extend(crate::conflict_log::entry(self.d, record, &winner));
                 conflict(self.d, record, winner, loser, report);
                 Outcome::Conflict
             }
@@ -230,6 +240,11 @@ impl<'a> Writes<'a> {
             Wrote::Unreadable(reason) => {
                 tracing::warn!(key = %describe_key(&record.key), reason = %reason, "unreadable record: dead-lettering it");
                 Outcome::Invalid(reason)
+            }
+            Wrote::MergedAway { wrote, entry } => {
+                tracing::debug!(key = %describe_key(&record.key), attributes = ?entry.merged_away, winner = %entry.winner, "attribute merge: values lost to newer writes of another region");
+                self.conflicts.push(*entry);
+                return self.wrote(i, *wrote, report);
             }
         };
     }
@@ -323,6 +338,12 @@ pub(crate) enum Wrote {
     OtherMode(String),
     /// The record itself cannot be written (nothing was sent): dead-lettered with the reason.
     Unreadable(String),
+    /// Attribute mode: `wrote` (written or stale), and some of the record's values lost to
+    /// newer ones of another region (the conflict log's entry).
+    MergedAway {
+        wrote: Box<Wrote>,
+        entry: Box<Entry>,
+    },
 }
 
 /// The DynamoDB requests one write made, as the report counts them.

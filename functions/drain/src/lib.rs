@@ -36,6 +36,7 @@
 //! is idempotent).
 
 mod apply;
+mod conflict_log;
 pub mod env;
 pub mod fanout;
 mod merge_apply;
@@ -110,5 +111,6 @@ pub async fn drain_for(drainer: &Drainer, budget: Duration) -> DrainReport {
         source = %drainer.source_region,
         destination = %drainer.destination_region,
     );
-    tracing::Instrument::instrument(pipeline::run(drainer, budget), span).await
+    let run = conflict_log::in_invocation(drainer, pipeline::run(drainer, budget));
+    tracing::Instrument::instrument(run, span).await
 }

@@ -10,6 +10,7 @@ use crate::take::Take;
 use crate::Drainer;
 use ferry_aws::{AwsError, MergeOutcome, MAX_MERGE_ROUNDS};
 use ferry_core::coalesce::merge_per_key;
+use ferry_core::conflict::merged_away;
 use ferry_core::item::describe_key;
 use ferry_core::merge::{image_mode, AttrState, Unversioned};
 use ferry_core::{ChangeRecord, MergeMode};
@@ -51,9 +52,19 @@ pub(crate) async fn merge(d: &Drainer, record: &ChangeRecord) -> Result<(Wrote, 
             return Ok((Wrote::Unreadable(reason), Cost::default()));
         }
     };
+    // The values of the last round's merge that lost to newer ones of another region, for the
+    // conflict log (worked out only when there is one).
+    let lost = std::sync::Mutex::new(Vec::new());
     let merged = d.table.merge_into(
         &record.key,
-        |_| incoming.clone(),
+        |current| {
+            if d.config.conflict_log.is_some() {
+                let stored = current.and_then(|i| AttrState::read(i, &d.config).ok());
+                let away = stored.map_or_else(Vec::new, |s| merged_away(&s.state, &incoming));
+                *lost.lock().unwrap_or_else(|e| e.into_inner()) = away;
+            }
+            incoming.clone()
+        },
         Unversioned::Wait,
         &d.config,
     );
@@ -62,10 +73,19 @@ pub(crate) async fn merge(d: &Drainer, record: &ChangeRecord) -> Result<(Wrote, 
         reads: u64::from(reads),
         writes: u64::from(writes),
     };
-    Ok(match merged.await? {
-        MergeOutcome::Written { rounds, .. } => (Wrote::Written, cost(rounds, rounds)),
+    let outcome = merged.await?;
+    let lost = lost.into_inner().unwrap_or_else(|e| e.into_inner());
+    let with_lost = |wrote: Wrote| match crate::conflict_log::merge_entry(d, record, &lost) {
+        Some(entry) => Wrote::MergedAway {
+            wrote: Box::new(wrote),
+            entry: Box::new(entry),
+        },
+        None => wrote,
+    };
+    Ok(match outcome {
+        MergeOutcome::Written { rounds, .. } => (with_lost(Wrote::Written), cost(rounds, rounds)),
         // The last round found nothing to change: a read without a write.
-        MergeOutcome::Unchanged { rounds } => (Wrote::Stale, cost(rounds, rounds - 1)),
+        MergeOutcome::Unchanged { rounds } => (with_lost(Wrote::Stale), cost(rounds, rounds - 1)),
         MergeOutcome::Pending { unversioned } => (
             Wrote::Pending(format!("Unversioned({unversioned:?})")),
             cost(1, 0),

@@ -83,6 +83,13 @@ pub struct DrainReport {
     pub stale: u64,
     /// Puts refused because a newer version from another region won (also logged).
     pub conflicts: u64,
+    /// Conflicts kept in the conflict log (`ferry_core::conflict`).
+    pub conflicts_logged: u64,
+    /// Conflicts the log lost: its write failed or timed out, or it had failed earlier in the
+    /// invocation. Replication is not affected.
+    pub conflict_log_errors: u64,
+    /// Conflicts left out of the log by its cap per invocation (`FERRY_CONFLICT_LOG_MAX`).
+    pub conflicts_unlogged: u64,
     /// Records found pending (unversioned destination item, unreadable version, race).
     pub pending: u64,
     /// Records put back on the buffer as new messages (pending, throttled, cut, destination down).
@@ -170,6 +177,9 @@ impl DrainReport {
         self.applied += other.applied;
         self.stale += other.stale;
         self.conflicts += other.conflicts;
+        self.conflicts_logged += other.conflicts_logged;
+        self.conflict_log_errors += other.conflict_log_errors;
+        self.conflicts_unlogged += other.conflicts_unlogged;
         self.pending += other.pending;
         self.requeued += other.requeued;
         self.dlq_messages += other.dlq_messages;
@@ -238,6 +248,9 @@ pub fn emf_lines(report: &DrainReport, metrics: &Metrics, timestamp_ms: u64) -> 
         Metric::count("Applied", report.applied),
         Metric::count("Stale", report.stale),
         Metric::count("Conflicts", report.conflicts),
+        Metric::count("ConflictsLogged", report.conflicts_logged),
+        Metric::count("ConflictLogErrors", report.conflict_log_errors),
+        Metric::count("ConflictsNotLogged", report.conflicts_unlogged),
         Metric::count("Pending", report.pending),
         Metric::count("Requeued", report.requeued),
         Metric::count("Dlq", report.dlq()),

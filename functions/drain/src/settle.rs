@@ -23,8 +23,15 @@ pub(crate) async fn settle_stage(
 ) -> DrainReport {
     let started = Instant::now();
     let mut report = DrainReport::default();
-    // Cancelling is safe anywhere: sends come before deletes.
-    let settling = settle(d, &take, &outcomes, &mut report);
+    let mut logging = DrainReport::default();
+    // Cancelling is safe anywhere: sends come before deletes. The conflict log's write runs
+    // beside the settle, bounded by its own short timeout.
+    let settling = async {
+        tokio::join!(
+            settle(d, &take, &outcomes, &mut report),
+            crate::conflict_log::write(d, &take.conflicts, &mut logging),
+        )
+    };
     if tokio::time::timeout_at(deadline, settling).await.is_err() {
         tracing::warn!(
             messages = take.messages.len(),
@@ -36,6 +43,7 @@ pub(crate) async fn settle_stage(
         let messages = (take.messages.len() + take.poison.len()) as u64;
         report.left = messages.saturating_sub(report.deleted);
     }
+    report.absorb_counts(&logging);
     let t = timing.unwrap_or(TakeTiming {
         receive_ms: 0,
         wait_ms: 0,

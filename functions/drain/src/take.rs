@@ -53,6 +53,8 @@ pub(crate) struct Take {
     pub winner_of: Vec<usize>,
     /// The winners, in backlog order: the only records written.
     pub winners: Vec<usize>,
+    /// The conflict log's entries for the conflicts its apply found (written when it settles).
+    pub conflicts: Vec<ferry_core::conflict::Entry>,
 }
 
 impl Take {

@@ -2,6 +2,7 @@
 //! tombstone lifetime, item filter. It must be the same in every region (the filter especially:
 //! a record filtered in one region and not in another would leave the regions different).
 
+use crate::conflict::DEFAULT_RETENTION_DAYS;
 use crate::item::{AttributeValue, Item};
 use std::collections::BTreeSet;
 
@@ -161,6 +162,9 @@ pub struct Config {
     pub filter: ItemFilter,
     /// Item-level or attribute-level last-writer-wins.
     pub merge_mode: MergeMode,
+    /// Where a drain keeps the conflicts it resolves (`None`: it only counts and logs them).
+    /// The drain's own setting, not a shared one: left out of the settings fingerprint.
+    pub conflict_log: Option<crate::conflict::LogSettings>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -202,6 +206,7 @@ impl Config {
             destinations: Vec::new(),
             filter: ItemFilter::All,
             merge_mode: MergeMode::Item,
+            conflict_log: None,
         }
     }
 
@@ -210,7 +215,9 @@ impl Config {
     /// `FERRY_DESTINATIONS` (comma-separated regions), `FERRY_ATTR_TS`, `FERRY_ATTR_ORIGIN`,
     /// `FERRY_ATTR_TOMBSTONE`, `FERRY_ATTR_TTL`, `FERRY_TOMBSTONE_LIFETIME_S`,
     /// `FERRY_DRAIN_LAG_ALLOWANCE_S`, `FERRY_FILTER`, `FERRY_MERGE_MODE` (`item` or `attribute`),
-    /// `FERRY_ATTR_VERSIONS`, `FERRY_ATTR_SUM`. The result is validated.
+    /// `FERRY_ATTR_VERSIONS`, `FERRY_ATTR_SUM`; the drain's conflict log: `FERRY_CONFLICT_TABLE`
+    /// (unset: no log), `FERRY_CONFLICT_RETENTION_DAYS` (14), `FERRY_CONFLICT_LOG_MAX` (100
+    /// entries per invocation). The result is validated.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let get = |k: &str| lookup(k).filter(|v| !v.trim().is_empty());
         let region = get("FERRY_LOCAL_REGION")
@@ -253,6 +260,14 @@ impl Config {
         }
         if let Some(m) = get("FERRY_MERGE_MODE") {
             config.merge_mode = MergeMode::parse(&m)?;
+        }
+        if let Some(table) = get("FERRY_CONFLICT_TABLE") {
+            let mut log = crate::conflict::LogSettings::new(table.trim());
+            let days = number("FERRY_CONFLICT_RETENTION_DAYS", DEFAULT_RETENTION_DAYS)?;
+            log.retention_s = days.clamp(1, 36_500) * 86_400;
+            log.max_per_invocation =
+                number("FERRY_CONFLICT_LOG_MAX", log.max_per_invocation as u64)? as usize;
+            config.conflict_log = Some(log);
         }
         config.validate()?;
         Ok(config)

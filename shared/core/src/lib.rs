@@ -16,6 +16,7 @@ pub mod codec;
 pub mod compare;
 pub mod condition;
 pub mod config;
+pub mod conflict;
 pub mod digest;
 pub mod disposition;
 pub mod fanout;
