@@ -32,9 +32,10 @@ impl Cap {
         let window = s.budget.saturating_sub(reserve);
         let share = TickShare::new(s.max_wcu?, s.max_workers, window, s.period)?;
         let tick_start = tick_end.checked_sub(s.budget).unwrap_or(tick_end);
-        let now = Instant::now();
+        // Empty at the tick's start, not at this invocation's: a worker that starts a little
+        // late has earned its share since (at most the bucket's one-second burst).
         Some(Cap {
-            bucket: TokenBucket::new(share, ms(now.saturating_duration_since(tick_start))),
+            bucket: TokenBucket::new(share, 0),
             tick_start,
             units: 0,
             waited: Duration::ZERO,
