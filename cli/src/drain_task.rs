@@ -45,6 +45,9 @@ pub struct DrainTask {
 
 pub async fn run(task: DrainTask, mut stop: watch::Receiver<bool>) {
     let mut settings = ferry_drain::DrainSettings::with_budget(task.budget);
+    // The write-rate cap (`FERRY_MAX_WCU`), split between overlapping ticks by their period.
+    settings.max_wcu = ferry_drain::cap::max_wcu_from_process_env();
+    settings.period = Some(task.period);
     // As for the Lambda: `FERRY_TAKES_IN_FLIGHT=1` gives the strictly sequential drain
     // (receive → apply → settle), for comparing lag with and without the pipeline.
     if let Some(n) = std::env::var("FERRY_TAKES_IN_FLIGHT")

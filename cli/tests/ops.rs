@@ -163,6 +163,7 @@ async fn backfill_resume_verify_and_repair() {
         page_size: Some(4),
         checkpoint: checkpoint.clone(),
         resume: false,
+        max_wcu: None,
         show_progress: false,
         stop_after_segments: Some(2),
         interrupted: Default::default(),
@@ -231,6 +232,21 @@ async fn backfill_resume_verify_and_repair() {
     eprintln!("{}", backfill::render(&again));
     assert_eq!((again.stamped, again.applied, again.stale), (0, 0, total));
     assert!(again.complete && again.throttled > 0, "{again:?}");
+    // And once more under --max-wcu 100: every write (stale ones too) takes its unit, and the
+    // run takes as long as the cap says (the bucket starts empty).
+    let capped = backfill::run(
+        &t,
+        &BackfillOptions {
+            max_wcu: Some(100.0),
+            ..opts.clone()
+        },
+    )
+    .await
+    .expect("a capped backfill");
+    eprintln!("{}", backfill::render(&capped));
+    assert_eq!(capped.write_units, Some(total), "{capped:?}");
+    let per_s = total as f64 / capped.elapsed_s;
+    assert!(per_s <= 110.0, "{per_s} write units/s under a cap of 100");
 
     let vopts = VerifyOptions {
         regions: vec![US.into(), EU.into()],
@@ -238,6 +254,7 @@ async fn backfill_resume_verify_and_repair() {
         partitions: 4,
         work_dir: Some(dir.path().to_path_buf()),
         repair: false,
+        max_wcu: None,
         show_progress: false,
     };
     let clean = verify::run(&t, &vopts).await.expect("verify");
@@ -334,6 +351,7 @@ async fn backfill_resume_verify_and_repair() {
         &t,
         &VerifyOptions {
             repair: true,
+            max_wcu: Some(50.0),
             ..vopts.clone()
         },
     )
@@ -342,6 +360,7 @@ async fn backfill_resume_verify_and_repair() {
     eprintln!("{}", verify::render(&repaired));
     assert_eq!(repaired.repaired, 2);
     assert!(repaired.clean());
+    assert!(repaired.write_units >= Some(2), "{repaired:?}");
     // The newest version won everywhere.
     let v3: Item = [("pk".to_string(), s("v-3"))].into();
     assert_eq!(us.get(&v3).await.unwrap().unwrap()["v"], s("changed in eu"));

@@ -131,6 +131,7 @@ async fn a_pair_paused_through_a_minute_of_writes_loses_nothing_after_resume() {
             partitions: 4,
             work_dir: None,
             repair: false,
+            max_wcu: None,
             show_progress: false,
         };
         let v = verify::run(&target, &options).await.expect("verify");

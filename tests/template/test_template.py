@@ -40,6 +40,7 @@ DRAIN_ENV = SHARED_ENV | {
     "FERRY_SOURCE_REGION", "FERRY_BUFFER_URL", "FERRY_DLQ_URL", "FERRY_DESTINATION_REGION",
     "FERRY_DESTINATION_TABLE", "FERRY_DRAIN_BUDGET_S", "FERRY_MAX_IN_FLIGHT",
     "FERRY_MAX_DRAIN_CONCURRENCY", "FERRY_BUFFER_MAX_RECEIVE_COUNT", "FERRY_TABLE",
+    "FERRY_MAX_WCU", "FERRY_DRAIN_SCHEDULE",
 }  # + FERRY_DESTINATION_ROLE_ARN when cross-account
 # The drain's conflict log (issue #19): the destination's table, the retention.
 CONFLICT_ENV = {"FERRY_CONFLICT_TABLE", "FERRY_CONFLICT_RETENTION_DAYS"}
@@ -244,6 +245,26 @@ def test_enqueue_environment(raw, scenario):
     assert set(env) == ENQUEUE_ENV
     assert env["FERRY_BUFFERS"] == {"Fn::GetAtt": ["FerryConfig", "Buffers"]}
     assert env["FERRY_TABLE"] in ({"Ref": "TableName"}, scenario["overrides"]["TableName"])
+
+
+def test_drain_write_cap_is_a_parameter_off_by_default(raw, scenario):
+    p = raw["Parameters"]["MaxWriteUnitsPerSecond"]
+    assert p["Type"] == "Number" and p["Default"] == 0 and p["MinValue"] == 0
+    drain_group = next(
+        g for g in raw["Metadata"]["AWS::CloudFormation::Interface"]["ParameterGroups"]
+        if g["Label"]["default"] == "Drain"
+    )
+    assert "MaxWriteUnitsPerSecond" in drain_group["Parameters"]
+    final = scenario["final"]["Resources"]
+    for region in destinations(scenario):
+        env = final[f"DrainFunction{strip(region)}"]["Properties"]["Environment"]["Variables"]
+        # Every drain to a destination reads the same cap, and the schedule that says how
+        # overlapping ticks share it (the drain parses the expression it is given).
+        overrides = scenario["overrides"]
+        cap = as_int(raw, env["FERRY_MAX_WCU"], overrides)
+        assert cap == int(overrides.get("MaxWriteUnitsPerSecond", 0))
+        schedule = resolve_param(raw, env["FERRY_DRAIN_SCHEDULE"], overrides)
+        assert schedule == overrides.get("DrainSchedule", "rate(1 minute)")
 
 
 def test_drain_per_destination(raw, scenario):

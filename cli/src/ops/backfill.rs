@@ -13,6 +13,7 @@
 //! drain's merge path (`Table::merge_into`).
 
 use super::target::{Target, TargetArgs};
+use super::write_cap::{parse_max_wcu, WriteCap};
 use super::{finish, progress, rate, OpsError, EXIT_FOUND, EXIT_OK};
 use base64::Engine;
 use clap::Args;
@@ -22,6 +23,7 @@ use ferry_core::codec::{decode_item, encode_item};
 use ferry_core::item::{describe_key, key_of};
 use ferry_core::merge::{AttrState, Unversioned};
 use ferry_core::migrate::{self, WriteKind};
+use ferry_core::rate::write_units;
 use ferry_core::{ChangeRecord, Config, Item, Judgement, MergeMode};
 use futures::stream::TryStreamExt;
 use serde::{Deserialize, Serialize};
@@ -57,6 +59,11 @@ pub struct BackfillArgs {
     /// Continue the backfill recorded in the checkpoint file.
     #[arg(long)]
     pub resume: bool,
+    /// At most N write units per second into each table written (every destination, and the
+    /// source where items are stamped), so the backfill leaves a provisioned table's capacity to
+    /// its application; 0: no cap.
+    #[arg(long, value_name = "N", value_parser = parse_max_wcu)]
+    pub max_wcu: Option<f64>,
     /// Print one JSON object instead of the human report.
     #[arg(long)]
     pub json: bool,
@@ -72,6 +79,8 @@ pub struct BackfillOptions {
     pub page_size: Option<i32>,
     pub checkpoint: PathBuf,
     pub resume: bool,
+    /// `--max-wcu` (`None` or 0: no cap).
+    pub max_wcu: Option<f64>,
     pub show_progress: bool,
     /// Stop (as an interruption would) once this many segments have finished in this run.
     pub stop_after_segments: Option<usize>,
@@ -120,6 +129,11 @@ pub struct BackfillReport {
     pub stamped_per_s: f64,
     pub applied_per_s: f64,
     pub stale_per_s: f64,
+    /// `--max-wcu`, and the write units taken under it (every write attempted, by item size).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_wcu: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub write_units: Option<u64>,
     /// The checkpoint file, kept while the backfill is incomplete.
     pub checkpoint: Option<String>,
 }
@@ -284,6 +298,7 @@ struct Run<'a> {
     path: &'a Path,
     options: &'a BackfillOptions,
     finished_now: AtomicU64,
+    cap: WriteCap,
 }
 
 pub async fn run(target: &Target, options: &BackfillOptions) -> Result<BackfillReport, OpsError> {
@@ -304,6 +319,7 @@ pub async fn run(target: &Target, options: &BackfillOptions) -> Result<BackfillR
         path: &options.checkpoint,
         options,
         finished_now: AtomicU64::new(0),
+        cap: WriteCap::new(options.max_wcu),
     };
     run.scan(starts, started).await?;
     let complete = run.settle_checkpoint()?;
@@ -465,6 +481,8 @@ impl Run<'_> {
             applied_per_s: rate(get(&c.applied), elapsed_s),
             stale_per_s: rate(get(&c.stale), elapsed_s),
             checkpoint: (!complete).then(|| options.checkpoint.display().to_string()),
+            max_wcu: options.max_wcu.filter(|_| self.cap.is_set()),
+            write_units: self.cap.is_set().then(|| self.cap.totals().0),
         }
     }
 
@@ -519,6 +537,9 @@ impl Run<'_> {
                 }
                 Step::Apply(record) => return self.apply(&record).await,
                 Step::Stamp { key, stamp } => {
+                    if let Some(item) = &current {
+                        self.cap.take(&self.options.from, item).await;
+                    }
                     let outcome = while_throttled(
                         || self.source.stamp_if(&key, &stamp, &self.config),
                         || add(&self.counts.throttled, 1),
@@ -576,6 +597,7 @@ impl Run<'_> {
                 migrate::Step::Ready(state) => return self.merge_everywhere(&key, &state).await,
                 migrate::Step::Write { kind, write } => (kind, write),
             };
+            self.cap.take(&self.options.from, &item).await;
             let outcome = while_throttled(
                 || self.source.update_if(&write),
                 || add(&self.counts.throttled, 1),
@@ -605,11 +627,23 @@ impl Run<'_> {
     /// without an entry (not stamped in its own region yet) is pending, as in the drain.
     async fn merge_everywhere(&self, key: &Item, state: &AttrState) -> Result<(), OpsError> {
         for (region, table) in &self.destinations {
+            // A merge writes the item whole; each further round is billed too.
+            let units = self
+                .cap
+                .is_set()
+                .then(|| write_units(&state.to_item(key, &self.config)));
+            self.cap.take_units(region, units.unwrap_or(1)).await;
             let outcome = while_throttled(
                 || table.merge_into(key, |_| state.clone(), Unversioned::Wait, &self.config),
                 || add(&self.counts.throttled, 1),
             )
             .await?;
+            if let (Some(units), MergeOutcome::Written { rounds, .. }) = (units, &outcome) {
+                self.cap.spend(
+                    region,
+                    u64::from(units) * u64::from(rounds.saturating_sub(1)),
+                );
+            }
             let reason = match outcome {
                 MergeOutcome::Written { .. } => {
                     add(&self.counts.applied, 1);
@@ -646,6 +680,7 @@ impl Run<'_> {
 
     async fn apply(&self, record: &ChangeRecord) -> Result<(), OpsError> {
         for (region, table) in &self.destinations {
+            self.cap.take(region, &record.image).await;
             let outcome = while_throttled(
                 || table.apply(record, ferry_core::clock::system_now_ms(), &self.config),
                 || add(&self.counts.throttled, 1),
@@ -700,6 +735,7 @@ pub async fn main(args: BackfillArgs) -> ExitCode {
             concurrency: args.concurrency,
             page_size: args.page_size,
             resume: args.resume,
+            max_wcu: args.max_wcu,
             show_progress: !json,
             stop_after_segments: None,
             interrupted,
@@ -748,6 +784,12 @@ pub fn render(r: &BackfillReport) -> String {
         "  conflicts {:>9}\n  pending   {:>9}\n  skipped   {:>9}\n  throttled {:>9}\n",
         r.conflicts, r.pending, r.skipped, r.throttled
     );
+    if let (Some(cap), Some(units)) = (r.max_wcu, r.write_units) {
+        out += &format!(
+            "  capped    {units:>9} write units at most {cap} per second per table ({}/s overall)\n",
+            rate(units, r.elapsed_s)
+        );
+    }
     for k in &r.pending_keys {
         out += &format!("  pending: {k}\n");
     }

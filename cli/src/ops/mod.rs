@@ -14,6 +14,7 @@ pub mod status;
 pub mod target;
 pub mod verify;
 pub mod verify_key;
+pub mod write_cap;
 
 use ferry_aws::AwsError;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};

@@ -22,6 +22,8 @@ pub const DRAIN_ROLE_ARN: &str = "DrainRoleArn";
 pub const DESTINATION_TABLE: &str = "DestinationTable";
 /// Only where the stack reaches its destinations through roles (`DestinationRoleArns`).
 pub const DESTINATION_ROLE_ARN: &str = "DestinationRoleArn";
+/// The drains' write-rate cap (`MaxWriteUnitsPerSecond`); stacks from before it lack it.
+pub const MAX_WRITE_UNITS: &str = "MaxWriteUnitsPerSecond";
 
 pub const STACK_OUTPUTS: &[&str] = &[TABLE_NAME, REGION, DESTINATION_REGIONS];
 pub const DESTINATION_OUTPUTS: &[&str] = &[
@@ -50,7 +52,7 @@ pub fn output_key(prefix: &str, region: &str) -> String {
 }
 
 /// One region's stack.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct RegionStack {
     pub stack: String,
     pub region: String,
@@ -58,6 +60,8 @@ pub struct RegionStack {
     /// The conflict table (`None`: `ConflictLog` is off in this stack).
     pub conflict_table: Option<String>,
     pub destinations: BTreeMap<String, DestinationOutputs>,
+    /// The write-rate cap of the drains to each destination (`None`: none, or not published).
+    pub max_wcu: Option<f64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -120,6 +124,10 @@ pub fn parse(
         table: get(TABLE_NAME)?,
         conflict_table: get(CONFLICT_TABLE).ok(),
         destinations,
+        max_wcu: get(MAX_WRITE_UNITS)
+            .ok()
+            .and_then(|v| v.parse::<f64>().ok())
+            .filter(|c| c.is_finite() && *c > 0.0),
     })
 }
 
@@ -177,6 +185,16 @@ mod tests {
             output_key(BUFFER_URL, "ap-southeast-2"),
             "BufferUrlapsoutheast2"
         );
+    }
+
+    #[test]
+    fn the_write_cap_is_read_when_published() {
+        let mut o = outputs("us-east-1", &["eu-west-1"]);
+        assert_eq!(parse("s", "us-east-1", &o).unwrap().max_wcu, None);
+        o.insert(MAX_WRITE_UNITS.into(), "0".into());
+        assert_eq!(parse("s", "us-east-1", &o).unwrap().max_wcu, None);
+        o.insert(MAX_WRITE_UNITS.into(), "150".into());
+        assert_eq!(parse("s", "us-east-1", &o).unwrap().max_wcu, Some(150.0));
     }
 
     #[test]

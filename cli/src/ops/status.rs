@@ -9,12 +9,19 @@
 //! a standard queue, which hands out a sample) and records ≈ messages × the mean `ferry-records`
 //! of the sample. A peek counts as a receive towards the buffer's maxReceiveCount, which is why
 //! it is not the default.
+//!
+//! A pair whose drains run under a write-rate cap (the stack's `MaxWriteUnitsPerSecond`
+//! output, or `--max-wcu` for every pair) shows the cap and, with `--peek`, the write units
+//! waiting (messages × the sample's mean units per message) and how long they take at the cap:
+//! the lag the cap adds to the newest change waiting, if nothing else arrives.
 
 use super::target::{Target, TargetArgs};
+use super::write_cap::parse_max_wcu;
 use super::{finish, OpsError, EXIT_FOUND, EXIT_OK};
 use clap::Args;
 use ferry_aws::buffer::RECORDS_ATTRIBUTE;
 use ferry_aws::{Buffer, QueueDepth};
+use ferry_core::rate::write_units;
 use serde::Serialize;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -32,6 +39,10 @@ pub struct StatusArgs {
     /// Sample each queue (zero visibility timeout) for the oldest message's age and records.
     #[arg(long)]
     pub peek: bool,
+    /// The write-rate cap of every pair's drains, in write units per second (default: each
+    /// stack's MaxWriteUnitsPerSecond; 0: none): shows what the backlog costs in lag at the cap.
+    #[arg(long, value_name = "N", value_parser = parse_max_wcu)]
+    pub max_wcu: Option<f64>,
     /// Print one JSON object instead of the table.
     #[arg(long)]
     pub json: bool,
@@ -63,6 +74,38 @@ pub struct BufferStatus {
     pub destination_answers: bool,
     /// Set when an operator paused the pair (`ferry pause`).
     pub paused: Option<PausedPair>,
+    /// Set when the pair's drains run under a write-rate cap.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cap: Option<CappedPair>,
+    /// With `--peek`: what the sample held.
+    #[serde(skip)]
+    pub sample: Option<Sample>,
+}
+
+/// A pair under a write-rate cap, and the lag it costs.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct CappedPair {
+    pub max_wcu: f64,
+    /// With `--peek`: the write units waiting (messages × the sample's mean units per message).
+    pub waiting_units: Option<u64>,
+    /// With `--peek`: how long they take at the cap, if nothing else arrives.
+    pub drains_in_s: Option<u64>,
+}
+
+impl CappedPair {
+    /// The cap's cost for a buffer of `depth` messages, from a peek's sample (pure).
+    pub fn of(max_wcu: f64, depth: &QueueDepth, sample: Option<&Sample>) -> CappedPair {
+        let waiting_units = sample
+            .filter(|s| s.messages > 0)
+            .map(|s| (depth.total() as f64 * s.units as f64 / s.messages as f64).round() as u64);
+        CappedPair {
+            max_wcu,
+            waiting_units,
+            drains_in_s: waiting_units
+                .and_then(|u| ferry_core::rate::drain_time(u, max_wcu))
+                .map(|d| d.as_secs_f64().ceil() as u64),
+        }
+    }
 }
 
 /// A paused pair: since when, why, and how long before held changes would expire.
@@ -107,6 +150,8 @@ pub struct Sample {
     pub oldest_sent_ms: Option<u64>,
     pub messages: u64,
     pub records: u64,
+    /// The write units the sampled messages' records would take (`ferry_core::rate`).
+    pub units: u64,
 }
 
 /// Estimates from a sample (pure).
@@ -216,6 +261,13 @@ async fn peek(queue: &Buffer) -> Result<Sample, OpsError> {
             .iter()
             .map(|m| m.number(RECORDS_ATTRIBUTE).unwrap_or(1))
             .sum(),
+        // A body that does not unpack counts nothing (the drain dead-letters it).
+        units: got
+            .iter()
+            .filter_map(|m| ferry_core::buffer::unpack(&m.message.body).ok())
+            .flatten()
+            .map(|r| u64::from(write_units(&r.image)))
+            .sum(),
     })
 }
 
@@ -223,6 +275,16 @@ pub async fn run(
     target: &Target,
     regions: &[String],
     with_peek: bool,
+) -> Result<StatusReport, OpsError> {
+    run_capped(target, regions, with_peek, None).await
+}
+
+/// [`run`], with `max_wcu` as every pair's cap (`None`: each stack's, if any; 0: none).
+pub async fn run_capped(
+    target: &Target,
+    regions: &[String],
+    with_peek: bool,
+    max_wcu: Option<f64>,
 ) -> Result<StatusReport, OpsError> {
     let regions = target.regions(regions)?;
     let mut report = StatusReport {
@@ -241,8 +303,12 @@ pub async fn run(
     for s in &regions {
         for d in regions.iter().filter(|d| *d != s) {
             let destination_answers = report.regions.iter().any(|r| r.region == *d && r.answers);
+            let cap = match max_wcu {
+                Some(cap) => Some(cap).filter(|c| *c > 0.0),
+                None => target.stacks.get(s).and_then(|st| st.max_wcu),
+            };
             let buffer = buffer_status(target, (s, d), destination_answers, with_peek, now).await?;
-            report.buffers.push(buffer);
+            report.buffers.push(with_cap(buffer, cap));
         }
     }
     report.problems = problems(&report.regions, &report.buffers);
@@ -311,10 +377,14 @@ async fn buffer_status(
         Some(p) => Some(PausedPair::of(&p, buffer.retention_s().await?, now_ms)),
         None => None,
     };
-    let (oldest_age_s, approx_records) = if with_peek {
-        estimate(&depth, &peek(&buffer).await?, now_ms)
+    let sample = if with_peek {
+        Some(peek(&buffer).await?)
     } else {
-        (None, None)
+        None
+    };
+    let (oldest_age_s, approx_records) = match &sample {
+        Some(sample) => estimate(&depth, sample, now_ms),
+        None => (None, None),
     };
     Ok(BufferStatus {
         source: source.to_string(),
@@ -325,14 +395,22 @@ async fn buffer_status(
         approx_records,
         destination_answers,
         paused,
+        cap: None,
+        sample,
     })
+}
+
+/// The pair's cap and what it costs, from the depth and the peek's sample.
+fn with_cap(mut b: BufferStatus, cap: Option<f64>) -> BufferStatus {
+    b.cap = cap.map(|c| CappedPair::of(c, &b.buffer, b.sample.as_ref()));
+    b
 }
 
 pub async fn main(args: StatusArgs) -> ExitCode {
     let json = args.json;
     let result = async {
         let target = Target::connect(&args.target).await?;
-        run(&target, &args.regions, args.peek).await
+        run_capped(&target, &args.regions, args.peek, args.max_wcu).await
     }
     .await;
     finish("status", json, result, render, |r| {
@@ -395,6 +473,20 @@ pub fn render(r: &StatusReport) -> String {
             );
         }
     }
+    for b in &r.buffers {
+        if let Some(c) = &b.cap {
+            let cost = match (c.waiting_units, c.drains_in_s) {
+                (Some(u), Some(s)) => {
+                    format!("~{u} write units waiting, ~{} to drain at the cap", span(s))
+                }
+                _ => "--peek estimates the write units waiting and the lag the cap adds".into(),
+            };
+            out += &format!(
+                "  CAPPED {} → {}: {} write units/s; {cost}\n",
+                b.source, b.destination, c.max_wcu
+            );
+        }
+    }
     out += &format!("  (oldest: {})\n", r.oldest_age_source);
     if r.healthy {
         out += "  healthy\n";
@@ -430,9 +522,19 @@ mod tests {
             oldest_sent_ms: Some(10_000),
             messages: 4,
             records: 100,
+            units: 120,
         };
         assert_eq!(estimate(&depth, &sample, 70_000), (Some(60), Some(250)));
         assert_eq!(estimate(&depth, &Sample::default(), 70_000), (None, None));
+        // Under a cap of 150 units/s: 10 messages × 30 units each take 2 s.
+        let capped = CappedPair::of(150.0, &depth, Some(&sample));
+        assert_eq!(
+            (capped.waiting_units, capped.drains_in_s),
+            (Some(300), Some(2))
+        );
+        // Without a peek, the cap alone.
+        let blind = CappedPair::of(150.0, &depth, None);
+        assert_eq!((blind.waiting_units, blind.drains_in_s), (None, None));
     }
 
     #[test]
@@ -460,6 +562,8 @@ mod tests {
             approx_records: None,
             destination_answers: answers,
             paused: None,
+            cap: None,
+            sample: None,
         };
         let good = [
             up("a", Some(NEEDED_VIEW_TYPE)),

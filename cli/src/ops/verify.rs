@@ -17,6 +17,7 @@
 //! path (`Table::merge_into`).
 
 use super::target::{Target, TargetArgs};
+use super::write_cap::{parse_max_wcu, WriteCap};
 use super::{finish, progress, OpsError, EXIT_FOUND, EXIT_OK};
 use clap::Args;
 use ferry_aws::retry::while_throttled;
@@ -55,6 +56,9 @@ pub struct VerifyArgs {
     /// merge of every region's state).
     #[arg(long)]
     pub repair: bool,
+    /// With --repair: at most N write units per second into each region's table; 0: no cap.
+    #[arg(long, value_name = "N", value_parser = parse_max_wcu, requires = "repair")]
+    pub max_wcu: Option<f64>,
     /// Print one JSON object (with every differing key) instead of the human report.
     #[arg(long)]
     pub json: bool,
@@ -74,6 +78,8 @@ pub struct VerifyOptions {
     pub partitions: u32,
     pub work_dir: Option<PathBuf>,
     pub repair: bool,
+    /// `--max-wcu` (`None` or 0: no cap) for the repairs.
+    pub max_wcu: Option<f64>,
     pub show_progress: bool,
 }
 
@@ -108,6 +114,9 @@ pub struct VerifyReport {
     pub differences: Vec<Difference>,
     pub repaired: u64,
     pub unrepaired: u64,
+    /// With `--max-wcu`: the write units the repairs took.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub write_units: Option<u64>,
     pub elapsed_s: f64,
 }
 
@@ -290,6 +299,8 @@ pub async fn run(target: &Target, options: &VerifyOptions) -> Result<VerifyRepor
         verification.compare_partition(p, &mut report).await?;
     }
     verification.bar.finish_and_clear();
+    let cap = &verification.cap;
+    report.write_units = cap.is_set().then(|| cap.totals().0);
     report.elapsed_s = (started.elapsed().as_secs_f64() * 100.0).round() / 100.0;
     Ok(report)
 }
@@ -304,6 +315,8 @@ struct Verification<'a> {
     /// Removed when the verification ends.
     dir: tempfile::TempDir,
     bar: indicatif::ProgressBar,
+    /// `--max-wcu` on the repairs' writes.
+    cap: WriteCap,
 }
 
 impl<'a> Verification<'a> {
@@ -346,6 +359,7 @@ impl<'a> Verification<'a> {
             partitions,
             dir,
             bar,
+            cap: WriteCap::new(options.max_wcu),
         })
     }
 
@@ -508,7 +522,8 @@ impl<'a> Verification<'a> {
             repair: None,
         };
         if self.options.repair {
-            let outcome = repair(&self.regions, &self.tables, &states, config).await?;
+            let cap = &self.cap;
+            let outcome = repair(&self.regions, &self.tables, &states, config, cap).await?;
             if outcome == "repaired" {
                 report.repaired += 1;
             } else {
@@ -528,9 +543,10 @@ pub(super) async fn repair(
     tables: &[Table],
     states: &[(&str, Option<&Item>)],
     config: &Config,
+    cap: &WriteCap,
 ) -> Result<String, OpsError> {
     if config.merge_mode == MergeMode::Attribute {
-        return repair_attributes(regions, tables, states, config).await;
+        return repair_attributes(regions, tables, states, config, cap).await;
     }
     let Some((holder, item)) = newest(states, config) else {
         return Ok(
@@ -546,6 +562,7 @@ pub(super) async fn repair(
         if region == holder {
             continue;
         }
+        cap.take(region, &record.image).await;
         match while_throttled(
             || table.apply(&record, ferry_core::clock::system_now_ms(), config),
             || {},
@@ -576,6 +593,7 @@ async fn repair_attributes(
     tables: &[Table],
     states: &[(&str, Option<&Item>)],
     config: &Config,
+    cap: &WriteCap,
 ) -> Result<String, OpsError> {
     let Some(key) = states
         .iter()
@@ -594,6 +612,9 @@ async fn repair_attributes(
     }
     let mut pending = Vec::new();
     for (region, table) in regions.iter().zip(tables) {
+        if cap.is_set() {
+            cap.take(region, &merged.to_item(&key, config)).await;
+        }
         let outcome = while_throttled(
             || table.merge_into(&key, |_| merged.clone(), Unversioned::Wait, config),
             || {},
@@ -649,6 +670,7 @@ pub async fn main(args: VerifyArgs) -> ExitCode {
                 partitions: args.partitions,
                 work_dir: args.work_dir,
                 repair: args.repair,
+                max_wcu: args.max_wcu,
                 show_progress: !json,
             },
         )
@@ -707,6 +729,9 @@ pub fn render(r: &VerifyReport) -> String {
             r.repaired,
             r.repaired + r.unrepaired
         );
+    }
+    if let Some(units) = r.write_units {
+        out += &format!("  repairs took {units} write units under --max-wcu\n");
     }
     out += &format!("  ({})\n", r.scheme);
     out

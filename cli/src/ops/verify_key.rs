@@ -13,6 +13,7 @@
 
 use super::target::Target;
 use super::verify::{describe_state, newest, repair, VerifyArgs};
+use super::write_cap::WriteCap;
 use super::{finish, OpsError, EXIT_FOUND, EXIT_OK};
 use ferry_aws::retry::while_throttled;
 use ferry_aws::Table;
@@ -221,7 +222,11 @@ pub async fn run(
         (false, _) => None,
         // The full verify skips such keys too: a difference is what the filter asks for.
         (true, false) => Some("not repaired: the item filter leaves this key out".into()),
-        (true, true) => Some(repair(&regions, &tables, &states, &config).await?),
+        // One key, a write per region: no cap to hold it to.
+        (true, true) => {
+            let cap = WriteCap::default();
+            Some(repair(&regions, &tables, &states, &config, &cap).await?)
+        }
     };
     Ok(KeyReport {
         table: target.table_name.clone(),

@@ -14,6 +14,7 @@ use ferry_aws::{ApplyOutcome, AwsError, ErrorKind};
 use ferry_core::apply::PendingReason;
 use ferry_core::conflict::Entry;
 use ferry_core::item::describe_key;
+use ferry_core::rate::write_units;
 use ferry_core::{ChangeRecord, Judgement, MergeMode, Version};
 use futures::stream::{FuturesUnordered, StreamExt};
 use std::collections::VecDeque;
@@ -76,14 +77,22 @@ async fn apply_take(
     report: &mut DrainReport,
 ) -> (Vec<Outcome>, Option<StopReason>, Vec<Entry>) {
     let mut writes = Writes::new(d, mode, take, arrival);
+    // Under a cap, what the take's share allows; the rest is re-queued in pieces (`cap.rs`).
+    writes
+        .queue
+        .truncate(crate::cap::writes_per_take(&d.settings));
     let mut inflight = FuturesUnordered::new();
     loop {
         writes.check_clock(times);
         if writes.halt.is_none() && Instant::now() >= pacing.pause_until {
             while inflight.len() < pacing.limit {
-                let Some(i) = writes.queue.pop_front() else {
+                let Some(&i) = writes.queue.front() else {
                     break;
                 };
+                if !pacing.admit(|| write_units(&take.records[i].image)) {
+                    break;
+                }
+                writes.queue.pop_front();
                 inflight.push(write(d, mode, take, i, times.put_cut));
             }
         }
@@ -92,7 +101,7 @@ async fn apply_take(
         }
         let can_launch =
             writes.halt.is_none() && !writes.queue.is_empty() && inflight.len() < pacing.limit;
-        let wake = pacing.pause_until;
+        let wake = pacing.wake();
         tokio::select! {
             biased;
             Some((i, result)) = inflight.next(), if !inflight.is_empty() => {
@@ -193,6 +202,11 @@ impl<'a> Writes<'a> {
             _ => (Cost::unanswered(self.mode), false),
         };
         cost.count(report);
+        if let (Some(cap), true) = (pacing.cap.as_mut(), cost.writes > 1) {
+            // A merge of several rounds: each round's write is billed.
+            let units = write_units(&self.take.records[i].image);
+            cap.spend(u64::from(units) * (cost.writes - 1), now);
+        }
         if answered {
             pacing.on_answer();
         }

@@ -206,6 +206,8 @@ fn drain_settings<F: Fn(&str) -> Option<String>>(
     let max_receive_count = env.number("FERRY_BUFFER_MAX_RECEIVE_COUNT", 0)?;
     settings.max_receive_count =
         (max_receive_count > 0).then(|| max_receive_count.min(1000) as u32);
+    // `FERRY_MAX_WCU`, `FERRY_DRAIN_SCHEDULE`: the write-rate cap and how ticks share it.
+    crate::cap::read_env(env, &mut settings)?;
     Ok(settings)
 }
 

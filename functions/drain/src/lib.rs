@@ -25,8 +25,8 @@
 //!    core), rejected ones are dead-lettered, and only then is each message whose records are
 //!    all secured deleted. See [`take`] for the rules and the crate's README for why.
 //!
-//! Each step has its room: `receive.rs` (1–2), `apply.rs` (3; with `pacing.rs`, and
-//! `merge_apply.rs` for attribute mode), `settle.rs` (4), and `pipeline.rs`, which overlaps the
+//! Each step has its room: `receive.rs` (1–2), `apply.rs` (3; with `pacing.rs`, `cap.rs`
+//! for a write-rate cap, and `merge_apply.rs` for attribute mode), `settle.rs` (4), and `pipeline.rs`, which overlaps the
 //! takes. `take.rs` holds the pure bookkeeping of one take.
 //!
 //! The call is a plain `async fn` on a shared [`Drainer`]: the Lambda's `main.rs` runs a
@@ -36,6 +36,7 @@
 //! is idempotent).
 
 mod apply;
+pub mod cap;
 mod conflict_log;
 pub mod env;
 pub mod fanout;

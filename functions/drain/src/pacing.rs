@@ -1,5 +1,7 @@
-//! The write concurrency and the throttling back-off, kept across the takes of one invocation.
+//! The write concurrency, the throttling back-off and the write-rate cap, kept across the takes
+//! of one invocation.
 
+use crate::cap::Cap;
 use crate::settings::DrainSettings;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -15,10 +17,15 @@ pub(crate) struct Pacing {
     max_backoff: Duration,
     /// No write starts before this.
     pub pause_until: Instant,
+    /// The destination's write-rate cap, when one is set.
+    pub cap: Option<Cap>,
+    /// The cap holds the next write until this.
+    cap_until: Option<Instant>,
 }
 
 impl Pacing {
-    pub fn new(s: &DrainSettings) -> Self {
+    /// `tick_end`: when the invocation's tick ends (the cap's share depends on the time in it).
+    pub fn new(s: &DrainSettings, tick_end: Instant) -> Self {
         Pacing {
             max: s.max_in_flight.max(1),
             limit: s.max_in_flight.max(1),
@@ -26,7 +33,25 @@ impl Pacing {
             initial: s.throttle_backoff,
             max_backoff: s.max_throttle_backoff.max(s.throttle_backoff),
             pause_until: Instant::now(),
+            cap: Cap::new(s, tick_end),
+            cap_until: None,
         }
+    }
+
+    /// Whether the next write may start now as far as the cap goes: its write units (computed
+    /// only under a cap) are taken, or it waits until [`Pacing::wake`].
+    pub fn admit(&mut self, units: impl FnOnce() -> u32) -> bool {
+        let Some(cap) = self.cap.as_mut() else {
+            return true;
+        };
+        self.cap_until = cap.admit(units(), Instant::now());
+        self.cap_until.is_none()
+    }
+
+    /// When a write held back (by a throttling pause or the cap) may be tried again.
+    pub fn wake(&self) -> Instant {
+        self.cap_until
+            .map_or(self.pause_until, |c| c.max(self.pause_until))
     }
 
     pub fn on_answer(&mut self) {

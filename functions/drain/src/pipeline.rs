@@ -61,6 +61,12 @@ pub(crate) async fn run(drainer: &Drainer, budget: Duration) -> DrainReport {
         return report;
     }
     let stop_reason = pipeline.until_stopped().await;
+    if let Some(cap) = pipeline.pacing.as_ref().and_then(|p| p.cap.as_ref()) {
+        pipeline.report.write_units = Some(cap.units);
+        pipeline.report.cap_wait_ms = Some(cap.waited_ms(Instant::now()));
+        let records = pipeline.report.records;
+        pipeline.report.apply_ms = cap.busy_ms(records, pipeline.report.apply_ms);
+    }
     let mut report = pipeline.report;
     report.stop_reason = stop_reason;
     report.elapsed_ms = start.elapsed().as_millis() as u64;
@@ -121,7 +127,7 @@ impl<'a> Pipeline<'a> {
                 ..Default::default()
             },
             depth: s.takes_in_flight.max(1),
-            pacing: Some(Pacing::new(s)),
+            pacing: Some(Pacing::new(s, times.settle_end)),
             last_answer: None,
             transport_pause: s.transport_pause,
             records_per_message: None,
@@ -254,7 +260,7 @@ impl<'a> Pipeline<'a> {
         let ping_due = self
             .last_answer
             .is_none_or(|t| now.duration_since(t) >= s.ping_interval);
-        let wanted = s.messages_for_next_take(self.records_per_message);
+        let wanted = crate::cap::messages_for_next_take(s, self.records_per_message);
         let stage = receive_stage(self.drainer, self.times, ping_due, wanted);
         self.receiving = Some(Box::pin(stage));
     }

@@ -128,11 +128,18 @@ pub struct DrainReport {
     /// (a failed condition costs a read and a write and is merged again).
     pub merge_reads: u64,
     pub merge_writes: u64,
+    /// Under a write-rate cap (`FERRY_MAX_WCU`): the write units the writes took (every
+    /// attempt, by the written image's size) and how long a write was ready and held by the
+    /// cap. `None` without a cap.
+    pub write_units: Option<u64>,
+    pub cap_wait_ms: Option<u64>,
     /// The largest age of the heartbeats this drain applied (`ferry_core::heartbeat::age_ms`):
     /// reported as `ReplicationLatency`, whose alarm treats its absence as breaching.
     pub replication_latency_ms: Option<u64>,
     /// Replication lag of the applied records: apply time − source write time.
     /// Time the apply stage was running (what bounds one worker's rate; sizes the fan-out).
+    /// Under a write-rate cap, at least the time the records taken need at the invocation's
+    /// share, which is then what bounds it (`cap.rs`).
     pub apply_ms: u64,
     /// Drain workers this call ran for its destination, itself included (a tick's fan-out;
     /// 1 for a worker or a plain drain, 0 when it returned before draining).
@@ -203,6 +210,8 @@ impl DrainReport {
         self.pings += other.pings;
         self.merge_reads += other.merge_reads;
         self.merge_writes += other.merge_writes;
+        self.write_units = add_some(self.write_units, other.write_units);
+        self.cap_wait_ms = add_some(self.cap_wait_ms, other.cap_wait_ms);
         self.apply_ms += other.apply_ms;
         self.lag_ms.extend_from_slice(&other.lag_ms);
         self.lag_parts_ms.extend_from_slice(&other.lag_parts_ms);
@@ -217,6 +226,14 @@ impl DrainReport {
         self.lag_p50_ms = percentile(&sorted, 50.0);
         self.lag_p99_ms = percentile(&sorted, 99.0);
         self.lag_max_ms = sorted.last().copied();
+    }
+}
+
+/// The sum of two figures that are there only under a cap.
+fn add_some(a: Option<u64>, b: Option<u64>) -> Option<u64> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a + b),
+        (a, b) => a.or(b),
     }
 }
 
@@ -276,6 +293,17 @@ pub fn emf_lines(report: &DrainReport, metrics: &Metrics, timestamp_ms: u64) -> 
                 stop,
                 StopReason::ModeMismatch | StopReason::SettingsMismatch
             ),
+        ),
+        // Reported only under a write-rate cap: the units used and the time the cap held writes.
+        Metric::values(
+            "WriteUnits",
+            Unit::Count,
+            report.write_units.into_iter().collect(),
+        ),
+        Metric::values(
+            "CapWaitMs",
+            Unit::Milliseconds,
+            report.cap_wait_ms.into_iter().collect(),
         ),
         // Reported only while records are pending.
         Metric::values("PendingAge", Unit::Milliseconds, pending_age),

@@ -71,6 +71,12 @@ pub struct DrainSettings {
     /// renewed rather than left to the redrive policy (`ferry_core::wear`). `None`: unknown,
     /// messages are taken as they come.
     pub max_receive_count: Option<u32>,
+    /// The destination's write-rate cap in write units per second, for all its drains together
+    /// (`FERRY_MAX_WCU`; `ferry_core::rate`). `None`: no cap, and no bucket is built.
+    pub max_wcu: Option<f64>,
+    /// The schedule's period (`FERRY_DRAIN_SCHEDULE`): how the cap is split between
+    /// overlapping ticks. `None`: unknown (cron), two ticks assumed alive throughout.
+    pub period: Option<Duration>,
 }
 
 impl Default for DrainSettings {
@@ -95,6 +101,8 @@ impl Default for DrainSettings {
             return_when_idle: false,
             max_workers: 1,
             max_receive_count: None,
+            max_wcu: None,
+            period: None,
         }
     }
 }
@@ -119,9 +127,14 @@ impl DrainSettings {
     /// Messages to ask for in the next take, given the records per message seen in the last one
     /// (`None` before the first take: `take_messages`).
     pub fn messages_for_next_take(&self, records_per_message: Option<f64>) -> usize {
+        self.messages_for(self.take_records, records_per_message)
+    }
+
+    /// Messages to ask for to take about `records` (at least 1, at most `take_messages`).
+    pub fn messages_for(&self, records: usize, records_per_message: Option<f64>) -> usize {
         let most = self.take_messages.max(1);
         match records_per_message {
-            Some(r) if r > 0.0 => ((self.take_records as f64 / r).ceil() as usize).clamp(1, most),
+            Some(r) if r > 0.0 => ((records as f64 / r).ceil() as usize).clamp(1, most),
             _ => most,
         }
     }

@@ -151,7 +151,7 @@ async fn requeue(
     for ((attempts, delay_s, _), winners) in groups {
         let first_sent = winners.iter().map(|&w| take.first_sent_of(w)).min();
         let records: Vec<ChangeRecord> = winners.iter().map(|&w| take.records[w].clone()).collect();
-        let batches = match pack(&records) {
+        let batches = match crate::cap::repack(&d.settings, &records) {
             Ok(b) => b,
             Err(e) => {
                 // Cannot happen for records that arrived in a message; leave them where they are.

@@ -250,6 +250,20 @@ pub fn pack(records: &[ChangeRecord]) -> Result<Vec<BufferBatch>, PackError> {
     Ok(batch(messages))
 }
 
+/// [`pack`] with at most `per_message` records in a message (the batches still hold up to 10
+/// messages): a drain under a write-rate cap re-queues what it could not write in messages the
+/// size of a capped take, which the fan-out's workers then share.
+pub fn pack_at_most(
+    records: &[ChangeRecord],
+    per_message: usize,
+) -> Result<Vec<BufferBatch>, PackError> {
+    let mut messages = Vec::new();
+    for chunk in records.chunks(per_message.max(1)) {
+        messages.extend(pack(chunk)?.into_iter().flatten());
+    }
+    Ok(batch(messages))
+}
+
 /// The raw bytes whose compressed, base64'd body fills [`TARGET_FILL`] of the limit, at `ratio`.
 fn predicted_raw(ratio: f64) -> usize {
     let compressed = (MAX_BODY_BYTES as f64 * TARGET_FILL) / 4.0 * 3.0 - HEADER as f64;

@@ -26,6 +26,7 @@ pub mod merge;
 pub mod migrate;
 pub mod pause;
 pub mod peer;
+pub mod rate;
 pub mod reconcile;
 pub mod record;
 pub mod version;
