@@ -652,6 +652,7 @@ mod tests {
             region: "us-east-1".into(),
             table: "orders".into(),
             conflict_table: conflict_table.map(str::to_string),
+            max_wcu: None,
             destinations: BTreeMap::new(),
         };
         t.stacks
