@@ -1076,10 +1076,17 @@ pub fn render(r: &DemoReport) -> String {
         r.merge_reads,
         r.merge_writes,
     ));
-    out.push_str(&format!(
+    out.push_str(&render_details(r));
+    out
+}
+
+/// The lines under the table: the fan-out, examples of what was lost or in conflict, the
+/// picture.
+fn render_details(r: &DemoReport) -> String {
+    let mut out = format!(
         "drain workers      up to {} per tick and destination (cap {})\n",
         r.drain_workers_max, r.drain_workers_cap
-    ));
+    );
     for e in r.lost_examples.iter().chain(&r.lost_update_examples) {
         out.push_str(&format!("  lost: {e}\n"));
     }
