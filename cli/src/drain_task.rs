@@ -5,8 +5,8 @@
 //! again. Nothing starts while the source region is cut off.
 //!
 //! Each invocation is a tick (`ferry_drain::tick`): it starts as many drain workers as the
-//! backlog needs, up to `FERRY_MAX_DRAIN_CONCURRENCY` (the template's default 4 when unset; 1: no
-//! fan-out), as tasks of this process (`ferry_drain::LocalWorkers`), the way the Lambda starts
+//! backlog needs, up to `FERRY_MAX_DRAIN_CONCURRENCY` (1, no fan-out, when unset), as tasks of
+//! this process (`ferry_drain::LocalWorkers`), the way the Lambda starts
 //! them as invocations.
 
 use crate::cluster::BufferPair;
@@ -18,10 +18,12 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 
-/// Drain workers per tick at most, as the template's `MaxDrainConcurrency` defaults.
-pub const MAX_DRAIN_CONCURRENCY: u32 = 4;
+/// Drain workers per tick at most unless `FERRY_MAX_DRAIN_CONCURRENCY` says otherwise: one. The
+/// sandbox's workers are tasks of one process sharing one moto, whose SQS answers slow down
+/// with every concurrent caller; the template's default is 4.
+pub const MAX_DRAIN_CONCURRENCY: u32 = 1;
 
-/// Workers per tick at most: `FERRY_MAX_DRAIN_CONCURRENCY`, else the template's default.
+/// Workers per tick at most: `FERRY_MAX_DRAIN_CONCURRENCY`, else [`MAX_DRAIN_CONCURRENCY`].
 pub fn max_drain_concurrency() -> u32 {
     std::env::var("FERRY_MAX_DRAIN_CONCURRENCY")
         .ok()

@@ -167,7 +167,9 @@ pub async fn tick(
         running: 1 + started,
         backlog,
         every: grow_every(budget),
-        until: Instant::now() + budget.saturating_sub(d.settings.settle_reserve),
+        // A worker started later would have too little of the tick left to be worth its
+        // receives and settles.
+        until: Instant::now() + budget / 2,
     };
     let (mut report, running) = tokio::join!(drain, growth.run(d, &draining));
     report.workers = running;
@@ -185,7 +187,7 @@ struct Growth<'a> {
     /// The backlog at the last look (the first: the tick's own, when it sized the fan-out).
     backlog: Backlog,
     every: Duration,
-    /// No worker starts after this (the tick's applies end).
+    /// No worker starts after this (half the tick's budget).
     until: Instant,
 }
 
