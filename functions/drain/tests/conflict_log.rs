@@ -9,6 +9,7 @@ use common::{data_of, drain_until_empty, item, key, record, Pair, DESTINATION, S
 use ferry_aws::{ConflictLog, Table};
 use ferry_core::conflict::{log_table_name, Entry, EXPIRES_AT, ID};
 use ferry_core::Version;
+use ferry_drain::DrainReport;
 use ferry_sandbox::TableSpec;
 
 /// A pair whose destination has a conflict table (`with_log`), and its drainer's environment.
@@ -22,6 +23,17 @@ async fn pair_with_log(with_log: bool) -> (Pair, String) {
             .expect("conflict table");
     }
     (pair, log)
+}
+
+/// Drains the pair until its buffer is empty, keeping conflicts in `log`, with `extra`
+/// settings.
+async fn drain_with_log(pair: &Pair, log: &str, extra: &[(&str, &str)]) -> DrainReport {
+    let env: Vec<(&str, &str)> = [("FERRY_CONFLICT_TABLE", log)]
+        .into_iter()
+        .chain(extra.iter().copied())
+        .collect();
+    let drainer = pair.drainer_via(&pair.region.endpoint(), &env).await;
+    drain_until_empty(pair, &drainer, 3).await
 }
 
 /// `n` keys held by a newer eu version, and a losing us record for each plus one record that
@@ -46,13 +58,7 @@ async fn plant_conflicts(pair: &Pair, n: usize) {
 async fn a_conflict_is_kept_with_both_versions_and_the_losing_image() {
     let (pair, log) = pair_with_log(true).await;
     plant_conflicts(&pair, 1).await;
-    let drainer = pair
-        .drainer_via(
-            &pair.region.endpoint(),
-            &[("FERRY_CONFLICT_TABLE", log.as_str())],
-        )
-        .await;
-    let report = drain_until_empty(&pair, &drainer, 3).await;
+    let report = drain_with_log(&pair, &log, &[]).await;
     assert_eq!((report.conflicts, report.applied), (1, 1), "{report:?}");
     assert_eq!(report.conflicts_logged, 1, "{report:?}");
     assert_eq!(
@@ -82,13 +88,7 @@ async fn a_conflict_is_kept_with_both_versions_and_the_losing_image() {
 async fn a_missing_log_loses_entries_but_never_replication() {
     let (pair, log) = pair_with_log(false).await;
     plant_conflicts(&pair, 3).await;
-    let drainer = pair
-        .drainer_via(
-            &pair.region.endpoint(),
-            &[("FERRY_CONFLICT_TABLE", log.as_str())],
-        )
-        .await;
-    let report = drain_until_empty(&pair, &drainer, 3).await;
+    let report = drain_with_log(&pair, &log, &[]).await;
     assert_eq!((report.conflicts, report.applied), (3, 1), "{report:?}");
     assert_eq!(report.conflicts_logged, 0);
     assert_eq!(
@@ -115,16 +115,7 @@ async fn a_missing_log_loses_entries_but_never_replication() {
 async fn the_cap_leaves_the_rest_out_and_no_conflict_costs_nothing() {
     let (pair, log) = pair_with_log(true).await;
     plant_conflicts(&pair, 5).await;
-    let drainer = pair
-        .drainer_via(
-            &pair.region.endpoint(),
-            &[
-                ("FERRY_CONFLICT_TABLE", log.as_str()),
-                ("FERRY_CONFLICT_LOG_MAX", "2"),
-            ],
-        )
-        .await;
-    let report = drain_until_empty(&pair, &drainer, 3).await;
+    let report = drain_with_log(&pair, &log, &[("FERRY_CONFLICT_LOG_MAX", "2")]).await;
     assert_eq!(report.conflicts, 5, "{report:?}");
     assert_eq!(
         (report.conflicts_logged, report.conflicts_unlogged),
@@ -144,13 +135,7 @@ async fn the_cap_leaves_the_rest_out_and_no_conflict_costs_nothing() {
         .map(|i| record(&format!("k{i}"), 2000, SOURCE, "applied"))
         .collect();
     pair.send(&records).await;
-    let drainer = pair
-        .drainer_via(
-            &pair.region.endpoint(),
-            &[("FERRY_CONFLICT_TABLE", log.as_str())],
-        )
-        .await;
-    let report = drain_until_empty(&pair, &drainer, 3).await;
+    let report = drain_with_log(&pair, &log, &[]).await;
     assert_eq!((report.applied, report.conflicts), (20, 0), "{report:?}");
     assert_eq!(
         report.conflicts_logged + report.conflict_log_errors + report.conflicts_unlogged,
@@ -199,16 +184,7 @@ async fn attribute_merge_logs_the_values_it_merged_away() {
         written_at_ms: ferry_core::clock::system_now_ms(),
     };
     pair.send(&[record]).await;
-    let drainer = pair
-        .drainer_via(
-            &pair.region.endpoint(),
-            &[
-                ("FERRY_CONFLICT_TABLE", log.as_str()),
-                ("FERRY_MERGE_MODE", "attribute"),
-            ],
-        )
-        .await;
-    let report = drain_until_empty(&pair, &drainer, 3).await;
+    let report = drain_with_log(&pair, &log, &[("FERRY_MERGE_MODE", "attribute")]).await;
     assert_eq!(
         (report.applied, report.conflicts_logged),
         (1, 1),
