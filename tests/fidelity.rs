@@ -1124,6 +1124,7 @@ async fn pipeline(
                 settings,
                 clock: ferry_core::clock::system(),
                 peer: Default::default(),
+                waits: Default::default(),
             };
             p.tasks.push(tokio::spawn(async move {
                 loop {

@@ -70,6 +70,7 @@ pub async fn run(task: DrainTask, mut stop: watch::Receiver<bool>) {
         settings,
         clock: task.clock.clone(),
         peer: Default::default(),
+        waits: Default::default(),
     });
     let task = Arc::new(task);
     let recorder = task.clone();

@@ -474,6 +474,7 @@ async fn status_shows_the_outage_and_dlq_redrive_after_the_fix() {
         settings,
         clock: ferry_core::clock::system(),
         peer: Default::default(),
+        waits: Default::default(),
     };
     let report = ferry_drain::drain(&drainer).await;
     assert_eq!(report.dlq_records, 1, "{report:?}");

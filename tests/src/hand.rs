@@ -285,5 +285,6 @@ fn drainer(b: &BufferPair, regions: &[HandRegion]) -> Drainer {
         settings,
         clock: source.clock.clone(),
         peer: Default::default(),
+        waits: Default::default(),
     }
 }

@@ -168,6 +168,7 @@ pub fn main_with(defaults: Args) -> Option<Value> {
         ("__continuous_drain", continuous_drain_child),
         ("__worker_drain", crate::scale_bench::worker_drain_child),
         ("__ticking_drain", crate::scale_bench::ticking_drain_child),
+        ("__order_worker", crate::scale_bench::order_worker_child),
     ] {
         if argv.iter().any(|a| a == role) {
             child();

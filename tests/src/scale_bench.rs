@@ -12,21 +12,23 @@
 //! **`sustained`**: `--sustained-rate` writes/s (1 000) into the source for `--sustained-s`
 //! (180 s), through the real enqueue, while one drain process runs as the template runs it: a
 //! `ferry_drain::tick` every `--tick-s` (60 s, the schedule) with the budget of
-//! `FERRY_DRAIN_BUDGET_S` (70 s), the fan-out up to `FERRY_MAX_DRAIN_CONCURRENCY` (4), workers
-//! as tasks of the process (`LocalWorkers`, as the local sandbox starts them; on Lambda each is
-//! a container of its own). Lag p50/p99 of every applied record, the backlog over time, the
+//! `FERRY_DRAIN_BUDGET_S` (70 s), the fan-out up to `FERRY_MAX_DRAIN_CONCURRENCY` (4), the
+//! workers tasks of the tick's process as the local sandbox starts them
+//! (`FERRY_BENCH_WORKERS=process`: a process each, as Lambda gives each a container). Lag
+//! p50/p99 of every applied record and where it went (`LagParts`), the backlog over time, the
 //! workers per tick, and converged at the end (every key written is in the destination).
 
 use crate::pipeline_bench::{
     child_env, collect_result, cpu_us, drainer, result_line, stage, stop_on_stdin_eof, Args, Stage,
     CHILD_DEADLINE, SOURCE,
 };
-use ferry_drain::{DrainReport, LocalWorkers, Ticker};
+use ferry_drain::{DrainReport, Drainer, LocalWorkers, StartWorkers, Ticker, WorkerOrder};
 use ferry_sandbox::Moto;
+use futures::future::BoxFuture;
 use serde_json::{json, Value};
 use std::process::{ChildStdin, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// 30 ms each way: a cross-region round trip.
@@ -74,7 +76,10 @@ pub(crate) fn worker_drain_child() {
 
 /// The drain as the template runs it: a tick every `FERRY_BENCH_TICK_S`, each with the
 /// configured budget and fan-out (so consecutive ticks overlap, as on Lambda), until stdin
-/// closes (which also stops the drains under way).
+/// closes (which also stops the drains under way). The workers are tasks of this process
+/// (`FERRY_BENCH_WORKERS=task`, the default, as the local sandbox runs them) or processes of
+/// their own (`process`: as Lambda runs each in a container, but here every process shares the
+/// machine's two cores with the rest, so more of them contend rather than add CPU).
 pub(crate) fn ticking_drain_child() {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -84,19 +89,8 @@ pub(crate) fn ticking_drain_child() {
         let stop = stop_on_stdin_eof();
         let period = Duration::from_secs(child_env("FERRY_BENCH_TICK_S").parse().expect("tick"));
         let drainer = Arc::new(drainer().await);
-        let token = drainer.settings.stop.clone();
-        let flag = stop.clone();
-        tokio::spawn(async move {
-            while !flag.load(Ordering::SeqCst) {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            token.cancel();
-        });
-        let done = Arc::new(std::sync::Mutex::new(Vec::<DrainReport>::new()));
-        let sink = done.clone();
-        let workers = Arc::new(LocalWorkers::new(drainer.clone(), move |r| {
-            sink.lock().expect("reports").push(r.clone())
-        }));
+        cancel_on(stop.clone(), drainer.settings.stop.clone());
+        let workers = Arc::new(BenchWorkers::new(&drainer));
         let ticker = Arc::new(Ticker::default());
         let before = cpu_us();
         let start_ms = ferry_core::clock::system_now_ms();
@@ -109,7 +103,7 @@ pub(crate) fn ticking_drain_child() {
             let (drainer, workers, ticker) = (drainer.clone(), workers.clone(), ticker.clone());
             ticks.push(tokio::spawn(async move {
                 let budget = drainer.settings.budget;
-                let report = ferry_drain::tick(&drainer, &ticker, workers.as_ref(), budget).await;
+                let report = ferry_drain::tick(&drainer, &ticker, workers.start(), budget).await;
                 (period * k, report)
             }));
         }
@@ -121,10 +115,8 @@ pub(crate) fn ticking_drain_child() {
                                  "records": report.records}));
             total.absorb(&report);
         }
-        workers.join().await;
-        for r in done.lock().expect("reports").iter() {
-            total.absorb(r);
-        }
+        let worker_cpu_us = workers.finish(&mut total).await;
+        let parts = parts_percentiles(&total.lag_parts_ms);
         let mut lags = std::mem::take(&mut total.lag_ms);
         lags.sort_unstable();
         let pct = |p| ferry_drain::percentile(&lags, p);
@@ -135,7 +127,180 @@ pub(crate) fn ticking_drain_child() {
             json!({"records": total.records, "applied": total.applied, "stale": total.stale,
                    "coalesced": total.coalesced, "dlq_records": total.dlq_records,
                    "requeued": total.requeued, "lag_p50_ms": pct(50.0), "lag_p99_ms": pct(99.0),
-                   "lag_max_ms": lags.last(), "ticks": per_tick}),
+                   "lag_max_ms": lags.last(), "lag_parts": parts, "ticks": per_tick,
+                   "worker_processes_cpu_us": worker_cpu_us}),
+        );
+    });
+}
+
+/// Where the lag went (`ferry_drain::LagParts`): p50 and p99 of each part.
+fn parts_percentiles(parts: &[ferry_drain::LagParts]) -> Value {
+    let pct = |f: fn(&ferry_drain::LagParts) -> u64| {
+        let mut v: Vec<u64> = parts.iter().map(f).collect();
+        v.sort_unstable();
+        json!({"p50": ferry_drain::percentile(&v, 50.0), "p99": ferry_drain::percentile(&v, 99.0)})
+    };
+    json!({"to_buffer_ms": pct(|p| p.to_buffer), "in_buffer_ms": pct(|p| p.in_buffer),
+           "in_drain_ms": pct(|p| p.in_drain)})
+}
+
+/// A worker's lag parts as three arrays (to the buffer, in it, in the drain).
+fn parts_arrays(parts: &[ferry_drain::LagParts]) -> Value {
+    let column = |f: fn(&ferry_drain::LagParts) -> u64| parts.iter().map(f).collect::<Vec<_>>();
+    json!([
+        column(|p| p.to_buffer),
+        column(|p| p.in_buffer),
+        column(|p| p.in_drain)
+    ])
+}
+
+fn parts_from_arrays(v: &Value) -> Vec<ferry_drain::LagParts> {
+    let column =
+        |i: usize| -> Vec<u64> { serde_json::from_value(v[i].clone()).unwrap_or_default() };
+    let (a, b, c) = (column(0), column(1), column(2));
+    a.iter()
+        .zip(&b)
+        .zip(&c)
+        .map(
+            |((&to_buffer, &in_buffer), &in_drain)| ferry_drain::LagParts {
+                to_buffer,
+                in_buffer,
+                in_drain,
+                retried: false,
+            },
+        )
+        .collect()
+}
+
+/// Cancels `token` once `stop` is set.
+fn cancel_on(stop: Arc<AtomicBool>, token: tokio_util::sync::CancellationToken) {
+    tokio::spawn(async move {
+        while !stop.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        token.cancel();
+    });
+}
+
+/// The ticks' workers, as `FERRY_BENCH_WORKERS` says.
+enum BenchWorkers {
+    Tasks(LocalWorkers, Arc<Mutex<Vec<DrainReport>>>),
+    Processes(ProcessWorkers),
+}
+
+impl BenchWorkers {
+    fn new(drainer: &Arc<Drainer>) -> Self {
+        match std::env::var("FERRY_BENCH_WORKERS").as_deref() {
+            Ok("task") => {
+                let done = Arc::new(Mutex::new(Vec::<DrainReport>::new()));
+                let sink = done.clone();
+                let workers = LocalWorkers::new(drainer.clone(), move |r| {
+                    sink.lock().expect("reports").push(r.clone())
+                });
+                BenchWorkers::Tasks(workers, done)
+            }
+            _ => BenchWorkers::Processes(ProcessWorkers::default()),
+        }
+    }
+
+    fn start(&self) -> &dyn StartWorkers {
+        match self {
+            BenchWorkers::Tasks(w, _) => w,
+            BenchWorkers::Processes(w) => w,
+        }
+    }
+
+    /// Stops and waits for every worker; adds their reports to `total`. The CPU of worker
+    /// processes (tasks' CPU is this process's).
+    async fn finish(&self, total: &mut DrainReport) -> i64 {
+        match self {
+            BenchWorkers::Tasks(workers, done) => {
+                workers.join().await;
+                for r in done.lock().expect("reports").iter() {
+                    total.absorb(r);
+                }
+                0
+            }
+            BenchWorkers::Processes(workers) => workers.finish(total),
+        }
+    }
+}
+
+/// Starts each worker as a process of its own (`__order_worker`), as Lambda runs each in a
+/// container of its own; closing their stdin stops them.
+#[derive(Default)]
+struct ProcessWorkers {
+    running: Mutex<Vec<(ChildStdin, std::thread::JoinHandle<Value>)>>,
+}
+
+impl StartWorkers for ProcessWorkers {
+    fn start(&self, order: WorkerOrder, count: u32) -> BoxFuture<'_, u32> {
+        let mut running = self.running.lock().expect("workers");
+        for _ in 0..count {
+            let mut child = Command::new(std::env::current_exe().expect("exe"))
+                .arg("__order_worker")
+                .env("FERRY_BENCH_ORDER", json!(order).to_string())
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .spawn()
+                .expect("worker process");
+            let stdin = child.stdin.take().expect("stdin");
+            running.push((stdin, collect_result(child, "order_worker".into())));
+        }
+        Box::pin(async move { count })
+    }
+}
+
+impl ProcessWorkers {
+    fn finish(&self, total: &mut DrainReport) -> i64 {
+        let running = std::mem::take(&mut *self.running.lock().expect("workers"));
+        let mut cpu_us = 0;
+        for (stdin, result) in running {
+            drop(stdin);
+            let r = result.join().expect("worker");
+            let count = |k: &str| r[k].as_u64().unwrap_or(0);
+            total.absorb(&DrainReport {
+                records: count("records"),
+                applied: count("applied"),
+                stale: count("stale"),
+                coalesced: count("coalesced"),
+                dlq_records: count("dlq_records"),
+                requeued: count("requeued"),
+                lag_ms: serde_json::from_value(r["lag_ms"].clone()).unwrap_or_default(),
+                lag_parts_ms: parts_from_arrays(&r["lag_parts_ms"]),
+                ..DrainReport::default()
+            });
+            cpu_us += r["cpu_us"].as_i64().unwrap_or(0);
+        }
+        cpu_us
+    }
+}
+
+/// A worker the tick started (`FERRY_BENCH_ORDER`): one `ferry_drain::work`, as the drain
+/// function runs a worker event, until its order ends or stdin closes.
+pub(crate) fn order_worker_child() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let stop = stop_on_stdin_eof();
+        let order: WorkerOrder =
+            serde_json::from_str(&child_env("FERRY_BENCH_ORDER")).expect("order");
+        let drainer = drainer().await;
+        cancel_on(stop, drainer.settings.stop.clone());
+        let before = cpu_us();
+        let start_ms = ferry_core::clock::system_now_ms();
+        let budget = drainer.settings.budget;
+        let report = ferry_drain::work(&drainer, &Ticker::default(), order, budget).await;
+        result_line(
+            "order_worker",
+            before,
+            start_ms,
+            json!({"records": report.records, "applied": report.applied, "stale": report.stale,
+                   "coalesced": report.coalesced, "dlq_records": report.dlq_records,
+                   "requeued": report.requeued, "lag_ms": report.lag_ms,
+                   "lag_parts_ms": parts_arrays(&report.lag_parts_ms)}),
         );
     });
 }
@@ -302,6 +467,7 @@ async fn sustained(moto: &Moto, args: &Args) -> Value {
         ),
         ("FERRY_MAX_IN_FLIGHT", env_or("FERRY_MAX_IN_FLIGHT", "64")),
         ("FERRY_DRAIN_BUDGET_S", env_or("FERRY_DRAIN_BUDGET_S", "70")),
+        ("FERRY_BENCH_WORKERS", env_or("FERRY_BENCH_WORKERS", "task")),
     ];
     println!(
         "[sustained] {} writes/s for {} s over {} keys, 60 ms RTT; a tick every {} s: {:?}",
@@ -351,17 +517,18 @@ async fn sustained(moto: &Moto, args: &Args) -> Value {
         .max()
         .unwrap_or(0);
     println!(
-        "[sustained] {} records written, lag p50 {} ms, p99 {} ms, max {} ms; backlog peak {peak} messages; empty {wall:.0} s after the start; ticks {}",
-        enq["records"], drn["lag_p50_ms"], drn["lag_p99_ms"], drn["lag_max_ms"], drn["ticks"]
+        "[sustained] {} records written, lag p50 {} ms, p99 {} ms, max {} ms (parts {}); backlog peak {peak} messages; empty {wall:.0} s after the start; ticks {}",
+        enq["records"], drn["lag_p50_ms"], drn["lag_p99_ms"], drn["lag_max_ms"], drn["lag_parts"], drn["ticks"]
     );
     json!({"write_rate": args.sustained_rate, "seconds": args.sustained_s, "rtt_ms": 60,
            "tick_s": args.tick_s, "settings": extra.iter().skip(4).map(|(k, v)| json!([k, v])).collect::<Vec<_>>(),
            "records_written": enq["records"], "keys": keys, "late_events": enq["late_events"],
            "lag_p50_ms": drn["lag_p50_ms"], "lag_p99_ms": drn["lag_p99_ms"],
-           "lag_max_ms": drn["lag_max_ms"], "backlog_peak_messages": peak,
+           "lag_max_ms": drn["lag_max_ms"], "lag_parts": drn["lag_parts"],
+           "backlog_peak_messages": peak,
            "empty_after_s": wall, "ticks": drn["ticks"], "converged": true,
            // The drain process only: the enqueue child also generates the items it sends.
-           "drain_cpu_us_per_record": drn["cpu_us"].as_f64().unwrap_or(0.0) / drn["records"].as_f64().unwrap_or(1.0).max(1.0),
+           "drain_cpu_us_per_record": (drn["cpu_us"].as_f64().unwrap_or(0.0) + drn["worker_processes_cpu_us"].as_f64().unwrap_or(0.0)) / drn["records"].as_f64().unwrap_or(1.0).max(1.0),
            "backlog_timeline": timeline})
 }
 

@@ -280,6 +280,9 @@ impl<'a> Writes<'a> {
             .copied()
             .unwrap_or(0);
         let received = self.arrival.received_at_ms;
+        if sent > 0 {
+            self.d.waits.note(applied_at.saturating_sub(sent));
+        }
         report.lag_parts_ms.push(LagParts {
             to_buffer: sent.saturating_sub(record.written_at_ms),
             in_buffer: received.saturating_sub(sent),

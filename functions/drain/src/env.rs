@@ -163,6 +163,7 @@ impl DrainEnv {
             settings: self.settings,
             clock,
             peer: Default::default(),
+            waits: Default::default(),
         }
     }
 }

@@ -12,9 +12,10 @@
 
 use crate::report::DrainReport;
 use crate::{drain_for, Drainer};
-use ferry_core::fanout::{grow, workers, Backlog, Destination, FanoutPolicy, Pace};
+use ferry_core::fanout::{grow, workers, Backlog, Destination, FanoutPolicy, Look, Pace};
 use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::time::Instant;
@@ -72,6 +73,24 @@ impl WorkerEvent {
             ferry_worker: order,
         };
         serde_json::to_vec(&event).unwrap_or_default()
+    }
+}
+
+/// The longest wait, from the buffer to the write, of the records applied since the last
+/// [`Waits::take`]: what a tick's growth weighs beside the buffer's depth. Shared by the drains
+/// of one [`Drainer`] (a tick and the local workers it starts).
+#[derive(Debug, Default)]
+pub struct Waits(AtomicU64);
+
+impl Waits {
+    pub fn note(&self, waited_ms: u64) {
+        // Stored plus one: zero means no record since the last take.
+        self.0
+            .fetch_max(waited_ms.saturating_add(1), Ordering::Relaxed);
+    }
+
+    pub fn take(&self) -> Option<u64> {
+        self.0.swap(0, Ordering::Relaxed).checked_sub(1)
     }
 }
 
@@ -198,6 +217,8 @@ impl Growth<'_> {
         if d.settings.max_workers <= 1 {
             return self.running;
         }
+        // Waits from before this tick say nothing of its load.
+        d.waits.take();
         loop {
             let next = Instant::now() + self.every;
             if next >= self.until {
@@ -207,14 +228,19 @@ impl Growth<'_> {
                 _ = tokio::time::sleep_until(next) => {}
                 _ = draining.cancelled() => return self.running,
             }
+            let waited_ms = d.waits.take();
             let Ok(depth) = d.buffer.depth().await else {
                 continue;
             };
-            let now = Backlog {
-                visible: depth.visible,
+            let now = Look {
+                backlog: Backlog {
+                    visible: depth.visible,
+                },
+                in_flight: depth.in_flight,
+                waited_ms,
             };
             let more = grow(now, self.backlog, self.running, &policy(d, Duration::ZERO));
-            self.backlog = now;
+            self.backlog = now.backlog;
             if more > 0 {
                 let order = WorkerOrder {
                     until_ms: self.until_ms,
@@ -222,9 +248,11 @@ impl Growth<'_> {
                 };
                 self.running += self.start.start(order, more).await;
                 tracing::info!(
-                    visible = now.visible,
+                    visible = now.backlog.visible,
+                    in_flight = now.in_flight,
+                    waited_ms,
                     running = self.running,
-                    "tick: the backlog grows, more workers"
+                    "tick: the backlog grows or waits, more workers"
                 );
             }
         }

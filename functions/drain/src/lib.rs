@@ -54,7 +54,8 @@ mod wear;
 
 pub use env::{DrainEnv, EnvError};
 pub use fanout::{
-    tick, work, LambdaWorkers, LocalWorkers, NoWorkers, StartWorkers, Ticker, WorkerEvent,
+    tick, work, LambdaWorkers, LocalWorkers, NoWorkers, StartWorkers, Ticker, Waits, WorkerEvent,
+    WorkerOrder,
 };
 pub use peer_gate::PeerGate;
 pub use report::{emf_lines, percentile, ConflictSample, DrainReport, LagParts, StopReason};
@@ -78,6 +79,8 @@ pub struct Drainer {
     pub clock: Clock,
     /// The destination's published settings, as last checked (start with `Default`).
     pub peer: PeerGate,
+    /// How long the records applied lately waited since the buffer (start with `Default`).
+    pub waits: Waits,
 }
 
 impl std::fmt::Debug for Drainer {

@@ -11,7 +11,10 @@
 //! left, and its messages (re-queued ones are packed full) say little about its size.
 //!
 //! A tick under way looks at the buffer again every few seconds ([`grow`]): a load that starts
-//! or rises mid-tick gets its workers within seconds, not at the next tick.
+//! or rises mid-tick gets its workers within seconds, not at the next tick. The buffer's depth
+//! alone misses a worker that keeps up with receiving but not with applying: it holds every
+//! message in flight while they wait for its applies, and the visible backlog stays empty. So
+//! a look also weighs how long the records just applied waited since they reached the buffer.
 
 /// The buffer's depth, in messages (`GetQueueAttributes`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -57,6 +60,9 @@ pub struct FanoutPolicy {
     /// The share of a worker's measured capacity that is planned for (below 1: room for a
     /// slower take, a throttled write, a worker that starts late).
     pub headroom: f64,
+    /// A tick under way adds workers while records wait longer than this between the buffer
+    /// and their write (half of a 2 s replication-lag goal: the other half is the stream's).
+    pub wait_goal_ms: u64,
 }
 
 impl Default for FanoutPolicy {
@@ -66,8 +72,20 @@ impl Default for FanoutPolicy {
             budget_ms: 50_000,
             messages_per_worker: 20,
             headroom: 0.7,
+            wait_goal_ms: 1_000,
         }
     }
+}
+
+/// What a tick under way sees at one of its looks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Look {
+    pub backlog: Backlog,
+    /// Messages received and not yet deleted (`ApproximateNumberOfMessagesNotVisible`).
+    pub in_flight: u64,
+    /// The longest a record applied since the last look waited from its arrival on the buffer
+    /// (`SentTimestamp`) to its write; `None` if none was applied.
+    pub waited_ms: Option<u64>,
 }
 
 /// Workers for the next tick, from 1 (the tick's own drain) to `max_workers`.
@@ -98,20 +116,24 @@ pub fn workers(
 /// messages are what a steady load leaves between two receives.
 pub const GROWING_FROM: u64 = 2;
 
-/// Workers to add to a tick under way, at one of its periodic looks at the buffer (`before`:
-/// the last look; `running`: the tick's workers, itself included). While the backlog grows, or
-/// stands at more than `messages_per_worker` for each worker, the workers double, up to
-/// `max_workers`: a few looks reach the cap, and the cost of overshooting is a few idle workers
-/// until the tick ends. A shrinking backlog adds none; the next tick sizes afresh.
-pub fn grow(now: Backlog, before: Backlog, running: u32, policy: &FanoutPolicy) -> u32 {
+/// Workers to add to a tick under way, at one of its periodic looks (`before`: the backlog at
+/// the last look; `running`: the tick's workers, itself included). While the backlog grows,
+/// stands at more than `messages_per_worker` for each worker, or records wait past
+/// `wait_goal_ms` with messages still on the buffer, the workers double, up to `max_workers`:
+/// a few looks reach the cap, and the cost of overshooting is a few idle workers until the tick
+/// ends. A shrinking backlog adds none; the next tick sizes afresh.
+pub fn grow(now: Look, before: Backlog, running: u32, policy: &FanoutPolicy) -> u32 {
     let most = policy.max_workers.max(1);
     let running = running.max(1);
-    if running >= most || now.visible < GROWING_FROM {
+    let visible = now.backlog.visible;
+    let waiting =
+        now.waited_ms.is_some_and(|w| w > policy.wait_goal_ms) && visible + now.in_flight > 0;
+    if running >= most || (visible < GROWING_FROM && !waiting) {
         return 0;
     }
-    let growing = now.visible > before.visible;
-    let deep = now.visible > policy.messages_per_worker.max(1) * u64::from(running);
-    if growing || deep {
+    let growing = visible > before.visible;
+    let deep = visible > policy.messages_per_worker.max(1) * u64::from(running);
+    if growing || deep || waiting {
         running.min(most - running)
     } else {
         0

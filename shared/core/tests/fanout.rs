@@ -1,7 +1,7 @@
 //! How a tick sizes its fan-out (`ferry_core::fanout::workers`) and grows it while it runs
 //! (`ferry_core::fanout::grow`).
 
-use ferry_core::fanout::{grow, workers, Backlog, Destination, FanoutPolicy, Pace};
+use ferry_core::fanout::{grow, workers, Backlog, Destination, FanoutPolicy, Look, Pace};
 use Destination::{Answers, Back, Silent};
 
 fn policy(max_workers: u32) -> FanoutPolicy {
@@ -13,6 +13,14 @@ fn policy(max_workers: u32) -> FanoutPolicy {
 
 fn backlog(visible: u64) -> Backlog {
     Backlog { visible }
+}
+
+/// A look that sees `visible` messages and nothing else.
+fn look(visible: u64) -> Look {
+    Look {
+        backlog: backlog(visible),
+        ..Look::default()
+    }
 }
 
 /// One worker applying 500 records/s while busy, over a 50 s tick.
@@ -124,23 +132,49 @@ fn a_destination_back_from_an_outage_replays_with_the_whole_fan_out() {
 fn a_tick_under_way_doubles_its_workers_while_the_backlog_grows() {
     let p = policy(8);
     // A load that starts mid-tick: 1 → 2 → 4 → 8 workers over three looks.
-    assert_eq!(grow(backlog(3), backlog(0), 1, &p), 1);
-    assert_eq!(grow(backlog(6), backlog(3), 2, &p), 2);
-    assert_eq!(grow(backlog(9), backlog(6), 4, &p), 4);
+    assert_eq!(grow(look(3), backlog(0), 1, &p), 1);
+    assert_eq!(grow(look(6), backlog(3), 2, &p), 2);
+    assert_eq!(grow(look(9), backlog(6), 4, &p), 4);
     // At the cap, nothing more; near it, only up to it.
-    assert_eq!(grow(backlog(50), backlog(9), 8, &p), 0);
-    assert_eq!(grow(backlog(50), backlog(9), 6, &p), 2);
+    assert_eq!(grow(look(50), backlog(9), 8, &p), 0);
+    assert_eq!(grow(look(50), backlog(9), 6, &p), 2);
 }
 
 #[test]
 fn a_steady_or_shrinking_backlog_adds_no_worker_unless_it_is_deep() {
     let p = policy(8);
     // What a steady load leaves between receives, or a backlog being worked off.
-    assert_eq!(grow(backlog(1), backlog(0), 1, &p), 0);
-    assert_eq!(grow(backlog(5), backlog(5), 1, &p), 0);
-    assert_eq!(grow(backlog(30), backlog(40), 2, &p), 0);
+    assert_eq!(grow(look(1), backlog(0), 1, &p), 0);
+    assert_eq!(grow(look(5), backlog(5), 1, &p), 0);
+    assert_eq!(grow(look(30), backlog(40), 2, &p), 0);
     // A backlog that stands deeper than the workers' share: more of them.
-    assert_eq!(grow(backlog(45), backlog(45), 2, &p), 2);
+    assert_eq!(grow(look(45), backlog(45), 2, &p), 2);
     // One worker allowed: never more.
-    assert_eq!(grow(backlog(1_000), backlog(0), 1, &policy(1)), 0);
+    assert_eq!(grow(look(1_000), backlog(0), 1, &policy(1)), 0);
+}
+
+#[test]
+fn a_worker_that_holds_the_backlog_in_flight_while_its_records_wait_gets_company() {
+    // One worker receives every message as it arrives (nothing visible) but applies slower
+    // than they come: the wait since the buffer is the only sign.
+    let p = policy(8);
+    let held = |in_flight, waited_ms| Look {
+        backlog: backlog(0),
+        in_flight,
+        waited_ms: Some(waited_ms),
+    };
+    assert_eq!(grow(held(6, 2_500), backlog(0), 1, &p), 1);
+    assert_eq!(grow(held(6, 2_500), backlog(0), 2, &p), 2);
+    assert_eq!(grow(held(6, 2_500), backlog(0), 8, &p), 0, "at the cap");
+    assert_eq!(grow(held(6, 900), backlog(0), 1, &p), 0, "within the goal");
+    assert_eq!(
+        grow(held(0, 2_500), backlog(0), 1, &p),
+        0,
+        "a slow write with nothing left on the buffer: another worker would find nothing"
+    );
+    let nothing_applied = Look {
+        waited_ms: None,
+        ..held(6, 0)
+    };
+    assert_eq!(grow(nothing_applied, backlog(0), 1, &p), 0);
 }
