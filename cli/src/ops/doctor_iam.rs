@@ -56,92 +56,23 @@ const fn p(action: &'static str, on: On, when: When, call: &'static str) -> Perm
 }
 
 /// Every permission the drain's calls need (the batch calls authorise as their single form).
+#[rustfmt::skip]
 pub const DRAIN_PERMISSIONS: &[Permission] = &[
-    p(
-        "sqs:ReceiveMessage",
-        On::Buffer,
-        When::Always,
-        "Buffer::receive_with_attributes",
-    ),
-    p(
-        "sqs:DeleteMessage",
-        On::Buffer,
-        When::Always,
-        "Buffer::delete (DeleteMessageBatch)",
-    ),
-    p(
-        "sqs:SendMessage",
-        On::Buffer,
-        When::Always,
-        "Buffer::send_batch_with (SendMessageBatch: re-queue, renew)",
-    ),
-    p(
-        "sqs:ListQueueTags",
-        On::Buffer,
-        When::Always,
-        "Buffer::pause",
-    ),
-    p(
-        "sqs:SendMessage",
-        On::Dlq,
-        When::Always,
-        "Buffer::send_with_reason (dead-letter)",
-    ),
-    p(
-        "dynamodb:DescribeTable",
-        On::DestinationTable,
-        When::Always,
-        "Table::ping, Table::arn",
-    ),
-    p(
-        "dynamodb:ListTagsOfResource",
-        On::DestinationTable,
-        When::Always,
-        "peer::check_destination",
-    ),
+    p("sqs:ReceiveMessage", On::Buffer, When::Always, "Buffer::receive_with_attributes"),
+    p("sqs:DeleteMessage", On::Buffer, When::Always, "Buffer::delete (DeleteMessageBatch)"),
+    p("sqs:SendMessage", On::Buffer, When::Always, "Buffer::send_batch_with (re-queue, renew)"),
+    p("sqs:ListQueueTags", On::Buffer, When::Always, "Buffer::pause"),
+    p("sqs:SendMessage", On::Dlq, When::Always, "Buffer::send_with_reason (dead-letter)"),
+    p("dynamodb:DescribeTable", On::DestinationTable, When::Always, "Table::ping, Table::arn"),
+    p("dynamodb:ListTagsOfResource", On::DestinationTable, When::Always, "peer::check_destination"),
+    p("dynamodb:PutItem", On::DestinationTable, When::ItemMode, "Table::put_if"),
     // A refused put returns the stored item (ALL_OLD): a read of it.
-    p(
-        "dynamodb:PutItem",
-        On::DestinationTable,
-        When::ItemMode,
-        "Table::put_if",
-    ),
-    p(
-        "dynamodb:GetItem",
-        On::DestinationTable,
-        When::Always,
-        "Table::put_if (ALL_OLD), Table::get",
-    ),
-    p(
-        "dynamodb:UpdateItem",
-        On::DestinationTable,
-        When::AttributeMode,
-        "Table::update_if",
-    ),
-    p(
-        "dynamodb:BatchWriteItem",
-        On::ConflictTable,
-        When::ConflictLog,
-        "ConflictLog::write",
-    ),
-    p(
-        "sts:AssumeRole",
-        On::DestinationRole,
-        When::CrossAccount,
-        "ClientSettings::table_config",
-    ),
-    p(
-        "sqs:GetQueueAttributes",
-        On::Buffer,
-        When::FanOut,
-        "Buffer::depth",
-    ),
-    p(
-        "lambda:InvokeFunction",
-        On::DrainFunction,
-        When::FanOut,
-        "Function::start",
-    ),
+    p("dynamodb:GetItem", On::DestinationTable, When::Always, "Table::put_if (ALL_OLD), Table::get"),
+    p("dynamodb:UpdateItem", On::DestinationTable, When::AttributeMode, "Table::update_if"),
+    p("dynamodb:BatchWriteItem", On::ConflictTable, When::ConflictLog, "ConflictLog::write"),
+    p("sts:AssumeRole", On::DestinationRole, When::CrossAccount, "ClientSettings::table_config"),
+    p("sqs:GetQueueAttributes", On::Buffer, When::FanOut, "Buffer::depth"),
+    p("lambda:InvokeFunction", On::DrainFunction, When::FanOut, "Function::start"),
 ];
 
 /// One policy document as read (JSON text).
