@@ -334,7 +334,7 @@ fn describe(
             let place = if *in_boundary { "permissions boundary" } else { "policy" };
             (
                 format!("{who}: whether it may {action} on {res} depends on a condition ({place} {policy}{}: {})", sid(s), conditions.join(", ")),
-                format!("doctor does not evaluate conditions: make sure it holds for the drain's calls, or ask IAM: aws iam simulate-principal-policy --policy-source-arn {} --action-names {action} --resource-arns {res}", holder.arn),
+                format!("doctor does not evaluate conditions: check this one against the drain's calls (a Lambda function's, over TLS, from AWS), or ask IAM: aws iam simulate-principal-policy --policy-source-arn {} --action-names {action} --resource-arns {res}", holder.arn),
                 false,
             )
         }
