@@ -2,6 +2,7 @@
 //! or DLQ must take Ferry's largest message and keep it 14 days, a deployed stack's queue policy
 //! must let only Ferry's roles send, and every alarm must notify someone.
 
+use super::iam_policy::strings;
 use ferry_aws::inspect::QueueSettings;
 use serde::Serialize;
 use serde_json::Value;
@@ -124,18 +125,6 @@ pub fn policy_problems(policy: Option<&str>, drain_role: &str) -> Vec<(String, S
         ));
     }
     out
-}
-
-/// A string or an array of strings, as IAM writes both.
-fn strings(v: &Value) -> Vec<String> {
-    match v {
-        Value::String(s) => vec![s.clone()],
-        Value::Array(a) => a
-            .iter()
-            .filter_map(|x| x.as_str().map(str::to_string))
-            .collect(),
-        _ => Vec::new(),
-    }
 }
 
 /// (problem, fix) pairs of a stack's alarms in one region.

@@ -8,6 +8,8 @@ pub mod conflicts;
 pub mod dlq;
 pub mod doctor;
 pub mod doctor_checks;
+pub mod doctor_iam;
+pub mod iam_policy;
 pub mod pause;
 pub mod stack;
 pub mod status;

@@ -27,8 +27,8 @@ pub struct TargetArgs {
     #[arg(long)]
     pub profile: Option<String>,
     /// `REGION=URL` for every service of a region (an emulator that serves them all), or one
-    /// service's: `dynamodb:`, `sqs:`, `sts:`, `cloudformation:` or `cloudwatch:REGION=URL`;
-    /// repeatable.
+    /// service's: `dynamodb:`, `sqs:`, `sts:`, `iam:`, `cloudformation:` or
+    /// `cloudwatch:REGION=URL`; repeatable. (`AWS_ENDPOINT_URL_IAM` and the like work too.)
     #[arg(long = "endpoint-url", value_name = "[SERVICE:]REGION=URL")]
     pub endpoint_urls: Vec<String>,
     /// The replicated table's name: `NAME` for every region, `REGION=NAME` for one (repeatable,
@@ -120,6 +120,8 @@ pub enum Service {
     DynamoDb,
     Sqs,
     Sts,
+    /// IAM is global: the region's override is used for that region's reads of roles.
+    Iam,
     CloudFormation,
     CloudWatch,
 }
@@ -133,11 +135,12 @@ pub fn parse_endpoint(text: &str) -> Result<EndpointOverride, String> {
         Some(("dynamodb", r)) => (Some(Service::DynamoDb), r),
         Some(("sqs", r)) => (Some(Service::Sqs), r),
         Some(("sts", r)) => (Some(Service::Sts), r),
+        Some(("iam", r)) => (Some(Service::Iam), r),
         Some(("cloudformation", r)) => (Some(Service::CloudFormation), r),
         Some(("cloudwatch", r)) => (Some(Service::CloudWatch), r),
         Some((s, _)) => {
             return Err(format!(
-                "--endpoint-url `{text}`: unknown service `{s}` (dynamodb, sqs, sts, cloudformation or cloudwatch)"
+                "--endpoint-url `{text}`: unknown service `{s}` (dynamodb, sqs, sts, iam, cloudformation or cloudwatch)"
             ))
         }
         None => (None, left),
@@ -168,6 +171,7 @@ struct RegionEndpoints {
     dynamodb: Option<String>,
     sqs: Option<String>,
     sts: Option<String>,
+    iam: Option<String>,
     cloudformation: Option<String>,
     cloudwatch: Option<String>,
 }
@@ -287,6 +291,7 @@ impl Target {
             Service::DynamoDb => e.dynamodb.as_deref(),
             Service::Sqs => e.sqs.as_deref(),
             Service::Sts => e.sts.as_deref(),
+            Service::Iam => e.iam.as_deref(),
             Service::CloudFormation => e.cloudformation.as_deref(),
             Service::CloudWatch => e.cloudwatch.as_deref(),
         }
@@ -350,6 +355,7 @@ impl Target {
                 Some(Service::DynamoDb) => e.dynamodb = Some(o.url),
                 Some(Service::Sqs) => e.sqs = Some(o.url),
                 Some(Service::Sts) => e.sts = Some(o.url),
+                Some(Service::Iam) => e.iam = Some(o.url),
                 Some(Service::CloudFormation) => e.cloudformation = Some(o.url),
                 Some(Service::CloudWatch) => e.cloudwatch = Some(o.url),
                 // One endpoint for every service (an emulator that serves them all).
@@ -357,6 +363,7 @@ impl Target {
                     e.dynamodb = Some(o.url.clone());
                     e.sqs = Some(o.url.clone());
                     e.sts = Some(o.url.clone());
+                    e.iam = Some(o.url.clone());
                     e.cloudformation = Some(o.url.clone());
                     e.cloudwatch = Some(o.url);
                 }
@@ -422,6 +429,7 @@ impl Target {
         s.dynamodb_endpoint = e.dynamodb;
         s.sqs_endpoint = e.sqs;
         s.sts_endpoint = e.sts;
+        s.iam_endpoint = e.iam;
         s.role_arn = self.roles.get(region).cloned();
         s.connect_timeout = Some(Duration::from_secs(2));
         s.attempt_timeout = Some(Duration::from_secs(20));
@@ -430,6 +438,11 @@ impl Target {
         // by the tools' own back-off (`ferry_aws::retry`), so it slows them and never fails them.
         s.max_attempts = Some(2);
         s
+    }
+
+    /// IAM and STS with `region`'s credentials (its `--role-arn`, if any).
+    pub async fn iam(&self, region: &str) -> ferry_aws::iam::Iam {
+        self.settings(region).iam(&self.base).await
     }
 
     /// The table in `region`.
@@ -588,6 +601,10 @@ mod tests {
         );
         assert!(parse_endpoint("us-east-1").is_err());
         assert!(parse_endpoint("s3:us-east-1=http://x").is_err());
+        assert_eq!(
+            parse_endpoint("iam:us-east-1=http://127.0.0.1:5000").map(|o| o.service),
+            Ok(Some(Service::Iam))
+        );
         assert!(parse_endpoint("us-east-1=localhost:1").is_err());
     }
 

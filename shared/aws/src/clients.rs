@@ -16,6 +16,8 @@ pub struct ClientSettings {
     pub sqs_endpoint: Option<String>,
     /// STS endpoint override (for role assumption against an emulator).
     pub sts_endpoint: Option<String>,
+    /// IAM endpoint override (`ferry doctor`'s reads of the drain's role; feature `stack`).
+    pub iam_endpoint: Option<String>,
     /// A role to assume for this region's table (a destination in another account).
     pub role_arn: Option<String>,
     /// Per-attempt timeout; a hanging endpoint must fail fast, not stall the function.
@@ -135,6 +137,38 @@ impl ClientSettings {
             .timeout_config(self.timeouts())
             .retry_config(self.retry());
         aws_sdk_lambda::Client::from_conf(b.build())
+    }
+
+    /// IAM and STS clients with this region's credentials (its role, if any), for reading a
+    /// role's policies. IAM is global: the region only picks the partition's endpoint.
+    #[cfg(feature = "stack")]
+    pub async fn iam(&self, base: &SdkConfig) -> crate::iam::Iam {
+        let config = self.table_config(base).await;
+        let region = Region::new(self.region.clone());
+        // The SDK crates here come without an HTTP client of their own (the lean build).
+        let http = base.http_client().is_none().then(https_client);
+        let mut iam = aws_sdk_iam::config::Builder::from(&config)
+            .region(region.clone())
+            .timeout_config(self.timeouts())
+            .retry_config(self.retry());
+        let mut sts = aws_sdk_sts::config::Builder::from(&config)
+            .region(region)
+            .timeout_config(self.timeouts())
+            .retry_config(self.retry());
+        if let Some(h) = http {
+            iam = iam.http_client(h.clone());
+            sts = sts.http_client(h);
+        }
+        if let Some(e) = &self.iam_endpoint {
+            iam = iam.endpoint_url(e);
+        }
+        if let Some(e) = &self.sts_endpoint {
+            sts = sts.endpoint_url(e);
+        }
+        crate::iam::Iam {
+            iam: aws_sdk_iam::Client::from_conf(iam.build()),
+            sts: aws_sdk_sts::Client::from_conf(sts.build()),
+        }
     }
 
     pub async fn clients(&self, base: &SdkConfig) -> Clients {

@@ -10,6 +10,8 @@ pub mod emf;
 pub mod env;
 pub mod error;
 pub mod heartbeat;
+#[cfg(feature = "stack")]
+pub mod iam;
 pub mod inspect;
 pub mod invoke;
 pub mod logs;
